@@ -9,3 +9,4 @@ export * from "./frame.ts";
 export * from "./codec.ts";
 export * from "./messages.ts";
 export * from "./base64.ts";
+export * from "./socket_path.ts";

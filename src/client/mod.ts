@@ -1,0 +1,10 @@
+/**
+ * The umad client library: connect over the daemon's Unix socket, multiplex requests,
+ * stream events. Runs on Node, Deno and Bun (it uses only `node:net`).
+ *
+ * @module
+ */
+export * from "./client.ts";
+export * from "./errors.ts";
+export { EventStream } from "./event_stream.ts";
+export type { Codec, Message } from "../protocol/codec.ts";

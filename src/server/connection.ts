@@ -1,0 +1,378 @@
+import {
+  type Codec,
+  decodePayload,
+  detectCodec,
+  encodeFrame,
+  encodePayload,
+  type ErrorCode,
+  FrameDecoder,
+  isFramingError,
+  type Message,
+  ProtocolError,
+  type Request,
+  requestIdOf,
+  validateRequest,
+} from "../protocol/mod.ts";
+import type { AbortReason, Stream } from "./service.ts";
+
+/** Limits one connection enforces. */
+export interface ConnectionLimits {
+  /** Largest frame payload accepted (`--max-frame`). */
+  maxFrame: number;
+  /** Outbound bytes queued before producers are pushed back and reading pauses. */
+  maxQueuedBytes: number;
+  /** Requests in flight at once. */
+  maxInflight: number;
+  /** Requests per second sustained, and the burst allowed above it. */
+  rateLimit: number;
+  rateBurst: number;
+  /** Close a connection that sends no complete frame for this long (ms); 0 = never. */
+  idleTimeoutMs: number;
+}
+
+/** What a connection asks of the server. */
+export interface ConnectionHost {
+  /** Routes a validated request (everything but `cancel`, which the connection owns). */
+  dispatch(conn: Connection, request: Request, stream: Stream): void;
+  /** Counts an error sent, by code. */
+  countError(code: ErrorCode): void;
+  /** Counts traffic. */
+  countIn(frames: number, bytes: number): void;
+  countOut(frames: number, bytes: number): void;
+  /** The connection is gone; its streams' signals were aborted. */
+  closed(conn: Connection): void;
+  log(level: "debug" | "info" | "warn" | "error", message: string): void;
+}
+
+const READ_SIZE = 64 * 1024;
+/** Coalesced writes are cut at this size so one slow write never holds a huge buffer. */
+const MAX_WRITE = 256 * 1024;
+
+class RequestStream implements Stream {
+  readonly #conn: Connection;
+  readonly #controller = new AbortController();
+  #ended = false;
+  constructor(conn: Connection, readonly id: string, readonly codec: Codec) {
+    this.#conn = conn;
+  }
+  get connectionId(): number {
+    return this.#conn.id;
+  }
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+  get writable(): boolean {
+    return this.#conn.writable;
+  }
+  get queuedBytes(): number {
+    return this.#conn.queuedBytes;
+  }
+  send(event: string, fields?: Message): boolean {
+    const msg: Message = { event, id: this.id || null, ...fields };
+    return this.#conn.sendMessage(msg, this.codec);
+  }
+  fail(code: ErrorCode, message: string): void {
+    if (this.#ended) return;
+    this.#conn.sendError(this.id || null, code, message, this.codec);
+    this.end();
+  }
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#conn.release(this);
+  }
+  ready(): Promise<void> {
+    return this.#conn.ready();
+  }
+  abort(reason: AbortReason): void {
+    if (!this.#controller.signal.aborted) this.#controller.abort(reason);
+  }
+}
+
+/**
+ * One client connection: reads frames, validates requests, tracks the ids in flight,
+ * and owns the outbound queue. Queued frames are coalesced into one write per turn
+ * with one write in flight; past `maxQueuedBytes` producers are told to wait and the
+ * connection stops reading new requests, so a client that never reads costs bounded
+ * memory and slows nobody else.
+ */
+export class Connection {
+  readonly id: number;
+  readonly #conn: Deno.Conn;
+  readonly #host: ConnectionHost;
+  readonly #limits: ConnectionLimits;
+  readonly #decoder: FrameDecoder;
+  readonly #inflight = new Map<string, RequestStream>();
+  #out: Uint8Array[] = [];
+  #outBytes = 0;
+  #writing = false;
+  #closed = false;
+  #waiters: (() => void)[] = [];
+  #tokens: number;
+  #lastRefill = performance.now();
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #stopReading = false;
+  readonly connectedAt = Date.now();
+  client: string | undefined;
+
+  constructor(id: number, conn: Deno.Conn, host: ConnectionHost, limits: ConnectionLimits) {
+    this.id = id;
+    this.#conn = conn;
+    this.#host = host;
+    this.#limits = limits;
+    this.#decoder = new FrameDecoder(limits.maxFrame);
+    this.#tokens = limits.rateBurst;
+    if (limits.idleTimeoutMs > 0) {
+      this.#idleTimer = setTimeout(() => {
+        this.#host.log("info", `connection ${id}: no request within ${limits.idleTimeoutMs} ms`);
+        this.close();
+      }, limits.idleTimeoutMs);
+    }
+  }
+
+  /** Under the outbound cap and open. */
+  get writable(): boolean {
+    return !this.#closed && this.#outBytes < this.#limits.maxQueuedBytes;
+  }
+  get queuedBytes(): number {
+    return this.#outBytes;
+  }
+  get closed(): boolean {
+    return this.#closed;
+  }
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+
+  /** Resolves once under the cap again, or closed. */
+  ready(): Promise<void> {
+    if (this.writable || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Reads until the peer closes or a framing error; then closes. */
+  async serve(): Promise<void> {
+    try {
+      while (!this.#closed && !this.#stopReading) {
+        if (!this.writable) await this.ready();
+        if (this.#closed) break;
+        // A fresh buffer per read: decoded payloads (MessagePack bin fields) may
+        // be views into it and outlive this turn.
+        const buf = new Uint8Array(READ_SIZE);
+        const n = await this.#conn.read(buf);
+        if (n === null) {
+          // Peer closed its side: stop its streams, deliver what is queued, close.
+          this.abortAll("disconnected");
+          void this.#flushThenClose();
+          return;
+        }
+        this.#onBytes(buf.subarray(0, n));
+      }
+    } catch (e) {
+      if (!this.#closed) this.#host.log("debug", `connection ${this.id}: read ended: ${e}`);
+      this.close();
+    }
+  }
+
+  #onBytes(chunk: Uint8Array): void {
+    let frames = 0;
+    try {
+      for (const payload of this.#decoder.push(chunk)) {
+        frames++;
+        if (this.#idleTimer !== undefined) {
+          clearTimeout(this.#idleTimer);
+          this.#idleTimer = undefined;
+        }
+        this.#onFrame(payload);
+        if (this.#closed) return;
+      }
+    } catch (e) {
+      if (e instanceof ProtocolError && isFramingError(e.code)) {
+        // The header alone decides this: nothing of the payload is read.
+        this.sendError(null, e.code, e.message, "json");
+        this.#host.log("debug", `connection ${this.id}: ${e.message}; closing`);
+        void this.#flushThenClose();
+        return;
+      }
+      throw e;
+    } finally {
+      this.#host.countIn(frames, chunk.length);
+    }
+  }
+
+  #onFrame(payload: Uint8Array): void {
+    let codec: Codec = detectCodec(payload);
+    let id: string | null = null;
+    try {
+      const decoded = decodePayload(payload);
+      codec = decoded.codec;
+      id = requestIdOf(decoded.message) ?? null;
+      if (!this.#takeToken()) {
+        throw new ProtocolError(
+          "E_RATE_LIMITED",
+          `Connection exceeded ${this.#limits.rateLimit} requests per second`,
+        );
+      }
+      const request = validateRequest(decoded.message, codec);
+      if (request.type === "cancel") return this.#cancel(request.target, request.id, codec);
+      const rid = request.id ?? "";
+      if (rid !== "") {
+        if (this.#inflight.has(rid)) {
+          throw new ProtocolError(
+            "E_PROTO_BAD_REQUEST",
+            `Request id ${JSON.stringify(rid)} is already in flight on this connection`,
+          );
+        }
+        if (this.#inflight.size >= this.#limits.maxInflight) {
+          throw new ProtocolError(
+            "E_BUSY",
+            `Connection has ${this.#limits.maxInflight} requests in flight already`,
+          );
+        }
+      }
+      const stream = new RequestStream(this, rid, codec);
+      if (rid !== "") this.#inflight.set(rid, stream);
+      this.#host.dispatch(this, request, stream);
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        this.sendError(id, e.code, e.message, codec);
+      } else {
+        this.#host.log("error", `connection ${this.id}: ${(e as Error).stack ?? e}`);
+        this.sendError(id, "E_INTERNAL", `Request failed: ${(e as Error).message}`, codec);
+      }
+    }
+  }
+
+  #cancel(target: string, id: string | undefined, codec: Codec): void {
+    const stream = this.#inflight.get(target);
+    if (!stream) {
+      this.sendError(
+        id ?? target,
+        "E_NOT_FOUND",
+        `Cannot cancel ${JSON.stringify(target)}: no such request in flight`,
+        codec,
+      );
+      return;
+    }
+    stream.abort("cancelled");
+  }
+
+  #takeToken(): boolean {
+    const now = performance.now();
+    const { rateLimit, rateBurst } = this.#limits;
+    this.#tokens = Math.min(
+      rateBurst,
+      this.#tokens + ((now - this.#lastRefill) * rateLimit) / 1000,
+    );
+    this.#lastRefill = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** A stream ended: its id is free again. */
+  release(stream: RequestStream): void {
+    if (this.#inflight.get(stream.id) === stream) this.#inflight.delete(stream.id);
+  }
+
+  /** Queues an error reply. */
+  sendError(id: string | null, code: ErrorCode, message: string, codec: Codec): void {
+    this.#host.countError(code);
+    this.sendMessage({ event: "error", id, code, message }, codec);
+  }
+
+  /** Encodes and queues one message; false when over the cap. */
+  sendMessage(message: Message, codec: Codec): boolean {
+    if (this.#closed) return false;
+    this.#enqueue(encodeFrame(encodePayload(message, codec)));
+    return this.writable;
+  }
+
+  #enqueue(frame: Uint8Array): void {
+    this.#out.push(frame);
+    this.#outBytes += frame.length;
+    this.#host.countOut(1, 0);
+    if (!this.#writing) {
+      this.#writing = true;
+      queueMicrotask(() => void this.#flush());
+    }
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#out.length > 0 && !this.#closed) {
+        let buf: Uint8Array;
+        let taken = 0;
+        if (this.#out.length === 1 || this.#out[0].length >= MAX_WRITE) {
+          buf = this.#out.shift()!;
+          taken = buf.length;
+        } else {
+          let n = 0;
+          let count = 0;
+          while (count < this.#out.length && n + this.#out[count].length <= MAX_WRITE) {
+            n += this.#out[count++].length;
+          }
+          buf = new Uint8Array(n);
+          for (let i = 0; i < count; i++) {
+            buf.set(this.#out[i], taken);
+            taken += this.#out[i].length;
+          }
+          this.#out.splice(0, count);
+        }
+        let off = 0;
+        while (off < buf.length) off += await this.#conn.write(buf.subarray(off));
+        this.#outBytes -= taken;
+        this.#host.countOut(0, taken);
+        if (this.writable && this.#waiters.length > 0) this.#wake();
+      }
+    } catch (e) {
+      if (!this.#closed) this.#host.log("debug", `connection ${this.id}: write failed: ${e}`);
+      this.close();
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves when everything queued is written, or after `timeoutMs`. */
+  async drain(timeoutMs: number): Promise<void> {
+    const until = performance.now() + timeoutMs;
+    while ((this.#out.length > 0 || this.#writing) && !this.#closed && performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  async #flushThenClose(): Promise<void> {
+    this.#stopReading = true;
+    await this.drain(1000);
+    this.close();
+  }
+
+  /** Aborts every stream with `reason` (streams stay in flight until they end). */
+  abortAll(reason: AbortReason): void {
+    for (const s of [...this.#inflight.values()]) s.abort(reason);
+  }
+
+  /** Closes the socket; aborts streams with "disconnected". Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    this.#out = [];
+    this.#outBytes = 0;
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+    this.abortAll("disconnected");
+    this.#inflight.clear();
+    this.#wake();
+    this.#host.closed(this);
+  }
+}
