@@ -1,0 +1,76 @@
+import { UmadError } from "../client/errors.ts";
+import { ConfigError } from "../server/socket_path.ts";
+import { UsageError } from "./_args.ts";
+import { pingCommand } from "./ping.ts";
+import { serveCommand, type ServiceFactory } from "./serve.ts";
+import { statusCommand } from "./status.ts";
+import { defaultServices } from "./services.ts";
+
+/** One CLI command: takes its arguments, returns the exit code. */
+export type Command = (args: string[]) => Promise<number>;
+
+export const HELP = `umad — one local daemon for LLM generation and terminal sessions
+
+Usage: umad <command> [options]       (umad <command> --help for each)
+
+Commands:
+  serve      run the daemon
+  ping       measure the round trip to the daemon
+  status     show the daemon's state and counters
+  generate   stream a completion from the daemon's model
+  run        start a terminal session and attach to it
+  attach     attach to a terminal session (Ctrl-\\ detaches)
+  ls         list terminal sessions
+  kill       end a terminal session
+
+Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.`;
+
+/** The commands; `serve` takes the services to run. */
+export function commands(makeServices: ServiceFactory = defaultServices): Record<string, Command> {
+  return {
+    serve: (a) => serveCommand(a, makeServices),
+    ping: pingCommand,
+    status: statusCommand,
+    generate: async (a) => (await import("./generate.ts")).generateCommand(a),
+    run: async (a) => (await import("./run.ts")).runCommand(a),
+    attach: async (a) => (await import("./attach.ts")).attachCommand(a),
+    ls: async (a) => (await import("./ls.ts")).lsCommand(a),
+    kill: async (a) => (await import("./kill.ts")).killCommand(a),
+  };
+}
+
+/** Runs the CLI; returns the process exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    console.log(HELP);
+    return name === undefined ? 2 : 0;
+  }
+  if (name === "--version" || name === "version") {
+    console.log((await import("../version.ts")).VERSION);
+    return 0;
+  }
+  const command = commands()[name];
+  if (!command) {
+    console.error(`umad: unknown command "${name}"\n\n${HELP}`);
+    return 2;
+  }
+  try {
+    return await command(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`umad ${name}: ${e.message} (see umad ${name} --help)`);
+      return 2;
+    }
+    if (e instanceof ConfigError) {
+      console.error(`umad ${name}: ${e.message}`);
+      return 2;
+    }
+    if (e instanceof UmadError) {
+      console.error(`umad ${name}: ${e.message}${e.code.startsWith("E_") ? ` (${e.code})` : ""}`);
+      return 1;
+    }
+    console.error(`umad ${name}: ${(e as Error)?.message ?? e}`);
+    return 1;
+  }
+}

@@ -1,0 +1,153 @@
+import { LOG_LEVELS, type LogLevel } from "../server/log.ts";
+import { createLogger } from "../server/log.ts";
+import { Server, SERVER_DEFAULTS } from "../server/server.ts";
+import type { Service } from "../server/service.ts";
+import { ConfigError, prepareSocketDir, resolveSocketPath } from "../server/socket_path.ts";
+import { intOption, parse, UsageError } from "./_args.ts";
+
+export const SERVE_HELP = `umad serve — run the daemon
+
+Usage: umad serve [options]
+
+Socket and limits:
+  --socket PATH        socket path (default: $UMAD_SOCKET, $XDG_RUNTIME_DIR/umad/umad.sock,
+                       or /tmp/umad-<uid>/umad.sock); its directory must be 0700 and ours
+  --max-clients N      connections at once (default ${SERVER_DEFAULTS.maxClients})
+  --max-frame BYTES    largest frame payload (default ${SERVER_DEFAULTS.maxFrame})
+  --max-queue BYTES    outbound bytes queued per connection before it is pushed back
+                       (default ${SERVER_DEFAULTS.maxQueuedBytes})
+  --max-inflight N     requests in flight per connection (default ${SERVER_DEFAULTS.maxInflight})
+  --rate-limit N       requests per second per connection (default ${SERVER_DEFAULTS.rateLimit})
+  --idle-timeout MS    close connections that send nothing for MS (default ${SERVER_DEFAULTS.idleTimeoutMs}; 0 = never)
+  --log-level LEVEL    ${LOG_LEVELS.join(", ")} (default info)
+
+Model (llama.cpp):
+  --model FILE.gguf    the model to serve (default: a built-in demo model with random weights)
+  --no-model           serve no model (generate answers E_NO_MODEL)
+  --llama-lib DIR      directory with libllama/libggml (default: $UMAD_LLAMA_LIB, else the
+                       @node-llama-cpp package for this platform)
+  --ctx N              context size in tokens, shared by all sequences
+  --parallel N         sequences decoded together (default 8)
+  --threads N          CPU threads (default: the CPUs this process may use)
+  --queue N            generate requests waiting for a sequence before E_BUSY
+
+Terminals:
+  --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
+  --scrollback N       lines of scrollback kept per session
+
+Stops on SIGINT or SIGTERM: open streams end with reason "shutdown", the socket is removed.
+Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or configuration error.`;
+
+/** The options `umad serve` understands, for services to read. */
+export interface ServeConfig {
+  socket: string;
+  log: ReturnType<typeof createLogger>;
+  model?: string;
+  noModel: boolean;
+  llamaLib?: string;
+  ctx?: number;
+  parallel?: number;
+  threads?: number;
+  queue?: number;
+  exitedTtlMs?: number;
+  scrollback?: number;
+}
+
+/** Builds the services a daemon runs; replaced in tests, extended as services land. */
+export type ServiceFactory = (config: ServeConfig) => Promise<Service[]>;
+
+/** `umad serve`: runs until SIGINT/SIGTERM. Returns the exit code. */
+export async function serveCommand(
+  args: string[],
+  makeServices: ServiceFactory,
+): Promise<number> {
+  const { values, positionals } = parse(args, {
+    socket: { type: "string" },
+    "max-clients": { type: "string" },
+    "max-frame": { type: "string" },
+    "max-queue": { type: "string" },
+    "max-inflight": { type: "string" },
+    "rate-limit": { type: "string" },
+    "idle-timeout": { type: "string" },
+    "log-level": { type: "string" },
+    model: { type: "string" },
+    "no-model": { type: "boolean" },
+    "llama-lib": { type: "string" },
+    ctx: { type: "string" },
+    parallel: { type: "string" },
+    threads: { type: "string" },
+    queue: { type: "string" },
+    "exited-ttl": { type: "string" },
+    scrollback: { type: "string" },
+  }, false);
+  if (values.help) {
+    console.log(SERVE_HELP);
+    return 0;
+  }
+  if (positionals.length) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
+  const level = (values["log-level"] ?? "info") as LogLevel;
+  if (!LOG_LEVELS.includes(level)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+  const log = createLogger(level);
+  const socket = resolveSocketPath(values.socket);
+  const limits = {
+    maxClients: intOption("max-clients", values["max-clients"], { min: 1 }),
+    maxFrame: intOption("max-frame", values["max-frame"], { min: 16, max: 2 ** 31 }),
+    maxQueuedBytes: intOption("max-queue", values["max-queue"], { min: 1024 }),
+    maxInflight: intOption("max-inflight", values["max-inflight"], { min: 1 }),
+    rateLimit: intOption("rate-limit", values["rate-limit"], { min: 1 }),
+    idleTimeoutMs: intOption("idle-timeout", values["idle-timeout"]),
+  };
+  const config: ServeConfig = {
+    socket,
+    log,
+    model: values.model,
+    noModel: values["no-model"] ?? false,
+    llamaLib: values["llama-lib"],
+    ctx: intOption("ctx", values.ctx, { min: 16 }),
+    parallel: intOption("parallel", values.parallel, { min: 1, max: 256 }),
+    threads: intOption("threads", values.threads, { min: 1, max: 1024 }),
+    queue: intOption("queue", values.queue),
+    exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),
+    scrollback: intOption("scrollback", values.scrollback),
+  };
+  if (config.noModel && config.model) throw new UsageError("--model and --no-model conflict");
+
+  // Fail fast, before a slow model load, on an unsafe directory or a live daemon.
+  prepareSocketDir(socket);
+  await refuseLiveDaemon(socket);
+
+  const services = await makeServices(config);
+  const server = await Server.listen({
+    socket,
+    log,
+    services,
+    ...Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)),
+  });
+  log("info", `umad listening on ${socket} (pid ${Deno.pid})`);
+
+  const signal = await new Promise<string>((resolve) => {
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(sig, () => resolve(sig));
+    }
+  });
+  log("info", `${signal}: stopping`);
+  const hardStop = setTimeout(() => {
+    log("error", "shutdown took longer than 5 s; exiting anyway");
+    Deno.exit(1);
+  }, 4800);
+  await server.close();
+  clearTimeout(hardStop);
+  return 0;
+}
+
+async function refuseLiveDaemon(socket: string): Promise<void> {
+  try {
+    const conn = await Deno.connect({ transport: "unix", path: socket });
+    conn.close();
+  } catch {
+    return; // nothing there, or a stale socket: Server.listen handles it under its lock
+  }
+  throw new ConfigError(`Another umad daemon is already serving "${socket}"`);
+}
