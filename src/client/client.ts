@@ -3,7 +3,7 @@ import process from "node:process";
 import { type Codec, decodePayload, encodePayload, type Message } from "../protocol/codec.ts";
 import { encodeFrame, FrameDecoder } from "../protocol/frame.ts";
 import { socketPathFor } from "../protocol/socket_path.ts";
-import { ConnectionClosedError, errorFromEvent, TimeoutError, UmadError } from "./errors.ts";
+import { ConnectionClosedError, errorFromEvent, TimeoutError, type UmadError } from "./errors.ts";
 import { EventStream } from "./event_stream.ts";
 
 /** Reconnect policy: exponential backoff with jitter. */

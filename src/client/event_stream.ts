@@ -1,5 +1,5 @@
 import type { Message } from "../protocol/codec.ts";
-import { errorFromEvent, type UmadError } from "./errors.ts";
+import { errorFromEvent } from "./errors.ts";
 
 /**
  * The events of one request, as an async iterator: `for await (const ev of stream)`.
