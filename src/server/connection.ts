@@ -175,10 +175,10 @@ export class Connection {
   }
 
   #onBytes(chunk: Uint8Array): void {
-    let frames = 0;
+    this.#host.countIn(0, chunk.length);
     try {
       for (const payload of this.#decoder.push(chunk)) {
-        frames++;
+        this.#host.countIn(1, 0);
         if (this.#idleTimer !== undefined) {
           clearTimeout(this.#idleTimer);
           this.#idleTimer = undefined;
@@ -195,8 +195,6 @@ export class Connection {
         return;
       }
       throw e;
-    } finally {
-      this.#host.countIn(frames, chunk.length);
     }
   }
 
