@@ -1,0 +1,329 @@
+import { ProtocolError } from "../protocol/mod.ts";
+import type { Stream } from "../server/service.ts";
+import type { Emulator } from "./emulator.ts";
+import type { ExitStatus, PtyProcess } from "./pty_process.ts";
+
+/** The emulator may lag the relay by this much before the program is paused. */
+const EMULATOR_HIGH_WATER = 8 * 1024 * 1024;
+/** ...and reading resumes below this. */
+const EMULATOR_LOW_WATER = 2 * 1024 * 1024;
+/** Output held for a client while its snapshot is being made; past this it gets another. */
+const SYNC_PENDING_CAP = 4 * 1024 * 1024;
+
+/** Counters shared by all sessions of a service. */
+export interface PtyCounters {
+  bytesRead: number;
+  bytesRelayed: number;
+  droppedBacklogs: number;
+  snapshots: number;
+  emulatorPauses: number;
+}
+
+type AttachState = "syncing" | "live" | "lagging" | "closed";
+
+/** One `pty.attach` request: a client watching (and maybe driving) a session. */
+export class Attachment {
+  readonly stream: Stream;
+  readonly readonly: boolean;
+  cols: number | undefined;
+  rows: number | undefined;
+  /** Activity stamp; the highest non-readonly one decides the size. */
+  active = 0;
+  state: AttachState = "syncing";
+  pending: Uint8Array[] = [];
+  pendingBytes = 0;
+  overflow = false;
+
+  constructor(stream: Stream, readonly: boolean, cols?: number, rows?: number) {
+    this.stream = stream;
+    this.readonly = readonly;
+    this.cols = cols;
+    this.rows = rows;
+  }
+}
+
+let activityClock = 0;
+
+/**
+ * A PTY session: its program, its terminal state and the clients attached to it.
+ *
+ * Output is relayed to live clients the moment it is read, then fed to the emulator.
+ * A client attaching (or recovering from a dropped backlog) asks the emulator for a
+ * snapshot; output read after the request is held for it and sent right after the
+ * snapshot, so it sees every byte exactly once. A client whose connection is over its
+ * cap is skipped (its backlog dropped) until it drains, then resynced with a snapshot.
+ */
+export class Session {
+  readonly id: string;
+  readonly name: string;
+  readonly created: number;
+  readonly proc: PtyProcess;
+  readonly attachments: Set<Attachment> = new Set();
+  /** Bytes read from the program. */
+  offset = 0;
+  /** Bytes the emulator has parsed. */
+  parsed = 0;
+  status: ExitStatus | undefined;
+  /** Remove the session as soon as its exit is reported (it was killed). */
+  removeOnExit = false;
+  /** Called when the session is done and should be forgotten. */
+  onGone: () => void = () => {};
+  /** Called once, when the program has exited and its output was relayed. */
+  onExited: () => void = () => {};
+
+  #emulator: Emulator;
+  #counters: PtyCounters;
+  #cols: number;
+  #rows: number;
+  #paused = false;
+
+  constructor(
+    init: { id: string; name: string; proc: PtyProcess; scrollback: number },
+    emulator: Emulator,
+    counters: PtyCounters,
+  ) {
+    this.id = init.id;
+    this.name = init.name;
+    this.proc = init.proc;
+    this.created = Date.now();
+    this.#emulator = emulator;
+    this.#counters = counters;
+    this.#cols = init.proc.cols;
+    this.#rows = init.proc.rows;
+    emulator.open(this.id, this.#cols, this.#rows, init.scrollback, (n) => this.#onParsed(n));
+    this.proc.onData = (chunk) => this.#onData(chunk);
+    this.proc.onExit = (status) => this.#onExit(status);
+  }
+
+  get cols(): number {
+    return this.#cols;
+  }
+  get rows(): number {
+    return this.#rows;
+  }
+  get exited(): boolean {
+    return this.status !== undefined;
+  }
+
+  /** Adds a client; it gets a snapshot, then live output, then the exit. */
+  attach(att: Attachment): void {
+    if (att.stream.signal.aborted) {
+      att.stream.end();
+      return;
+    }
+    this.attachments.add(att);
+    att.stream.signal.addEventListener(
+      "abort",
+      () => this.detach(att, att.stream.signal.reason === "disconnected"),
+      { once: true },
+    );
+    if (!att.readonly && att.cols !== undefined && att.rows !== undefined) this.#touch(att);
+    this.#resync(att);
+  }
+
+  /** Removes a client; `silent` when its connection is gone. */
+  detach(att: Attachment, silent = false): void {
+    if (att.state === "closed") return;
+    att.state = "closed";
+    att.pending = [];
+    this.attachments.delete(att);
+    if (!silent) att.stream.send("pty.detached", { session: this.id });
+    att.stream.end();
+    this.#sizeAfterLeave(att);
+    if (this.exited && this.removeOnExit && this.attachments.size === 0) this.onGone();
+  }
+
+  /** The attachments of one connection. */
+  attachmentsOf(connectionId: number): Attachment[] {
+    return [...this.attachments].filter((a) => a.stream.connectionId === connectionId);
+  }
+
+  /** Input from a connection: refused for read-only clients and when the queue is full. */
+  input(connectionId: number, data: Uint8Array): void {
+    const mine = this.#writer(connectionId, "write to");
+    if (this.exited) return; // typed into a closing session: nobody reads it
+    if (mine !== undefined) this.#touch(mine);
+    if (!this.proc.write(data)) {
+      throw new ProtocolError(
+        "E_BUSY",
+        `Cannot write to session "${this.id}": the program is not reading its input`,
+      );
+    }
+  }
+
+  /** A client's size; it becomes the session's size (latest active client wins). */
+  resize(connectionId: number, cols: number, rows: number): void {
+    const mine = this.#writer(connectionId, "resize");
+    if (mine === undefined) {
+      this.#applySize(cols, rows);
+      return;
+    }
+    for (const a of this.attachmentsOf(connectionId)) {
+      if (!a.readonly) {
+        a.cols = cols;
+        a.rows = rows;
+      }
+    }
+    this.#touch(mine);
+  }
+
+  /** Ends every attachment (with the exit when known) and frees the terminal state. */
+  dispose(): void {
+    for (const att of [...this.attachments]) {
+      if (this.status !== undefined) this.#sendExit(att);
+      else this.detach(att, true);
+    }
+    this.#emulator.close(this.id);
+  }
+
+  #writer(connectionId: number, verb: string): Attachment | undefined {
+    const mine = this.attachmentsOf(connectionId);
+    if (mine.length === 0) return undefined;
+    const writers = mine.filter((a) => !a.readonly);
+    if (writers.length === 0) {
+      throw new ProtocolError(
+        "E_PROTO_BAD_REQUEST",
+        `Cannot ${verb} session "${this.id}": this client is attached read-only`,
+      );
+    }
+    return writers.reduce((a, b) => (b.active > a.active ? b : a));
+  }
+
+  #touch(att: Attachment): void {
+    att.active = ++activityClock;
+    if (att.cols !== undefined && att.rows !== undefined) this.#applySize(att.cols, att.rows);
+  }
+
+  #sizeAfterLeave(att: Attachment): void {
+    if (att.readonly || this.exited) return;
+    let best: Attachment | undefined;
+    for (const a of this.attachments) {
+      if (a.readonly || a.cols === undefined) continue;
+      if (best === undefined || a.active > best.active) best = a;
+    }
+    if (best !== undefined && best.active < att.active) {
+      this.#applySize(best.cols!, best.rows!);
+    }
+  }
+
+  #applySize(cols: number, rows: number): void {
+    if (this.exited || (cols === this.#cols && rows === this.#rows)) return;
+    this.proc.resize(cols, rows);
+    this.#emulator.resize(this.id, cols, rows);
+    this.#cols = cols;
+    this.#rows = rows;
+  }
+
+  #onData(chunk: Uint8Array): void {
+    const n = chunk.length;
+    this.offset += n;
+    this.#counters.bytesRead += n;
+    for (const att of this.attachments) {
+      if (att.state === "live") {
+        if (!att.stream.writable) {
+          this.#lag(att);
+        } else {
+          att.stream.send("pty.output", { session: this.id, data: chunk });
+          this.#counters.bytesRelayed += n;
+        }
+      } else if (att.state === "syncing" && !att.overflow) {
+        if (att.pendingBytes + n > SYNC_PENDING_CAP) {
+          att.overflow = true;
+          att.pending = [];
+          att.pendingBytes = 0;
+        } else {
+          att.pending.push(chunk);
+          att.pendingBytes += n;
+        }
+      }
+    }
+    this.#emulator.write(this.id, chunk);
+    if (!this.#paused && this.offset - this.parsed > EMULATOR_HIGH_WATER) {
+      this.#paused = true;
+      this.#counters.emulatorPauses++;
+      this.proc.pause();
+    }
+  }
+
+  #onParsed(n: number): void {
+    this.parsed += n;
+    if (this.#paused && this.offset - this.parsed < EMULATOR_LOW_WATER) {
+      this.#paused = false;
+      this.proc.resume();
+    }
+  }
+
+  #lag(att: Attachment): void {
+    att.state = "lagging";
+    att.pending = [];
+    att.pendingBytes = 0;
+    this.#counters.droppedBacklogs++;
+    att.stream.ready().then(() => {
+      if (att.state === "lagging") this.#resync(att);
+    });
+  }
+
+  async #resync(att: Attachment): Promise<void> {
+    att.state = "syncing";
+    att.pending = [];
+    att.pendingBytes = 0;
+    att.overflow = false;
+    const snap = await this.#emulator.snapshot(this.id, this.#cols, this.#rows);
+    if (att.state !== "syncing") return;
+    if (att.overflow) {
+      if (att.stream.writable) this.#resync(att);
+      else this.#lag(att);
+      return;
+    }
+    att.stream.send("pty.snapshot", {
+      session: this.id,
+      data: snap.data,
+      cols: snap.cols || this.#cols,
+      rows: snap.rows || this.#rows,
+    });
+    this.#counters.snapshots++;
+    if (att.pendingBytes > 0) {
+      const data = concat(att.pending, att.pendingBytes);
+      att.stream.send("pty.output", { session: this.id, data });
+      this.#counters.bytesRelayed += data.length;
+    }
+    att.pending = [];
+    att.pendingBytes = 0;
+    att.state = "live";
+    if (this.exited) this.#sendExit(att);
+  }
+
+  #sendExit(att: Attachment): void {
+    if (att.state === "closed") return;
+    att.state = "closed";
+    this.attachments.delete(att);
+    att.stream.send("pty.exit", {
+      session: this.id,
+      code: this.status?.code ?? null,
+      signal: this.status?.signal ?? null,
+    });
+    att.stream.end();
+    if (this.removeOnExit && this.attachments.size === 0) this.onGone();
+  }
+
+  #onExit(status: ExitStatus): void {
+    this.status = status;
+    if (this.#paused) this.#paused = false;
+    for (const att of [...this.attachments]) {
+      if (att.state === "live") this.#sendExit(att);
+    }
+    this.onExited();
+    if (this.removeOnExit && this.attachments.size === 0) this.onGone();
+  }
+}
+
+function concat(chunks: Uint8Array[], total: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
