@@ -34,6 +34,8 @@ export interface ConnectionLimits {
 export interface ConnectionHost {
   /** Routes a validated request (everything but `cancel`, which the connection owns). */
   dispatch(conn: Connection, request: Request, stream: Stream): void;
+  /** Counts a request, by type. */
+  countRequest(type: string): void;
   /** Counts an error sent, by code. */
   countError(code: ErrorCode): void;
   /** Counts traffic. */
@@ -50,7 +52,9 @@ const MAX_WRITE = 256 * 1024;
 
 class RequestStream implements Stream {
   readonly #conn: Connection;
-  readonly #controller = new AbortController();
+  // Created on first use: most requests (ping, input) never look at their signal.
+  #controller: AbortController | undefined;
+  #abortReason: AbortReason | undefined;
   #ended = false;
   constructor(conn: Connection, readonly id: string, readonly codec: Codec) {
     this.#conn = conn;
@@ -59,6 +63,10 @@ class RequestStream implements Stream {
     return this.#conn.id;
   }
   get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#abortReason) this.#controller.abort(this.#abortReason);
+    }
     return this.#controller.signal;
   }
   get writable(): boolean {
@@ -85,7 +93,9 @@ class RequestStream implements Stream {
     return this.#conn.ready();
   }
   abort(reason: AbortReason): void {
-    if (!this.#controller.signal.aborted) this.#controller.abort(reason);
+    if (this.#abortReason) return;
+    this.#abortReason = reason;
+    this.#controller?.abort(reason);
   }
 }
 
@@ -153,12 +163,12 @@ export class Connection {
   /** Reads until the peer closes or a framing error; then closes. */
   async serve(): Promise<void> {
     try {
+      // One buffer for every read: frames are decoded before the next read, and
+      // payloads whose decoded fields could be views into it are copied first.
+      const buf = new Uint8Array(READ_SIZE);
       while (!this.#closed && !this.#stopReading) {
         if (!this.writable) await this.ready();
         if (this.#closed) break;
-        // A fresh buffer per read: decoded payloads (MessagePack bin fields) may
-        // be views into it and outlive this turn.
-        const buf = new Uint8Array(READ_SIZE);
         const n = await this.#conn.read(buf);
         if (n === null) {
           // Peer closed its side: stop its streams, deliver what is queued, close.
@@ -202,7 +212,9 @@ export class Connection {
     let codec: Codec = detectCodec(payload);
     let id: string | null = null;
     try {
-      const decoded = decodePayload(payload);
+      // MessagePack `bin` fields decode as views of the payload: detach them from
+      // the read buffer, which the next read overwrites.
+      const decoded = decodePayload(codec === "msgpack" ? payload.slice() : payload);
       codec = decoded.codec;
       id = requestIdOf(decoded.message) ?? null;
       if (!this.#takeToken()) {
@@ -212,6 +224,14 @@ export class Connection {
         );
       }
       const request = validateRequest(decoded.message, codec);
+      if (request.type === "ping") {
+        // The hot path of latency probes: no stream, no id bookkeeping.
+        this.#host.countRequest("ping");
+        const pong: Message = { event: "pong", id: request.id };
+        if (request.t !== undefined) pong.t = request.t;
+        this.sendMessage(pong, codec);
+        return;
+      }
       if (request.type === "cancel") return this.#cancel(request.target, request.id, codec);
       const rid = request.id ?? "";
       if (rid !== "") {

@@ -132,8 +132,11 @@ export class Server implements ConnectionHost {
   }
 
   // ConnectionHost
+  countRequest(type: string): void {
+    this.#requests[type] = (this.#requests[type] ?? 0) + 1;
+  }
   dispatch(conn: Connection, request: Request, stream: Stream): void {
-    this.#requests[request.type] = (this.#requests[request.type] ?? 0) + 1;
+    this.countRequest(request.type);
     switch (request.type) {
       case "hello": {
         conn.client = request.client;
@@ -149,10 +152,6 @@ export class Server implements ConnectionHost {
         stream.end();
         return;
       }
-      case "ping":
-        stream.send("pong", request.t === undefined ? {} : { t: request.t });
-        stream.end();
-        return;
       case "metrics":
         stream.send("metrics", { metrics: this.metrics() });
         stream.end();
