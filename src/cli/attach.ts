@@ -1,0 +1,159 @@
+import { type Client, connect } from "../client/client.ts";
+import { attach, type Terminal } from "../client/terminal.ts";
+import { parse, UsageError } from "./_args.ts";
+
+export const ATTACH_HELP = `umad attach — attach to a terminal session
+
+Usage: umad attach SESSION [--readonly] [--socket PATH]
+
+SESSION is an id from \`umad ls\` (or a name, when only one session has it).
+Puts this terminal in raw mode and forwards keys to the session; the session
+takes this terminal's size (on start and whenever the window changes).
+
+Ctrl-\\ detaches (the session keeps running; \`umad attach\` it again later).
+--readonly   watch only: keys other than Ctrl-\\ are ignored, the size is not sent.
+
+Exit codes: 0 detached or the program ended, 1 runtime error, 2 usage error.`;
+
+/** The detach key: Ctrl-\ (FS, 0x1c), as in dtach. */
+export const DETACH_KEY = 0x1c;
+
+/** Leaves modes a program may have turned on in the outer terminal. */
+const RESTORE = "\x1b[0m\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l" +
+  "\x1b[?1l\x1b>\x1b[?1049l";
+
+/** How an attached session ended. */
+export type AttachEnd =
+  | { kind: "detached" }
+  | { kind: "exit"; exitCode: number; signal?: string }
+  | { kind: "error"; error: Error };
+
+function terminalSize(): { cols: number; rows: number } | undefined {
+  try {
+    const { columns, rows } = Deno.consoleSize();
+    return columns > 0 && rows > 0 ? { cols: columns, rows } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Attaches this process's terminal to `session`: raw mode, input forwarded, size sent
+ * on start and on SIGWINCH, Ctrl-\ detaches, the terminal restored at the end.
+ */
+export async function attachTerminal(
+  client: Client,
+  session: string,
+  opts: { readonly?: boolean } = {},
+): Promise<AttachEnd> {
+  const readonly = opts.readonly ?? false;
+  const tty = Deno.stdin.isTerminal();
+  const size = readonly ? undefined : terminalSize();
+  const term: Terminal = await attach(client, session, {
+    readonly,
+    cols: size?.cols,
+    rows: size?.rows,
+    reattach: false,
+  });
+  const stdout = Deno.stdout.writable.getWriter();
+  const enc = new TextEncoder();
+  let end: AttachEnd | undefined;
+  let finish!: () => void;
+  const finished = new Promise<void>((r) => finish = r);
+
+  term.onBinary((bytes) => void stdout.write(bytes).catch(() => {}));
+  term.onExit((e) => {
+    end ??= { kind: "exit", exitCode: e.exitCode, signal: e.signal };
+    finish();
+  });
+  term.onError((e) => {
+    end ??= { kind: "error", error: e };
+    finish();
+  });
+  void term.closed.then(() => {
+    end ??= { kind: "detached" };
+    finish();
+  });
+
+  const onWinch = () => {
+    const s = terminalSize();
+    if (s && !readonly && end === undefined) term.resize(s.cols, s.rows);
+  };
+  if (tty) Deno.stdin.setRaw(true);
+  if (!readonly && Deno.build.os !== "windows") Deno.addSignalListener("SIGWINCH", onWinch);
+
+  // Keys: everything before Ctrl-\ goes to the session; Ctrl-\ detaches.
+  void (async () => {
+    const buf = new Uint8Array(16 * 1024);
+    while (end === undefined) {
+      let n: number | null;
+      try {
+        n = await Deno.stdin.read(buf);
+      } catch {
+        n = null;
+      }
+      if (n === null) {
+        // stdin closed: without a terminal that is the end of input, not a detach.
+        if (!tty) return;
+        break;
+      }
+      const chunk = buf.subarray(0, n);
+      const k = chunk.indexOf(DETACH_KEY);
+      const keys = k >= 0 ? chunk.subarray(0, k) : chunk;
+      if (!readonly && keys.length > 0 && end === undefined) term.write(keys.slice());
+      if (k >= 0) break;
+    }
+    if (end === undefined) {
+      end = { kind: "detached" };
+      await term.detach().catch(() => {});
+      finish();
+    }
+  })();
+
+  try {
+    await finished;
+  } finally {
+    if (!readonly && Deno.build.os !== "windows") Deno.removeSignalListener("SIGWINCH", onWinch);
+    await stdout.write(enc.encode(RESTORE)).catch(() => {});
+    stdout.releaseLock();
+    if (tty) {
+      try {
+        Deno.stdin.setRaw(false);
+      } catch {
+        // not a terminal any more
+      }
+    }
+  }
+  const result = end ?? { kind: "detached" };
+  const line = result.kind === "detached"
+    ? `[detached from session ${term.session}]`
+    : result.kind === "exit"
+    ? `[session ${term.session} exited${
+      result.signal ? ` on ${result.signal}` : ` with code ${result.exitCode}`
+    }]`
+    : `[session ${term.session}: ${result.error.message}]`;
+  console.error(`\r\n${line}`);
+  return result;
+}
+
+/** `umad attach`. */
+export async function attachCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    readonly: { type: "boolean", short: "r" },
+    socket: { type: "string" },
+  });
+  if (values.help) {
+    console.log(ATTACH_HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    throw new UsageError(positionals.length ? "Too many arguments" : "SESSION is required");
+  }
+  const client = await connect({ socket: values.socket, reconnect: false, client: "umad-attach" });
+  try {
+    const end = await attachTerminal(client, positionals[0], { readonly: values.readonly });
+    return end.kind === "error" ? 1 : 0;
+  } finally {
+    await client.close();
+  }
+}
