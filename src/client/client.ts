@@ -1,7 +1,7 @@
 import { createConnection, type Socket } from "node:net";
 import process from "node:process";
-import { type Codec, decodePayload, encodePayload, type Message } from "../protocol/codec.ts";
-import { encodeFrame, FrameDecoder } from "../protocol/frame.ts";
+import { type Codec, decodePayload, encodeMessageFrame, type Message } from "../protocol/codec.ts";
+import { FrameDecoder } from "../protocol/frame.ts";
 import { socketPathFor } from "../protocol/socket_path.ts";
 import { ConnectionClosedError, errorFromEvent, TimeoutError, type UmadError } from "./errors.ts";
 import { EventStream } from "./event_stream.ts";
@@ -299,7 +299,7 @@ export class Client {
   }
 
   #write(message: Message): void {
-    this.#out.push(encodeFrame(encodePayload(message, this.codec)));
+    this.#out.push(encodeMessageFrame(message, this.codec));
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(() => this.#flush());

@@ -9,6 +9,8 @@ export type Codec = "json" | "msgpack";
 export type Message = Record<string, unknown>;
 
 const OPEN_BRACE = 0x7b;
+/** Below this size, ASCII text is converted in JS: cheaper than a call into the runtime. */
+const SMALL_TEXT = 1024;
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 const encoder = new Encoder({ ignoreUndefined: true });
@@ -41,7 +43,7 @@ export function decodePayload(payload: Uint8Array): { codec: Codec; message: Mes
   const codec = detectCodec(payload);
   let value: unknown;
   try {
-    value = codec === "json" ? JSON.parse(textDecoder.decode(payload)) : decoder.decode(payload);
+    value = codec === "json" ? JSON.parse(utf8Decode(payload)) : decoder.decode(payload);
   } catch (e) {
     throw new ProtocolError(
       "E_PROTO_INVALID_JSON",
@@ -56,6 +58,77 @@ export function decodePayload(payload: Uint8Array): { codec: Codec; message: Mes
   return { codec, message: value as Message };
 }
 
+function utf8Decode(bytes: Uint8Array): string {
+  if (bytes.length <= SMALL_TEXT) {
+    let ascii = true;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] > 0x7f) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return String.fromCharCode.apply(null, bytes as unknown as number[]);
+  }
+  return textDecoder.decode(bytes);
+}
+
+function jsonReady(message: Message): Message {
+  let out: Message = message;
+  for (const k in message) {
+    const v = message[k];
+    if (v instanceof Uint8Array) {
+      if (out === message) out = { ...message };
+      out[k] = encodeBase64(v);
+    }
+  }
+  return out;
+}
+
+/**
+ * Encodes a map as a whole frame (length header included) in one allocation.
+ *
+ * @example
+ * ```ts
+ * const frame = encodeMessageFrame({ event: "pong", id: "1" }, "json");
+ * console.log(frame[0], frame.length); // 25 29
+ * ```
+ */
+export function encodeMessageFrame(message: Message, codec: Codec): Uint8Array {
+  let frame: Uint8Array;
+  if (codec === "msgpack") {
+    const body = encoder.encodeSharedRef(message);
+    frame = new Uint8Array(4 + body.length);
+    frame.set(body, 4);
+  } else {
+    const text = JSON.stringify(jsonReady(message));
+    const n = text.length;
+    if (n <= SMALL_TEXT) {
+      frame = new Uint8Array(4 + n);
+      let i = 0;
+      for (; i < n; i++) {
+        const c = text.charCodeAt(i);
+        if (c > 0x7f) break;
+        frame[4 + i] = c;
+      }
+      if (i < n) frame = withHeader(textEncoder.encode(text));
+    } else {
+      frame = withHeader(textEncoder.encode(text));
+    }
+  }
+  const len = frame.length - 4;
+  frame[0] = len & 0xff;
+  frame[1] = (len >>> 8) & 0xff;
+  frame[2] = (len >>> 16) & 0xff;
+  frame[3] = (len >>> 24) & 0xff;
+  return frame;
+}
+
+function withHeader(body: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(4 + body.length);
+  frame.set(body, 4);
+  return frame;
+}
+
 /**
  * Encodes a map in the given codec. In JSON, top-level `Uint8Array` fields become
  * base64 strings; in MessagePack they are `bin`.
@@ -68,13 +141,5 @@ export function decodePayload(payload: Uint8Array): { codec: Codec; message: Mes
  */
 export function encodePayload(message: Message, codec: Codec): Uint8Array {
   if (codec === "msgpack") return encoder.encode(message);
-  let out: Message = message;
-  for (const k in message) {
-    const v = message[k];
-    if (v instanceof Uint8Array) {
-      if (out === message) out = { ...message };
-      out[k] = encodeBase64(v);
-    }
-  }
-  return textEncoder.encode(JSON.stringify(out));
+  return textEncoder.encode(JSON.stringify(jsonReady(message)));
 }

@@ -2,8 +2,7 @@ import {
   type Codec,
   decodePayload,
   detectCodec,
-  encodeFrame,
-  encodePayload,
+  encodeMessageFrame,
   type ErrorCode,
   FrameDecoder,
   isFramingError,
@@ -302,7 +301,7 @@ export class Connection {
   /** Encodes and queues one message; false when over the cap. */
   sendMessage(message: Message, codec: Codec): boolean {
     if (this.#closed) return false;
-    this.#enqueue(encodeFrame(encodePayload(message, codec)));
+    this.#enqueue(encodeMessageFrame(message, codec));
     return this.writable;
   }
 

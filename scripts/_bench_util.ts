@@ -1,0 +1,82 @@
+// Shared pieces of the benchmarks: percentiles, a framed ping client on raw Deno
+// sockets (the same client for umad and for the baselines), and process helpers.
+import { encodeFrame, encodePayload, FrameDecoder } from "../src/protocol/mod.ts";
+
+export const ROOT = new URL("..", import.meta.url).pathname;
+
+/** Nearest-rank percentile of an unsorted sample, in the sample's unit. */
+export function pct(sample: number[], q: number): number {
+  if (sample.length === 0) return NaN;
+  const s = [...sample].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}
+
+/** Rounds for tables. */
+export function fmt(x: number, digits = 3): string {
+  return Number.isFinite(x) ? x.toFixed(digits) : "n/a";
+}
+
+/** One framed request/reply connection on a raw Deno Unix socket. */
+export class PingConn {
+  readonly #conn: Deno.UnixConn;
+  readonly #dec = new FrameDecoder(1 << 20);
+  readonly #buf = new Uint8Array(65536);
+  readonly #frame: Uint8Array;
+  constructor(conn: Deno.UnixConn) {
+    this.#conn = conn;
+    this.#frame = encodeFrame(encodePayload({ type: "ping", id: "p" }, "json"));
+  }
+  static async open(path: string): Promise<PingConn> {
+    return new PingConn(await Deno.connect({ transport: "unix", path }));
+  }
+  /** One round trip, in ms. */
+  async ping(): Promise<number> {
+    const t0 = performance.now();
+    await this.#conn.write(this.#frame);
+    while (true) {
+      const n = await this.#conn.read(this.#buf);
+      if (n === null) throw new Error("connection closed");
+      for (const _ of this.#dec.push(this.#buf.subarray(0, n))) {
+        return performance.now() - t0;
+      }
+    }
+  }
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch { /* closed */ }
+  }
+}
+
+/** Starts a child process running a Deno script, returning it. */
+export function spawnDeno(args: string[], env?: Record<string, string>): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+    env,
+  }).spawn();
+}
+
+/** Waits until a Unix socket accepts connections. */
+export async function waitForSocket(path: string, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      (await Deno.connect({ transport: "unix", path })).close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`nothing listening on ${path}`);
+}
+
+/** Stops a child with SIGTERM and waits. */
+export async function stopChild(p: Deno.ChildProcess): Promise<void> {
+  try {
+    p.kill("SIGTERM");
+  } catch { /* gone */ }
+  await p.status;
+}
