@@ -1,0 +1,52 @@
+// `deno task bench`: every benchmark side by side in one run, written to
+// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm` picks some.
+import { parseArgs } from "node:util";
+import { benchServer } from "./bench_server.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { only: { type: "string" }, out: { type: "string" } },
+});
+const only = new Set((values.only ?? "server,pty,llm").split(","));
+const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
+
+function machine(): string {
+  const cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ??
+    "unknown CPU";
+  const mem = Deno.systemMemoryInfo().total / 2 ** 30;
+  return `${cpu}, ${navigator.hardwareConcurrency} CPUs visible, ${
+    mem.toFixed(0)
+  } GiB, ${Deno.build.os} ${Deno.build.arch}, Deno ${Deno.version.deno}`;
+}
+
+const sections: string[] = [];
+const started = new Date();
+if (only.has("server")) {
+  console.error("bench: control channel");
+  sections.push(await benchServer());
+}
+if (only.has("pty")) {
+  console.error("bench: terminals");
+  const { benchPty } = await import("./bench_pty.ts");
+  sections.push(await benchPty());
+}
+if (only.has("llm")) {
+  console.error("bench: llm");
+  const { benchLlm } = await import("./bench_llm.ts");
+  sections.push(await benchLlm());
+}
+
+const doc = [
+  "# Benchmarks",
+  "",
+  `Written by \`deno task bench\` on ${started.toISOString().slice(0, 10)}.`,
+  "",
+  `Machine: ${machine()}.`,
+  "",
+  "Every comparison below was measured side by side in one run, on a shared machine:",
+  "ratios are the figures to read; absolute numbers move with the machine's load.",
+  "",
+  ...sections,
+].join("\n");
+Deno.writeTextFileSync(outPath, doc.endsWith("\n") ? doc : doc + "\n");
+console.log(doc);
