@@ -285,3 +285,30 @@ Deno.test("a client that never reads costs bounded memory and others are still a
     await d.stop();
   }
 });
+
+Deno.test("a duplicate id in flight is refused and the first request goes on", async () => {
+  const d = await startDaemon(["--max-inflight", "2"]);
+  const c = await RawClient.connect(d.socket);
+  try {
+    const spawned = await c.request({ type: "pty.spawn", id: "s", argv: ["cat"] });
+    assert.equal(spawned.event, "pty.spawned");
+    const session = spawned.session;
+    const snap = await c.request({ type: "pty.attach", id: "a", session });
+    assert.equal(snap.event, "pty.snapshot");
+    const dup = await c.request({ type: "pty.list", id: "a" });
+    assert.equal(dup.event, "error");
+    assert.equal(dup.code, "E_PROTO_BAD_REQUEST");
+    assert.match(dup.message as string, /already in flight/);
+    // Two in flight (the attach and a second attach) is the limit set above.
+    await c.request({ type: "pty.attach", id: "b", session, readonly: true });
+    const over = await c.request({ type: "pty.list", id: "c" });
+    assert.equal(over.code, "E_BUSY");
+    // The first attach still streams.
+    await c.send({ type: "pty.input", session, data: btoa("still here\n") });
+    const out = await c.next((m) => m.id === "a" && m.event === "pty.output");
+    assert.match(atob(out.data as string), /still here/);
+  } finally {
+    c.close();
+    await d.stop();
+  }
+});
