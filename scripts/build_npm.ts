@@ -250,13 +250,13 @@ const COMPILER_OPTIONS: ts.CompilerOptions = {
   newLine: ts.NewLineKind.LineFeed,
 };
 
-/** One line per export of the entry module, for the README's API list. */
-function describeExports(program: ts.Program, entry: string): string[] {
+/** Each export of the entry module by name, with its line for the README's API list. */
+function describeExports(program: ts.Program, entry: string): Map<string, string> {
   const checker = program.getTypeChecker();
   const source = program.getSourceFile(entry);
   const moduleSymbol = source && checker.getSymbolAtLocation(source);
-  if (!moduleSymbol) return [];
-  const lines: string[] = [];
+  if (!moduleSymbol) return new Map();
+  const lines = new Map<string, string>();
   for (const exported of checker.getExportsOfModule(moduleSymbol)) {
     const symbol = exported.flags & ts.SymbolFlags.Alias
       ? checker.getAliasedSymbol(exported)
@@ -276,9 +276,12 @@ function describeExports(program: ts.Program, entry: string): string[] {
         /\s+/g,
         " ",
       ).trim();
-    lines.push(`- \`${exported.name}\`${kind ? ` (${kind})` : ""}${doc ? ` — ${doc}` : ""}`);
+    lines.set(
+      exported.name,
+      `- \`${exported.name}\`${kind ? ` (${kind})` : ""}${doc ? ` — ${doc}` : ""}`,
+    );
   }
-  return lines.sort();
+  return lines;
 }
 
 const isRelativeTs = (s: string) => /^\.\.?\//.test(s) && s.endsWith(".ts") && !s.endsWith(".d.ts");
@@ -314,8 +317,8 @@ const rewriteDeclarationImports: ts.TransformerFactory<ts.SourceFile | ts.Bundle
   return (root) => ts.visitNode(root, visit) as ts.SourceFile | ts.Bundle;
 };
 
-/** Compiles the staged sources into `npm/esm`; returns the README's API lines. */
-function compile(stageDir: string, out: string): string[] {
+/** Compiles the staged sources into `npm/esm`; returns its exports (see describeExports). */
+function compile(stageDir: string, out: string): Map<string, string> {
   const entry = `${stageDir}/${ENTRY}`;
   const options: ts.CompilerOptions = {
     ...COMPILER_OPTIONS,
@@ -355,7 +358,42 @@ function licenseId(text: string): string {
   return "SEE LICENSE IN LICENSE";
 }
 
-function readme(api: string[]): string {
+const TERMINALS_NODE_PTY = `\`spawn\` and \`attach\` give a node-pty-shaped \`Terminal\`:
+
+\`\`\`js
+import { attach, connect, spawn } from "${PACKAGE_NAME}";
+
+const client = await connect();
+const term = await spawn(client, "bash", [], { cols: 100, rows: 30, cwd: process.cwd() });
+term.onData((text) => process.stdout.write(text));
+term.onExit(({ exitCode, signal }) => console.log("exit", exitCode, signal));
+term.write("ls\\r");
+term.resize(120, 40);
+await term.detach(); // the session goes on in the daemon
+
+// Later, from this or another program: the screen comes back.
+const again = await attach(client, term.session);
+again.onData((text) => process.stdout.write(text));
+\`\`\`
+
+After the client reconnects, an attached terminal re-attaches by itself.`;
+
+const TERMINALS_PROTOCOL = `Terminal requests go through \`request\`, \`stream\` and \`send\`:
+
+\`\`\`js
+const { session } = await client.request({ type: "pty.spawn", argv: ["bash"], cols: 80, rows: 24 });
+const events = client.stream({ type: "pty.attach", session }, (ev) => ev.event === "pty.exit");
+client.send({ type: "pty.input", session, data: new TextEncoder().encode("echo hi\\n") });
+for await (const ev of events) {
+  // data is bytes with the default MessagePack codec (base64 text with codec "json").
+  if (ev.event === "pty.snapshot" || ev.event === "pty.output") process.stdout.write(ev.data);
+}
+\`\`\``;
+
+function readme(api: string[], exports: Set<string>): string {
+  const terminals = exports.has("spawn") && exports.has("attach")
+    ? TERMINALS_NODE_PTY
+    : TERMINALS_PROTOCOL;
   return `# ${PACKAGE_NAME}
 
 Client for [umad](https://www.npmjs.com/package/${PACKAGE_NAME}), the local runtime
@@ -405,16 +443,7 @@ for await (const ev of client.stream({ type: "generate", prompt: "Hello", max_to
 ## Terminals
 
 The daemon owns the PTYs; a session outlives the client that started it, and attaching
-again restores the screen.
-
-\`\`\`js
-const { session } = await client.request({ type: "pty.spawn", argv: ["bash"], cols: 80, rows: 24 });
-const events = client.stream({ type: "pty.attach", session }, (ev) => ev.event === "pty.exit");
-client.send({ type: "pty.input", session, data: new TextEncoder().encode("echo hi\\n") });
-for await (const ev of events) {
-  if (ev.event === "pty.snapshot" || ev.event === "pty.output") process.stdout.write(ev.data);
-}
-\`\`\`
+again restores the screen. ${terminals}
 
 ## Errors
 
@@ -522,7 +551,10 @@ export async function buildNpm(opts: BuildNpmOptions = {}): Promise<boolean> {
     const nodeTypes = await declarationsNeedNodeTypes(`${out}/esm`);
     const pkg = packageJson(graph, license, nodeTypes, ctx.version);
     await Deno.writeTextFile(`${out}/package.json`, JSON.stringify(pkg, null, 2) + "\n");
-    await Deno.writeTextFile(`${out}/README.md`, readme(api));
+    await Deno.writeTextFile(
+      `${out}/README.md`,
+      readme([...api.values()].sort(), new Set(api.keys())),
+    );
     if (license !== null) await Deno.writeTextFile(`${out}/LICENSE`, license);
     if (graph.dependencies.size) await run("npm", ["install", "--omit=dev", ...NPM_QUIET], out);
     // Fail here, not in a user's project, when the ESM graph does not load under Node.

@@ -8,8 +8,8 @@ import { startDaemon } from "./_daemon.ts";
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
 const NPM_DIR = `${ROOT}/npm`;
 const FIXTURE = `${ROOT}/tests/fixtures/npm_smoke.mjs`;
-/** The tests in the fixture (two codecs × 7, plus 4). */
-const FIXTURE_TESTS = 18;
+/** The tests in the fixture (two codecs × 8, plus 4). */
+const FIXTURE_TESTS = 20;
 
 interface Output {
   code: number;
