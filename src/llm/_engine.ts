@@ -1,0 +1,461 @@
+/**
+ * The engine: one llama context and the continuous-batching scheduler that drives it.
+ * Runs inside the engine worker, calling llama.cpp synchronously.
+ *
+ * Each step makes one decode call holding one row per decoding stream (plus the last
+ * prompt token of streams whose prompt is done), then spends a time budget on prompt
+ * chunks, so inter-token latency stays flat while long prompts arrive.
+ *
+ * Batch invariance (the same seed gives the same tokens alone or beside others):
+ * - every decode call has at least two rows: a one-row decode takes another kernel path;
+ * - sequence ids in a decode call are contiguous (holes get a filler row that is removed
+ *   afterwards): with one KV stream per sequence llama.cpp splits a batch at every gap,
+ *   which would make one-row ubatches;
+ * - every row of the decode call asks for logits, so the output matmul has ≥ 2 rows;
+ * - prompt chunks stay under 64 tokens: from 64 query rows on, the CPU flash-attention
+ *   kernel switches to a tiled path that rounds differently.
+ */
+import { Batch, LlamaContext, LlamaModel, Sampler } from "./_llama.ts";
+import type { NativeLibs } from "./_ffi.ts";
+import { TextAssembler } from "./_text.ts";
+import {
+  CANCEL_NONE,
+  CANCEL_SHUTDOWN,
+  CTRL_PREFILL,
+  type EngineInfo,
+  type EngineStart,
+  type GenerateParams,
+  SLOT_CANCEL,
+  SLOT_PAUSED,
+  SLOT_WORDS,
+  type StepStats,
+  type StreamEvent,
+} from "./_wire.ts";
+
+/** Largest prompt chunk: from 64 rows on, flash attention takes a path with other rounding. */
+export const MAX_CHUNK = 63;
+
+type EndReason = "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
+
+/** One stream holding a sequence. */
+class Seq {
+  readonly slot: number;
+  readonly rid: number;
+  readonly params: GenerateParams;
+  readonly prompt: Int32Array;
+  readonly sampler: Sampler;
+  readonly text: TextAssembler;
+  /** Tokens already in the KV cache. */
+  nPast = 0;
+  /** The token the next decode row feeds (last prompt token, then each sampled one). */
+  next: number;
+  generated = 0;
+  constructor(
+    slot: number,
+    rid: number,
+    params: GenerateParams,
+    prompt: Int32Array,
+    sampler: Sampler,
+  ) {
+    this.slot = slot;
+    this.rid = rid;
+    this.params = params;
+    this.prompt = prompt;
+    this.sampler = sampler;
+    this.text = new TextAssembler(params.stop);
+    this.next = prompt[prompt.length - 1];
+  }
+  /** Prompt tokens still to prefill before the last one (which goes with the decode rows). */
+  get prefillLeft(): number {
+    return Math.max(0, this.prompt.length - 1 - this.nPast);
+  }
+}
+
+/** Engine settings. */
+export interface EngineOptions {
+  modelPath: string;
+  ctx: number;
+  parallel: number;
+  threads: number;
+  control: Int32Array;
+  abort: Uint8Array;
+  prefillRatio: number;
+  log: (level: "info" | "warn" | "error", message: string) => void;
+  emit: (events: StreamEvent[], stats?: StepStats) => void;
+}
+
+/** An exponential moving average that starts at its first sample. */
+class Ema {
+  value = 0;
+  #n = 0;
+  constructor(readonly alpha: number) {}
+  add(x: number) {
+    this.value = this.#n++ === 0 ? x : this.value + this.alpha * (x - this.value);
+  }
+  get ready() {
+    return this.#n > 0;
+  }
+}
+
+/** The model, its context and the scheduler. */
+export class Engine {
+  readonly model: LlamaModel;
+  readonly ctx: LlamaContext;
+  readonly info: EngineInfo;
+  readonly #o: EngineOptions;
+  readonly #slots: (Seq | null)[];
+  readonly #batch: Batch;
+  readonly #nCtxSeq: number;
+  #prefillQueue: Seq[] = [];
+  #interactiveStreak = 0;
+  #decodeMs = new Ema(0.2);
+  #prefillMsPerToken = new Ema(0.2);
+  #out: StreamEvent[] = [];
+
+  constructor(libs: NativeLibs, o: EngineOptions) {
+    this.#o = o;
+    o.log("info", `Loading model "${o.modelPath}"...`);
+    const t0 = performance.now();
+    this.model = LlamaModel.load(
+      libs,
+      o.modelPath,
+      (f) => o.log("info", `Loading model: ${Math.round(f * 100)}%`),
+    );
+    const m = this.model;
+    const perSeq = Math.max(16, o.ctx > 0 ? o.ctx : Math.min(2048, m.nCtxTrain || 2048));
+    const nSeqMax = Math.max(2, o.parallel); // a spare sequence id pads one-stream decodes
+    const nBatch = Math.max(64, nSeqMax);
+    this.ctx = new LlamaContext(m, {
+      nCtx: perSeq * nSeqMax,
+      nBatch,
+      nSeqMax,
+      threads: o.threads,
+      kvUnified: false,
+      abortFlag: o.abort,
+      poll: 0,
+    });
+    this.#nCtxSeq = Math.min(perSeq, this.ctx.nCtxSeq);
+    this.#batch = new Batch(this.ctx.nBatch);
+    this.#slots = new Array(nSeqMax).fill(null);
+    const name = m.meta("general.name") ?? o.modelPath.split("/").pop() ?? "model";
+    this.info = {
+      name,
+      path: o.modelPath,
+      description: m.description,
+      n_params: m.nParams,
+      size_bytes: m.sizeBytes,
+      n_vocab: m.nVocab,
+      n_ctx_train: m.nCtxTrain,
+      n_ctx: this.#nCtxSeq,
+      n_ctx_total: this.ctx.nCtx,
+      n_batch: this.ctx.nBatch,
+      parallel: o.parallel,
+      threads: o.threads,
+      chat_template: m.chatTemplate ? "model" : "chatml",
+    };
+    o.log(
+      "info",
+      `Loaded "${name}" (${m.description}, ${(m.nParams / 1e6).toFixed(1)}M parameters) in ` +
+        `${Math.round(performance.now() - t0)} ms; ${o.parallel} parallel streams of ` +
+        `${this.#nCtxSeq} tokens, ${o.threads} threads`,
+    );
+  }
+
+  /** True while some stream has work this step. */
+  get busy(): boolean {
+    for (const s of this.#slots) {
+      if (s && (s.prefillLeft > 0 || !this.#paused(s) || this.#cancelCode(s) !== CANCEL_NONE)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  get activeCount(): number {
+    return this.#slots.filter((s) => s !== null).length;
+  }
+
+  #cancelCode(s: Seq): number {
+    return Atomics.load(this.#o.control, s.slot * SLOT_WORDS + SLOT_CANCEL);
+  }
+  #paused(s: Seq): boolean {
+    return Atomics.load(this.#o.control, s.slot * SLOT_WORDS + SLOT_PAUSED) !== 0;
+  }
+
+  /** Starts a stream: tokenizes, checks limits; errors become events. */
+  start(msg: EngineStart): void {
+    const { slot, rid, params } = msg;
+    const fail = (code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_INTERNAL", message: string) => {
+      this.#o.emit([{ rid, kind: "error", code, message }]);
+    };
+    if (!(slot >= 0 && slot < this.#o.parallel) || this.#slots[slot] !== null) {
+      fail("E_INTERNAL", `Slot ${slot} is not free`);
+      return;
+    }
+    let prompt: Int32Array;
+    try {
+      if (msg.messages) {
+        const text = this.model.applyChatTemplate(msg.messages);
+        prompt = this.model.tokenize(text, true, true);
+      } else {
+        prompt = this.model.tokenize(msg.prompt ?? "", true, false);
+      }
+    } catch (err) {
+      fail("E_INTERNAL", `Tokenizing the prompt failed: ${(err as Error).message}`);
+      return;
+    }
+    if (prompt.length === 0) prompt = Int32Array.of(this.model.bos >= 0 ? this.model.bos : 0);
+    for (const t of prompt) {
+      if (!(t >= 0 && t < this.model.nVocab)) {
+        fail("E_INTERNAL", `Tokenizer produced token ${t} outside the vocabulary`);
+        return;
+      }
+    }
+    if (prompt.length > this.#nCtxSeq - 1) {
+      fail(
+        "E_LIMIT_PROMPT_TOO_LARGE",
+        `Prompt has ${prompt.length} tokens; a stream holds at most ${this.#nCtxSeq} ` +
+          `(prompt and output), so at most ${this.#nCtxSeq - 1} prompt tokens (--ctx)`,
+      );
+      return;
+    }
+    const sampler = new Sampler(this.model.libs, {
+      temperature: params.temperature,
+      topK: params.topK,
+      topP: params.topP,
+      minP: params.minP,
+      repeatPenalty: params.repeatPenalty,
+      seed: params.seed,
+    }, this.model.nVocab);
+    this.ctx.seqRm(slot);
+    const seq = new Seq(slot, rid, params, prompt, sampler);
+    this.#slots[slot] = seq;
+    if (seq.prefillLeft > 0) this.#prefillQueue.push(seq);
+    this.#o.emit([{ rid, kind: "started", prompt_tokens: prompt.length }]);
+  }
+
+  #end(s: Seq, reason: EndReason) {
+    this.ctx.seqRm(s.slot);
+    s.sampler.free();
+    this.#slots[s.slot] = null;
+    const i = this.#prefillQueue.indexOf(s);
+    if (i >= 0) this.#prefillQueue.splice(i, 1);
+    this.#out.push({
+      rid: s.rid,
+      kind: "end",
+      reason,
+      prompt_tokens: s.prompt.length,
+      completion_tokens: s.generated,
+    });
+  }
+
+  #fail(s: Seq, message: string) {
+    this.ctx.seqRm(s.slot);
+    s.sampler.free();
+    this.#slots[s.slot] = null;
+    const i = this.#prefillQueue.indexOf(s);
+    if (i >= 0) this.#prefillQueue.splice(i, 1);
+    this.#out.push({ rid: s.rid, kind: "error", code: "E_INTERNAL", message });
+  }
+
+  #flush(stats?: StepStats) {
+    if (this.#out.length === 0 && !stats) return;
+    const events = this.#out;
+    this.#out = [];
+    this.#o.emit(events, stats);
+  }
+
+  /** Ends every stream (daemon shutdown). */
+  shutdown() {
+    for (const s of this.#slots) if (s) this.#end(s, "shutdown");
+    this.#flush();
+  }
+
+  /** One scheduler step. */
+  step(): void {
+    // Cancellations first: a cancelled stream never gets another token.
+    for (const s of this.#slots) {
+      if (!s) continue;
+      const code = this.#cancelCode(s);
+      if (code !== CANCEL_NONE) this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
+    }
+    const stats: StepStats = { rows: 0, prefillTokens: 0, kvCells: 0, decodeMs: 0 };
+    this.#decodeStep(stats);
+    this.#flush();
+    stats.prefillTokens = this.#prefillStep(stats.rows > 0);
+    for (const s of this.#slots) if (s) stats.kvCells += s.nPast;
+    this.#flush(stats);
+  }
+
+  #decodeStep(stats: StepStats) {
+    const ready: Seq[] = [];
+    for (const s of this.#slots) {
+      if (s && s.prefillLeft === 0 && !this.#paused(s)) ready.push(s);
+    }
+    if (ready.length === 0) return;
+    const b = this.#batch;
+    b.clear();
+    // Rows in sequence-id order with no gaps, at least two (see the module comment).
+    let lo = ready[0].slot;
+    let hi = ready[ready.length - 1].slot;
+    if (lo === hi) {
+      if (hi + 1 < this.#slots.length) hi++;
+      else lo--;
+    }
+    const fillers: [number, number][] = [];
+    const rowOf = new Map<Seq, number>();
+    for (let id = lo; id <= hi; id++) {
+      const s = this.#slots[id];
+      if (s && ready.includes(s)) {
+        rowOf.set(s, b.add(s.next, s.nPast, id, true));
+      } else {
+        // Filler: any token at the sequence's next position, removed after the decode.
+        const pos = s ? s.nPast : 0;
+        b.add(0, pos, id, true);
+        fillers.push([id, pos]);
+      }
+    }
+    const t0 = performance.now();
+    const rc = this.ctx.decode(b);
+    const ms = performance.now() - t0;
+    for (const [id, pos] of fillers) this.ctx.seqRm(id, pos, -1);
+    if (rc !== 0) {
+      for (const s of ready) this.ctx.seqRm(s.slot, s.nPast, -1);
+      Atomics.store(this.#o.abort, 0, 0);
+      if (rc === 2) return; // a stale abort meant for a prompt chunk: redo next step
+      for (const s of ready) this.#fail(s, `llama_decode failed (${rc}) on a ${b.n}-row batch`);
+      return;
+    }
+    this.#decodeMs.add(ms);
+    stats.rows = b.n;
+    stats.decodeMs = ms;
+    for (const s of ready) {
+      s.nPast++;
+      this.#accept(s, s.sampler.sample(this.ctx, rowOf.get(s)!));
+    }
+  }
+
+  /** Handles one sampled token: emit text, or end the stream. */
+  #accept(s: Seq, token: number) {
+    const model = this.model;
+    if (model.isEog(token)) {
+      const rest = s.text.flush();
+      if (rest) {
+        s.generated++;
+        this.#out.push({ rid: s.rid, kind: "token", text: rest, token_id: token });
+      }
+      this.#end(s, "stop");
+      return;
+    }
+    s.generated++;
+    const step = s.text.push(model.piece(token));
+    if (step.stopped) {
+      this.#out.push({ rid: s.rid, kind: "token", text: step.text, token_id: token });
+      this.#end(s, "stop_string");
+      return;
+    }
+    const atMax = s.generated >= s.params.maxTokens;
+    // The next decode writes position nPast: a full context ends the stream.
+    const full = s.nPast >= this.#nCtxSeq;
+    const text = atMax || full ? step.text + s.text.flush() : step.text;
+    this.#out.push({ rid: s.rid, kind: "token", text, token_id: token });
+    if (atMax || full) {
+      this.#end(s, "length");
+      return;
+    }
+    s.next = token;
+  }
+
+  /** Picks the next stream to prefill: interactive first, batch every 4th turn; FIFO rotation. */
+  #nextPrefill(): Seq | undefined {
+    const q = this.#prefillQueue;
+    if (q.length === 0) return undefined;
+    const firstBatch = q.findIndex((s) => s.params.priority === "batch");
+    const firstInteractive = q.findIndex((s) => s.params.priority === "interactive");
+    let i: number;
+    if (firstInteractive < 0) i = firstBatch;
+    else if (firstBatch >= 0 && this.#interactiveStreak >= 3) i = firstBatch;
+    else i = firstInteractive;
+    const s = q[i];
+    if (s.params.priority === "batch") this.#interactiveStreak = 0;
+    else this.#interactiveStreak++;
+    return s;
+  }
+
+  /** Prompt chunks within this step's time budget; returns tokens prefilled. */
+  #prefillStep(decoded: boolean): number {
+    if (this.#prefillQueue.length === 0) return 0;
+    let budget: number;
+    if (decoded && this.#prefillMsPerToken.ready) {
+      budget = Math.floor(
+        (this.#o.prefillRatio * this.#decodeMs.value) /
+          Math.max(1e-3, this.#prefillMsPerToken.value),
+      );
+      budget = Math.max(2, Math.min(MAX_CHUNK, budget));
+    } else if (decoded) {
+      budget = 4; // first measurement
+    } else {
+      budget = MAX_CHUNK; // nobody waits for a token: one full chunk per step
+    }
+    let done = 0;
+    while (budget > 0) {
+      const s = this.#nextPrefill();
+      if (!s) break;
+      const k = Math.min(budget, s.prefillLeft, MAX_CHUNK);
+      const ok = this.#prefillChunk(s, k);
+      if (!ok) break;
+      done += k;
+      budget -= k;
+      const i = this.#prefillQueue.indexOf(s);
+      if (i >= 0) this.#prefillQueue.splice(i, 1);
+      if (this.#slots[s.slot] === s && s.prefillLeft > 0) this.#prefillQueue.push(s);
+    }
+    return done;
+  }
+
+  /** Decodes k prompt tokens of one stream; false when aborted or failed. */
+  #prefillChunk(s: Seq, k: number): boolean {
+    const b = this.#batch;
+    b.clear();
+    for (let i = 0; i < k; i++) b.add(s.prompt[s.nPast + i], s.nPast + i, s.slot, false);
+    // One row alone takes another kernel path: pad with a throwaway next position.
+    const pad = k === 1;
+    if (pad) b.add(0, s.nPast + 1, s.slot, false);
+    const control = this.#o.control;
+    const prefillWord = control.length - 1 + CTRL_PREFILL;
+    Atomics.store(this.#o.abort, 0, 0);
+    Atomics.store(control, prefillWord, s.slot + 1);
+    if (this.#cancelCode(s) !== CANCEL_NONE) {
+      Atomics.store(control, prefillWord, 0);
+      this.#end(s, this.#cancelCode(s) === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
+      return false;
+    }
+    const t0 = performance.now();
+    const rc = this.ctx.decode(b);
+    const ms = performance.now() - t0;
+    Atomics.store(control, prefillWord, 0);
+    if (rc !== 0) {
+      // Aborted or failed: processed ubatches stay in memory, so trim back to nPast.
+      this.ctx.seqRm(s.slot, s.nPast, -1);
+      Atomics.store(this.#o.abort, 0, 0);
+      if (rc === 2) {
+        const code = this.#cancelCode(s);
+        // No cancel: a late abort meant for an earlier chunk; the chunk is redone.
+        if (code !== CANCEL_NONE) this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
+      } else {
+        this.#fail(s, `llama_decode failed (${rc}) on a ${k}-token prompt chunk`);
+      }
+      return false;
+    }
+    if (pad) this.ctx.seqRm(s.slot, s.nPast + 1, -1);
+    s.nPast += k;
+    this.#prefillMsPerToken.add(ms / k);
+    return true;
+  }
+
+  close() {
+    for (const s of this.#slots) if (s) s.sampler.free();
+    this.ctx.free();
+    this.model.free();
+  }
+}

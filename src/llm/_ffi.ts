@@ -1,0 +1,419 @@
+/**
+ * The native boundary: symbol tables for libllama, libggml and libc, and where the
+ * libraries are found. Struct layouts belong to `@node-llama-cpp/<platform>@3.22.1`
+ * (llama.cpp v0.5.0); see NATIVE.md. Nothing outside `src/llm/` touches pointers.
+ *
+ * @module
+ */
+
+/** The exact package version whose struct layouts this binding was written against. */
+export const LLAMA_PACKAGE_VERSION = "3.22.1";
+
+/** `struct llama_model_params` is 80 bytes. */
+export const MODEL_PARAMS = {
+  size: 80,
+  n_gpu_layers: 16,
+  load_mode: 24,
+  progress_callback: 48,
+  progress_callback_user_data: 56,
+  vocab_only: 72,
+  check_tensors: 73,
+  use_extra_bufts: 74,
+} as const;
+
+/** `struct llama_context_params` is 160 bytes. */
+export const CONTEXT_PARAMS = {
+  size: 160,
+  n_ctx: 0,
+  n_batch: 4,
+  n_ubatch: 8,
+  n_seq_max: 12,
+  n_threads: 28,
+  n_threads_batch: 32,
+  flash_attn_type: 52,
+  abort_callback: 112,
+  abort_callback_data: 120,
+  embeddings: 128,
+  no_perf: 130,
+  kv_unified: 133,
+} as const;
+
+/** `struct llama_batch` is 56 bytes. */
+export const BATCH = {
+  size: 56,
+  n_tokens: 0,
+  token: 8,
+  embd: 16,
+  pos: 24,
+  n_seq_id: 32,
+  seq_id: 40,
+  logits: 48,
+} as const;
+
+/** `struct ggml_threadpool_params`: bool cpumask[512], int n_threads, prio, u32 poll, 2 bools. */
+export const THREADPOOL_PARAMS = { size: 528, n_threads: 512, prio: 516, poll: 520 } as const;
+
+function bytesStruct(n: number): Deno.NativeStructType {
+  // Deno describes a by-value struct by its fields; 8-byte words give the right size and
+  // alignment for these all-8-aligned structs.
+  return { struct: new Array(n / 8).fill("u64") };
+}
+
+const modelParamsType = bytesStruct(MODEL_PARAMS.size);
+const contextParamsType = bytesStruct(CONTEXT_PARAMS.size);
+const batchType = bytesStruct(BATCH.size);
+// struct llama_sampler_chain_params { bool no_perf; }
+const chainParamsType = { struct: ["u8"] } as const;
+
+/** libggml (`libggml.v0.5.0.so`): backend registry. */
+export const GGML_SYMBOLS = {
+  // void ggml_backend_load_all_from_path(const char * dir_path);
+  ggml_backend_load_all_from_path: { parameters: ["buffer"], result: "void" },
+  // size_t ggml_backend_reg_count(void);
+  ggml_backend_reg_count: { parameters: [], result: "usize" },
+  // ggml_backend_reg_t ggml_backend_reg_by_name(const char * name);
+  ggml_backend_reg_by_name: { parameters: ["buffer"], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** libggml-base: registry lookups and thread pool parameters. */
+export const GGML_BASE_SYMBOLS = {
+  // void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
+  ggml_backend_reg_get_proc_address: { parameters: ["pointer", "buffer"], result: "pointer" },
+  // void ggml_threadpool_params_init(struct ggml_threadpool_params * p, int n_threads);
+  ggml_threadpool_params_init: { parameters: ["buffer", "i32"], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** Reached through `ggml_backend_reg_get_proc_address(CPU, name)` (a GGML_BACKEND_DL build). */
+export const CPU_PROCS = {
+  // struct ggml_threadpool * ggml_threadpool_new(struct ggml_threadpool_params * params);
+  ggml_threadpool_new: { parameters: ["buffer"], result: "pointer" },
+  // void ggml_threadpool_free(struct ggml_threadpool * threadpool);
+  ggml_threadpool_free: { parameters: ["pointer"], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** libllama (`libllama.v0.5.0.so`). */
+export const LLAMA_SYMBOLS = {
+  // void llama_backend_init(void);
+  llama_backend_init: { parameters: [], result: "void" },
+  // void llama_log_set(ggml_log_callback log_callback, void * user_data);
+  llama_log_set: { parameters: ["function", "pointer"], result: "void" },
+  // struct llama_model_params llama_model_default_params(void);
+  llama_model_default_params: { parameters: [], result: modelParamsType },
+  // struct llama_context_params llama_context_default_params(void);
+  llama_context_default_params: { parameters: [], result: contextParamsType },
+  // struct llama_model * llama_model_load_from_file(const char * path, struct llama_model_params);
+  llama_model_load_from_file: { parameters: ["buffer", modelParamsType], result: "pointer" },
+  // void llama_model_free(struct llama_model * model);
+  llama_model_free: { parameters: ["pointer"], result: "void" },
+  // struct llama_context * llama_init_from_model(struct llama_model *, struct llama_context_params);
+  llama_init_from_model: { parameters: ["pointer", contextParamsType], result: "pointer" },
+  // void llama_free(struct llama_context * ctx);
+  llama_free: { parameters: ["pointer"], result: "void" },
+  // void llama_attach_threadpool(struct llama_context *, ggml_threadpool_t, ggml_threadpool_t);
+  llama_attach_threadpool: { parameters: ["pointer", "pointer", "pointer"], result: "void" },
+  // void llama_detach_threadpool(struct llama_context * ctx);
+  llama_detach_threadpool: { parameters: ["pointer"], result: "void" },
+  // uint32_t llama_n_ctx(const struct llama_context * ctx);
+  llama_n_ctx: { parameters: ["pointer"], result: "u32" },
+  // uint32_t llama_n_ctx_seq(const struct llama_context * ctx);
+  llama_n_ctx_seq: { parameters: ["pointer"], result: "u32" },
+  // uint32_t llama_n_batch(const struct llama_context * ctx);
+  llama_n_batch: { parameters: ["pointer"], result: "u32" },
+  // uint32_t llama_n_ubatch(const struct llama_context * ctx);
+  llama_n_ubatch: { parameters: ["pointer"], result: "u32" },
+  // uint32_t llama_n_seq_max(const struct llama_context * ctx);
+  llama_n_seq_max: { parameters: ["pointer"], result: "u32" },
+  // llama_memory_t llama_get_memory(const struct llama_context * ctx);
+  llama_get_memory: { parameters: ["pointer"], result: "pointer" },
+  // const struct llama_vocab * llama_model_get_vocab(const struct llama_model * model);
+  llama_model_get_vocab: { parameters: ["pointer"], result: "pointer" },
+  // int32_t llama_model_n_ctx_train(const struct llama_model * model);
+  llama_model_n_ctx_train: { parameters: ["pointer"], result: "i32" },
+  // int32_t llama_model_n_embd(const struct llama_model * model);
+  llama_model_n_embd: { parameters: ["pointer"], result: "i32" },
+  // int32_t llama_model_n_layer(const struct llama_model * model);
+  llama_model_n_layer: { parameters: ["pointer"], result: "i32" },
+  // uint64_t llama_model_n_params(const struct llama_model * model);
+  llama_model_n_params: { parameters: ["pointer"], result: "u64" },
+  // uint64_t llama_model_size(const struct llama_model * model);
+  llama_model_size: { parameters: ["pointer"], result: "u64" },
+  // int32_t llama_model_desc(const struct llama_model * model, char * buf, size_t buf_size);
+  llama_model_desc: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  // int32_t llama_model_meta_val_str(const struct llama_model *, const char * key, char * buf, size_t);
+  llama_model_meta_val_str: { parameters: ["pointer", "buffer", "buffer", "usize"], result: "i32" },
+  // const char * llama_model_chat_template(const struct llama_model * model, const char * name);
+  llama_model_chat_template: { parameters: ["pointer", "pointer"], result: "pointer" },
+  // int32_t llama_vocab_n_tokens(const struct llama_vocab * vocab);
+  llama_vocab_n_tokens: { parameters: ["pointer"], result: "i32" },
+  // bool llama_vocab_is_eog(const struct llama_vocab * vocab, llama_token token);
+  llama_vocab_is_eog: { parameters: ["pointer", "i32"], result: "bool" },
+  // llama_token llama_vocab_bos(const struct llama_vocab * vocab);
+  llama_vocab_bos: { parameters: ["pointer"], result: "i32" },
+  // llama_token llama_vocab_eos(const struct llama_vocab * vocab);
+  llama_vocab_eos: { parameters: ["pointer"], result: "i32" },
+  // bool llama_vocab_get_add_bos(const struct llama_vocab * vocab);
+  llama_vocab_get_add_bos: { parameters: ["pointer"], result: "bool" },
+  // int32_t llama_tokenize(const struct llama_vocab *, const char * text, int32_t text_len,
+  //                        llama_token * tokens, int32_t n_tokens_max, bool add_special,
+  //                        bool parse_special);
+  llama_tokenize: {
+    parameters: ["pointer", "buffer", "i32", "buffer", "i32", "bool", "bool"],
+    result: "i32",
+  },
+  // int32_t llama_token_to_piece(const struct llama_vocab *, llama_token, char * buf,
+  //                              int32_t length, int32_t lstrip, bool special);
+  llama_token_to_piece: {
+    parameters: ["pointer", "i32", "buffer", "i32", "i32", "bool"],
+    result: "i32",
+  },
+  // int32_t llama_chat_apply_template(const char * tmpl, const struct llama_chat_message * chat,
+  //                                   size_t n_msg, bool add_ass, char * buf, int32_t length);
+  llama_chat_apply_template: {
+    parameters: ["buffer", "buffer", "usize", "bool", "buffer", "i32"],
+    result: "i32",
+  },
+  // int32_t llama_decode(struct llama_context * ctx, struct llama_batch batch);
+  llama_decode: { parameters: ["pointer", batchType], result: "i32" },
+  // float * llama_get_logits_ith(struct llama_context * ctx, int32_t i);
+  llama_get_logits_ith: { parameters: ["pointer", "i32"], result: "pointer" },
+  // void llama_set_abort_callback(struct llama_context *, ggml_abort_callback, void * data);
+  llama_set_abort_callback: { parameters: ["pointer", "pointer", "pointer"], result: "void" },
+  // void llama_memory_clear(llama_memory_t mem, bool data);
+  llama_memory_clear: { parameters: ["pointer", "bool"], result: "void" },
+  // bool llama_memory_seq_rm(llama_memory_t mem, llama_seq_id seq, llama_pos p0, llama_pos p1);
+  llama_memory_seq_rm: { parameters: ["pointer", "i32", "i32", "i32"], result: "bool" },
+  // llama_pos llama_memory_seq_pos_max(llama_memory_t mem, llama_seq_id seq_id);
+  llama_memory_seq_pos_max: { parameters: ["pointer", "i32"], result: "i32" },
+  // struct llama_sampler_chain_params llama_sampler_chain_default_params(void);  (one bool)
+  // struct llama_sampler * llama_sampler_chain_init(struct llama_sampler_chain_params params);
+  llama_sampler_chain_init: { parameters: [chainParamsType], result: "pointer" },
+  // void llama_sampler_chain_add(struct llama_sampler * chain, struct llama_sampler * smpl);
+  llama_sampler_chain_add: { parameters: ["pointer", "pointer"], result: "void" },
+  // struct llama_sampler * llama_sampler_init_greedy(void);
+  llama_sampler_init_greedy: { parameters: [], result: "pointer" },
+  // struct llama_sampler * llama_sampler_init_dist(uint32_t seed);
+  llama_sampler_init_dist: { parameters: ["u32"], result: "pointer" },
+  // struct llama_sampler * llama_sampler_init_top_k(int32_t k);
+  llama_sampler_init_top_k: { parameters: ["i32"], result: "pointer" },
+  // struct llama_sampler * llama_sampler_init_top_p(float p, size_t min_keep);
+  llama_sampler_init_top_p: { parameters: ["f32", "usize"], result: "pointer" },
+  // struct llama_sampler * llama_sampler_init_min_p(float p, size_t min_keep);
+  llama_sampler_init_min_p: { parameters: ["f32", "usize"], result: "pointer" },
+  // struct llama_sampler * llama_sampler_init_temp(float t);
+  llama_sampler_init_temp: { parameters: ["f32"], result: "pointer" },
+  // struct llama_sampler * llama_sampler_init_penalties(int32_t n_vocab, int32_t last_n,
+  //                                                     float repeat, float freq, float present);
+  llama_sampler_init_penalties: {
+    parameters: ["i32", "i32", "f32", "f32", "f32"],
+    result: "pointer",
+  },
+  // llama_token llama_sampler_sample(struct llama_sampler *, struct llama_context *, int32_t idx);
+  llama_sampler_sample: { parameters: ["pointer", "pointer", "i32"], result: "i32" },
+  // void llama_sampler_accept(struct llama_sampler * smpl, llama_token token);
+  llama_sampler_accept: { parameters: ["pointer", "i32"], result: "void" },
+  // void llama_sampler_free(struct llama_sampler * smpl);
+  llama_sampler_free: { parameters: ["pointer"], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** libc: addresses of functions used as native callbacks, and CPU affinity. */
+export const LIBC_SYMBOLS = {
+  // void * dlsym(void * handle, const char * symbol);   (handle NULL = RTLD_DEFAULT)
+  dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
+  // int sched_getaffinity(pid_t pid, size_t cpusetsize, cpu_set_t * mask);
+  sched_getaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The opened libraries. */
+export interface NativeLibs {
+  llama: Deno.DynamicLibrary<typeof LLAMA_SYMBOLS>["symbols"];
+  ggml: Deno.DynamicLibrary<typeof GGML_SYMBOLS>["symbols"];
+  ggmlBase: Deno.DynamicLibrary<typeof GGML_BASE_SYMBOLS>["symbols"];
+  libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+  /** Directory the libraries came from. */
+  dir: string;
+  close(): void;
+}
+
+/** The npm package that ships llama.cpp for this platform, or null when there is none. */
+export function platformPackage(): string | null {
+  const arch = Deno.build.arch === "x86_64" ? "x64" : Deno.build.arch === "aarch64" ? "arm64" : "";
+  switch (Deno.build.os) {
+    case "linux":
+      return arch ? `@node-llama-cpp/linux-${arch}` : null;
+    case "darwin":
+      return arch === "arm64" ? "@node-llama-cpp/mac-arm64-metal" : "@node-llama-cpp/mac-x64";
+    case "windows":
+      return arch ? `@node-llama-cpp/win-${arch}` : null;
+    default:
+      return null;
+  }
+}
+
+function libName(base: string): string {
+  if (Deno.build.os === "darwin") return `${base}.dylib`;
+  if (Deno.build.os === "windows") return `${base}.dll`;
+  return `${base}.so`;
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+/** The platform's bins directory inside the installed npm package, or null. */
+function packageBinsDir(): string | null {
+  const pkg = platformPackage();
+  if (pkg === null) return null;
+  // The bare name resolves through deno.json's imports; the versioned npm: form works
+  // without it where the package is installed.
+  let url = "";
+  for (const specifier of [pkg, `npm:${pkg}@${LLAMA_PACKAGE_VERSION}`]) {
+    try {
+      url = import.meta.resolve(specifier);
+    } catch {
+      continue;
+    }
+    if (url.startsWith("file:")) break;
+  }
+  if (!url.startsWith("file:")) return null;
+  const distDir = dirname(decodeURIComponent(new URL(url).pathname));
+  const platform = pkg.slice("@node-llama-cpp/".length);
+  return `${dirname(distDir)}/bins/${platform}`;
+}
+
+/** The three library files of one directory, when all are present. */
+function libraryFiles(dir: string) {
+  const llama = `${dir}/${libName("libllama.v0.5.0")}`;
+  const ggml = `${dir}/${libName("libggml.v0.5.0")}`;
+  const ggmlBase = `${dir}/${libName("libggml-base")}`;
+  const missing = [llama, ggml, ggmlBase].filter((p) => !isFile(p));
+  return { llama, ggml, ggmlBase, missing };
+}
+
+/**
+ * Finds the llama.cpp library directory: `libDir`, else `$UMAD_LLAMA_LIB`, else the
+ * installed `@node-llama-cpp/<platform>` package. Throws an Error that says what was
+ * tried when none has the libraries.
+ */
+export function findLibDir(libDir?: string): string {
+  const tried: string[] = [];
+  const candidates: [string, string | null][] = libDir !== undefined ? [["--llama-lib", libDir]] : [
+    ["UMAD_LLAMA_LIB", Deno.env.get("UMAD_LLAMA_LIB") ?? null],
+    [`npm package ${platformPackage() ?? "(none for this platform)"}`, packageBinsDir()],
+  ];
+  for (const [source, dir] of candidates) {
+    if (!dir) continue;
+    const files = libraryFiles(dir);
+    if (files.missing.length === 0) return dir;
+    tried.push(`${source}: ${dir} lacks ${files.missing.map((p) => p.slice(dir.length + 1))}`);
+  }
+  throw new Error(
+    `Cannot find the llama.cpp libraries (libllama.v0.5.0, libggml.v0.5.0, libggml-base) ` +
+      `for ${Deno.build.os}-${Deno.build.arch}. ` +
+      (tried.length ? `Tried ${tried.join("; ")}. ` : "") +
+      `Pass --llama-lib DIR or set UMAD_LLAMA_LIB to a directory holding them ` +
+      `(npm package ${
+        platformPackage() ?? "@node-llama-cpp/<platform>"
+      }@${LLAMA_PACKAGE_VERSION}, ` +
+      `folder bins/<platform>/).`,
+  );
+}
+
+function libcPath(): string {
+  if (Deno.build.os === "darwin") return "libSystem.B.dylib";
+  return "libc.so.6";
+}
+
+/**
+ * Opens libggml-base, libggml and libllama from `dir` (in that order), loads the CPU
+ * backends from it, and initializes llama. Backends must be loaded before
+ * `llama_backend_init`, or llama looks for them next to the `deno` executable.
+ */
+export function openLibraries(dir: string): NativeLibs {
+  const files = libraryFiles(dir);
+  if (files.missing.length) throw new Error(`llama.cpp library files missing: ${files.missing}`);
+  const ggmlBase = Deno.dlopen(files.ggmlBase, GGML_BASE_SYMBOLS);
+  const ggml = Deno.dlopen(files.ggml, GGML_SYMBOLS);
+  const llama = Deno.dlopen(files.llama, LLAMA_SYMBOLS);
+  const libc = Deno.dlopen(libcPath(), LIBC_SYMBOLS);
+  ggml.symbols.ggml_backend_load_all_from_path(cString(dir));
+  if (Number(ggml.symbols.ggml_backend_reg_count()) === 0) {
+    throw new Error(`llama.cpp found no compute backend in ${dir}`);
+  }
+  llama.symbols.llama_backend_init();
+  return {
+    llama: llama.symbols,
+    ggml: ggml.symbols,
+    ggmlBase: ggmlBase.symbols,
+    libc: libc.symbols,
+    dir,
+    close() {
+      llama.close();
+      ggml.close();
+      ggmlBase.close();
+      libc.close();
+    },
+  };
+}
+
+/** A NUL-terminated UTF-8 copy of `s`. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** The address of a C function by name (libc and already loaded libraries). */
+export function nativeFunction(libs: NativeLibs, name: string): Deno.PointerValue {
+  const p = libs.libc.dlsym(null, cString(name));
+  if (p === null) throw new Error(`dlsym: ${name} not found`);
+  return p;
+}
+
+/** The CPUs this process may run on: its affinity mask and cgroup quota, whichever is less. */
+export function availableCpus(libs?: NativeLibs): number {
+  let n = navigator.hardwareConcurrency || 1;
+  if (libs && Deno.build.os === "linux") {
+    const mask = new Uint8Array(128);
+    if (libs.libc.sched_getaffinity(0, BigInt(mask.length), mask) === 0) {
+      let count = 0;
+      for (const b of mask) for (let v = b; v; v &= v - 1) count++;
+      if (count > 0) n = Math.min(n, count);
+    }
+  }
+  const quota = cgroupCpuQuota();
+  if (quota !== null) n = Math.min(n, Math.max(1, Math.floor(quota)));
+  return Math.max(1, n);
+}
+
+function readText(path: string): string | null {
+  try {
+    return Deno.readTextFileSync(path).trim();
+  } catch {
+    return null;
+  }
+}
+
+/** CPUs allowed by the cgroup (v2 `cpu.max`, v1 `cfs_quota_us/cfs_period_us`), or null. */
+function cgroupCpuQuota(): number | null {
+  if (Deno.build.os !== "linux") return null;
+  const v2 = readText("/sys/fs/cgroup/cpu.max");
+  if (v2) {
+    const [q, p] = v2.split(/\s+/);
+    if (q !== "max" && Number(p) > 0) return Number(q) / Number(p);
+    return null;
+  }
+  const q = Number(readText("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"));
+  const p = Number(readText("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
+  if (q > 0 && p > 0) return q / p;
+  return null;
+}

@@ -1,0 +1,113 @@
+/**
+ * Messages between the service (main thread) and the engine worker, and the layout of
+ * the shared control memory the main thread writes without waiting for the worker.
+ */
+
+/** Per-slot words in the shared Int32Array. */
+export const SLOT_WORDS = 2;
+/** Word offsets within a slot. */
+export const SLOT_CANCEL = 0; // 0 none, 1 cancelled, 2 shutdown
+export const SLOT_PAUSED = 1; // 1 while the stream's connection is over its byte cap
+/** Global words after the slots. */
+export const CTRL_PREFILL = 0; // slot+1 whose prompt chunk is decoding now, else 0
+
+/** Cancel codes. */
+export const CANCEL_NONE = 0;
+export const CANCEL_CANCELLED = 1;
+export const CANCEL_SHUTDOWN = 2;
+
+/** Engine settings sent with `init`. */
+export interface EngineInit {
+  op: "init";
+  libDir?: string;
+  modelPath: string;
+  /** Context per stream (tokens), or 0 for the default. */
+  ctx: number;
+  parallel: number;
+  threads: number;
+  /** Int32Array over SharedArrayBuffer: parallel*SLOT_WORDS + 1 words. */
+  control: SharedArrayBuffer;
+  /** 2 bytes: byte 0 nonzero aborts the decode in progress. */
+  abort: SharedArrayBuffer;
+  /** Fraction of a decode step's time that prompt chunks may add (latency guard). */
+  prefillRatio: number;
+}
+
+/** Sampling and stopping settings of one stream, defaults applied. */
+export interface GenerateParams {
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repeatPenalty: number;
+  seed: number;
+  stop: string[];
+  priority: "interactive" | "batch";
+}
+
+/** Starts a stream in a slot. */
+export interface EngineStart {
+  op: "start";
+  slot: number;
+  rid: number;
+  prompt?: string;
+  messages?: { role: string; content: string }[];
+  params: GenerateParams;
+}
+
+/** Main → worker. */
+export type ToEngine = EngineInit | EngineStart | { op: "wake" } | { op: "shutdown" };
+
+/** What the loaded model and context look like. */
+export interface EngineInfo {
+  name: string;
+  path: string;
+  description: string;
+  n_params: number;
+  size_bytes: number;
+  n_vocab: number;
+  n_ctx_train: number;
+  /** Tokens one stream may hold (prompt + output). */
+  n_ctx: number;
+  n_ctx_total: number;
+  n_batch: number;
+  parallel: number;
+  threads: number;
+  chat_template: string;
+}
+
+/** One event of a stream. */
+export type StreamEvent =
+  | { rid: number; kind: "started"; prompt_tokens: number }
+  | { rid: number; kind: "token"; text: string; token_id: number }
+  | {
+    rid: number;
+    kind: "end";
+    reason: "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
+    prompt_tokens: number;
+    completion_tokens: number;
+  }
+  | {
+    rid: number;
+    kind: "error";
+    code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_INTERNAL";
+    message: string;
+  };
+
+/** Per-step figures for metrics. */
+export interface StepStats {
+  /** Rows of the decode call (fillers included), 0 when none ran. */
+  rows: number;
+  prefillTokens: number;
+  kvCells: number;
+  decodeMs: number;
+}
+
+/** Worker → main. */
+export type FromEngine =
+  | { op: "log"; level: "info" | "warn" | "error"; message: string }
+  | { op: "ready"; info: EngineInfo }
+  | { op: "fatal"; message: string }
+  | { op: "events"; events: StreamEvent[]; stats?: StepStats }
+  | { op: "closed" };

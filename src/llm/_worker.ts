@@ -1,0 +1,99 @@
+/**
+ * The engine worker: owns llama.cpp and runs the scheduler loop with synchronous FFI,
+ * so decoding never blocks the daemon's event loop. Talks to the service by
+ * postMessage; cancel and backpressure flags arrive through shared memory.
+ */
+/// <reference lib="deno.worker" />
+import { availableCpus, findLibDir, openLibraries } from "./_ffi.ts";
+import { Engine } from "./_engine.ts";
+import type { EngineInit, FromEngine, ToEngine } from "./_wire.ts";
+
+let engine: Engine | null = null;
+let closing = false;
+let wake: (() => void) | null = null;
+const pending: ToEngine[] = [];
+
+function post(msg: FromEngine) {
+  self.postMessage(msg);
+}
+
+function log(level: "info" | "warn" | "error", message: string) {
+  post({ op: "log", level, message });
+}
+
+/** Yields to the event loop (a macrotask, without timer clamping). */
+const channel = new MessageChannel();
+let yielded: (() => void) | null = null;
+channel.port1.onmessage = () => yielded?.();
+function yieldTurn(): Promise<void> {
+  return new Promise((resolve) => {
+    yielded = resolve;
+    channel.port2.postMessage(0);
+  });
+}
+
+function init(msg: EngineInit) {
+  const libs = openLibraries(findLibDir(msg.libDir));
+  const threads = msg.threads > 0 ? msg.threads : availableCpus(libs);
+  engine = new Engine(libs, {
+    modelPath: msg.modelPath,
+    ctx: msg.ctx,
+    parallel: msg.parallel,
+    threads,
+    control: new Int32Array(msg.control),
+    abort: new Uint8Array(msg.abort),
+    prefillRatio: msg.prefillRatio,
+    log,
+    emit: (events, stats) => post({ op: "events", events, stats }),
+  });
+  post({ op: "ready", info: engine.info });
+}
+
+function handle(msg: ToEngine) {
+  switch (msg.op) {
+    case "init":
+      try {
+        init(msg);
+      } catch (err) {
+        post({ op: "fatal", message: (err as Error).message });
+      }
+      return;
+    case "start":
+      engine?.start(msg);
+      return;
+    case "wake":
+      return;
+    case "shutdown":
+      closing = true;
+      return;
+  }
+}
+
+self.onmessage = (e: MessageEvent<ToEngine>) => {
+  pending.push(e.data);
+  wake?.();
+};
+
+async function loop() {
+  while (true) {
+    while (pending.length) handle(pending.shift()!);
+    if (closing) break;
+    if (engine && engine.busy) {
+      engine.step();
+      await yieldTurn();
+      continue;
+    }
+    await new Promise<void>((resolve) => (wake = resolve));
+    wake = null;
+  }
+  if (engine) {
+    engine.shutdown();
+    engine.close();
+  }
+  post({ op: "closed" });
+  self.close();
+}
+
+loop().catch((err) => {
+  post({ op: "fatal", message: `Engine failed: ${(err as Error).stack ?? err}` });
+});

@@ -1,0 +1,35 @@
+/**
+ * LLM inference for umad: llama.cpp loaded through FFI, run in a worker by a
+ * continuous-batching scheduler, served as the `generate` service.
+ *
+ * @example
+ * ```ts
+ * import { createLlmService } from "./mod.ts";
+ * const llm = await createLlmService({ parallel: 8, log: (level, msg) => console.error(level, msg) });
+ * console.log(llm.hello?.());
+ * await llm.close?.();
+ * ```
+ *
+ * @module
+ */
+export {
+  createLlmService,
+  createNoModelService,
+  GENERATE_DEFAULTS,
+  type LlmLogLevel,
+  type LlmService,
+  type LlmServiceOptions,
+} from "./service.ts";
+export type { EngineInfo } from "./_wire.ts";
+export { GgufError, readGgufHeader, writeGgufSync } from "./gguf.ts";
+export type { GgufHeader, GgufTensorSource, GgufValue } from "./gguf.ts";
+export {
+  BENCH_MODEL,
+  cacheDir,
+  DEMO_MODEL,
+  ensureDemoModel,
+  ensureSyntheticModel,
+  type SyntheticModelSpec,
+  TINY_MODEL,
+  writeSyntheticModel,
+} from "./synthetic_model.ts";

@@ -1,0 +1,611 @@
+/**
+ * The `generate` service: admission, the bounded wait queue, streams' events and
+ * backpressure, metrics. The model runs in the engine worker; this side never blocks.
+ *
+ * @module
+ */
+import {
+  type GenerateRequest,
+  type Message,
+  ProtocolError,
+  type Request,
+} from "../protocol/mod.ts";
+import type { Service, Stream } from "../server/service.ts";
+import { findLibDir } from "./_ffi.ts";
+import { readGgufHeader } from "./gguf.ts";
+import { ensureDemoModel } from "./synthetic_model.ts";
+import { Samples } from "./_metrics.ts";
+import {
+  CANCEL_CANCELLED,
+  CANCEL_SHUTDOWN,
+  CTRL_PREFILL,
+  type EngineInfo,
+  type FromEngine,
+  type GenerateParams,
+  SLOT_CANCEL,
+  SLOT_PAUSED,
+  SLOT_WORDS,
+  type StepStats,
+  type StreamEvent,
+  type ToEngine,
+} from "./_wire.ts";
+
+/** Log levels the service writes. */
+export type LlmLogLevel = "debug" | "info" | "warn" | "error";
+
+/** Settings of {@linkcode createLlmService}. */
+export interface LlmServiceOptions {
+  /** A GGUF model file; default: the demo model (random weights), generated on first use. */
+  model?: string;
+  /** Directory of libllama/libggml; default `$UMAD_LLAMA_LIB`, else the npm package's. */
+  libDir?: string;
+  /** Total context in tokens, shared by the parallel streams (default 1024 per stream). */
+  ctx?: number;
+  /** Streams decoded together (default 8). */
+  parallel?: number;
+  /** CPU threads (default: the CPUs this process may use). */
+  threads?: number;
+  /** Requests that may wait for a stream before `E_BUSY` (default 64). */
+  queue?: number;
+  /** Share of a decode step's time prompt chunks may add (default 0.4). */
+  prefillRatio?: number;
+  /** Where log lines go. */
+  log?: (level: LlmLogLevel, message: string) => void;
+}
+
+/** The service, plus what it loaded. */
+export interface LlmService extends Service {
+  /** The loaded model and context. */
+  readonly info: EngineInfo;
+  /** True when serving the generated demo model (random weights). */
+  readonly demo: boolean;
+}
+
+/** Defaults of sampling, as llama-server has them. */
+export const GENERATE_DEFAULTS = {
+  max_tokens: 256,
+  temperature: 0.8,
+  top_k: 40,
+  top_p: 0.95,
+  min_p: 0.05,
+  repeat_penalty: 1.0,
+} as const;
+
+const DEFAULT_PARALLEL = 8;
+const DEFAULT_CTX_PER_STREAM = 1024;
+const DEFAULT_QUEUE = 64;
+
+interface Job {
+  rid: number;
+  req: GenerateRequest;
+  stream: Stream;
+  params: GenerateParams;
+  slot: number;
+  start: number;
+  firstAt: number;
+  lastAt: number;
+  text: string[];
+  promptTokens: number;
+  completionTokens: number;
+  /** The client was answered (eos sent, or gone); the slot waits for the engine. */
+  answered: boolean;
+  ended: boolean;
+  onAbort: () => void;
+}
+
+type Outcome =
+  | "stop"
+  | "length"
+  | "stop_string"
+  | "cancelled"
+  | "shutdown"
+  | "disconnected"
+  | "busy"
+  | "prompt_too_large"
+  | "error";
+
+class GenerateService implements LlmService {
+  readonly types = ["generate"] as const;
+  readonly info: EngineInfo;
+  readonly demo: boolean;
+  readonly #worker: Worker;
+  readonly #control: Int32Array;
+  readonly #abort: Uint8Array;
+  readonly #log: (level: LlmLogLevel, message: string) => void;
+  readonly #slots: (Job | null)[];
+  readonly #queueMax: number;
+  #interactive: Job[] = [];
+  #batch: Job[] = [];
+  #batchSkips = 0;
+  #jobs = new Map<number, Job>();
+  #nextRid = 1;
+  #closing = false;
+  #closed: Promise<void>;
+  #resolveClosed!: () => void;
+  #fatal: string | null = null;
+  // metrics
+  #tokensIn = 0;
+  #tokensOut = 0;
+  #outcomes: Record<Outcome, number> = {
+    stop: 0,
+    length: 0,
+    stop_string: 0,
+    cancelled: 0,
+    shutdown: 0,
+    disconnected: 0,
+    busy: 0,
+    prompt_too_large: 0,
+    error: 0,
+  };
+  #ttft = new Samples();
+  #itl = new Samples();
+  #rows = new Samples(4096);
+  #steps = 0;
+  #prefillTokens = 0;
+  #kvCells = 0;
+  #paused = 0;
+
+  constructor(
+    worker: Worker,
+    control: Int32Array,
+    abort: Uint8Array,
+    info: EngineInfo,
+    demo: boolean,
+    queueMax: number,
+    log: (level: LlmLogLevel, message: string) => void,
+  ) {
+    this.#worker = worker;
+    this.#control = control;
+    this.#abort = abort;
+    this.info = info;
+    this.demo = demo;
+    this.#queueMax = queueMax;
+    this.#log = log;
+    this.#slots = new Array(info.parallel).fill(null);
+    this.#closed = new Promise((r) => (this.#resolveClosed = r));
+    worker.onmessage = (e: MessageEvent<FromEngine>) => this.#onEngine(e.data);
+    worker.onerror = (e) => {
+      e.preventDefault();
+      this.#onFatal(`engine worker crashed: ${e.message}`);
+    };
+  }
+
+  #post(msg: ToEngine) {
+    this.#worker.postMessage(msg);
+  }
+
+  handle(request: Request, stream: Stream): void {
+    if (request.type !== "generate") {
+      throw new ProtocolError("E_PROTO_BAD_REQUEST", `generate service got "${request.type}"`);
+    }
+    if (this.#fatal !== null) throw new ProtocolError("E_INTERNAL", this.#fatal);
+    if (this.#closing) {
+      stream.send("eos", { reason: "shutdown", usage: usage(0, 0, 0, 0) });
+      stream.end();
+      return;
+    }
+    const params = paramsOf(request);
+    const busy = this.#slots.every((s) => s !== null);
+    if (busy && this.#interactive.length + this.#batch.length >= this.#queueMax) {
+      this.#outcomes.busy++;
+      throw new ProtocolError(
+        "E_BUSY",
+        `All ${this.#slots.length} streams are busy and ${this.#queueMax} requests are ` +
+          `already waiting; retry later`,
+      );
+    }
+    const job: Job = {
+      rid: this.#nextRid++,
+      req: request,
+      stream,
+      params,
+      slot: -1,
+      start: performance.now(),
+      firstAt: 0,
+      lastAt: 0,
+      text: [],
+      promptTokens: 0,
+      completionTokens: 0,
+      answered: false,
+      ended: false,
+      onAbort: () => this.#onAbort(job),
+    };
+    this.#jobs.set(job.rid, job);
+    if (stream.signal.aborted) {
+      this.#onAbort(job);
+      return;
+    }
+    stream.signal.addEventListener("abort", job.onAbort, { once: true });
+    (params.priority === "batch" ? this.#batch : this.#interactive).push(job);
+    this.#admit();
+  }
+
+  /** Moves waiting jobs into free slots: interactive first, a batch job after 3 skips. */
+  #admit() {
+    while (this.#interactive.length + this.#batch.length > 0) {
+      const slot = this.#slots.indexOf(null);
+      if (slot < 0) return;
+      let job: Job;
+      if (this.#batch.length && (this.#interactive.length === 0 || this.#batchSkips >= 3)) {
+        job = this.#batch.shift()!;
+        this.#batchSkips = 0;
+      } else {
+        job = this.#interactive.shift()!;
+        if (this.#batch.length) this.#batchSkips++;
+      }
+      job.slot = slot;
+      this.#slots[slot] = job;
+      Atomics.store(this.#control, slot * SLOT_WORDS + SLOT_CANCEL, 0);
+      Atomics.store(this.#control, slot * SLOT_WORDS + SLOT_PAUSED, 0);
+      this.#post({
+        op: "start",
+        slot,
+        rid: job.rid,
+        prompt: job.req.prompt,
+        messages: job.req.messages,
+        params: job.params,
+      });
+    }
+  }
+
+  #onAbort(job: Job) {
+    if (job.ended) return;
+    const reason = String(job.stream.signal.reason);
+    if (job.slot < 0) {
+      // Still waiting: it never reached the engine.
+      for (const q of [this.#interactive, this.#batch]) {
+        const i = q.indexOf(job);
+        if (i >= 0) q.splice(i, 1);
+      }
+      this.#answer(job, reason === "shutdown" ? "shutdown" : "cancelled", reason);
+      this.#release(job);
+      return;
+    }
+    const code = reason === "shutdown" ? CANCEL_SHUTDOWN : CANCEL_CANCELLED;
+    Atomics.store(this.#control, job.slot * SLOT_WORDS + SLOT_CANCEL, code);
+    // A prompt chunk of this stream may be decoding now: abort it inside llama_decode.
+    const prefillWord = this.#slots.length * SLOT_WORDS + CTRL_PREFILL;
+    if (Atomics.load(this.#control, prefillWord) === job.slot + 1) Atomics.store(this.#abort, 0, 1);
+    this.#post({ op: "wake" });
+    // Answer now: tokens the engine made before it saw the flag are dropped. The slot
+    // is reused once the engine confirms the sequence is cleared.
+    this.#answer(job, reason === "shutdown" ? "shutdown" : "cancelled", reason);
+  }
+
+  #onEngine(msg: FromEngine) {
+    switch (msg.op) {
+      case "events":
+        for (const ev of msg.events) this.#onEvent(ev);
+        if (msg.stats) this.#onStats(msg.stats);
+        this.#admit();
+        return;
+      case "log":
+        this.#log(msg.level, msg.message);
+        return;
+      case "fatal":
+        this.#onFatal(msg.message);
+        return;
+      case "closed":
+        this.#resolveClosed();
+        return;
+      case "ready":
+        return;
+    }
+  }
+
+  #onStats(s: StepStats) {
+    this.#steps++;
+    if (s.rows) this.#rows.add(s.rows);
+    this.#prefillTokens += s.prefillTokens;
+    this.#kvCells = s.kvCells;
+  }
+
+  #onEvent(ev: StreamEvent) {
+    const job = this.#jobs.get(ev.rid);
+    if (!job || job.ended) return;
+    if (job.answered) {
+      if (ev.kind === "end" || ev.kind === "error") this.#release(job);
+      return;
+    }
+    const now = performance.now();
+    switch (ev.kind) {
+      case "started":
+        job.promptTokens = ev.prompt_tokens;
+        return;
+      case "token": {
+        job.completionTokens++;
+        this.#tokensOut++;
+        if (job.firstAt === 0) {
+          job.firstAt = now;
+          this.#ttft.add(now - job.start);
+        } else {
+          this.#itl.add(now - job.lastAt);
+        }
+        job.lastAt = now;
+        if (!job.req.stream) {
+          job.text.push(ev.text);
+          return;
+        }
+        const ok = job.stream.send("token", { text: ev.text, token_id: ev.token_id });
+        if (!ok && job.slot >= 0) this.#pause(job);
+        return;
+      }
+      case "end":
+        job.promptTokens = ev.prompt_tokens;
+        job.completionTokens = ev.completion_tokens;
+        this.#answer(job, ev.reason);
+        this.#release(job);
+        return;
+      case "error":
+        this.#outcomes[ev.code === "E_LIMIT_PROMPT_TOO_LARGE" ? "prompt_too_large" : "error"]++;
+        job.answered = true;
+        this.#release(job);
+        job.stream.fail(ev.code, ev.message);
+        return;
+    }
+  }
+
+  /** The connection is over its byte cap: leave this stream out of batches until it drains. */
+  #pause(job: Job) {
+    const word = job.slot * SLOT_WORDS + SLOT_PAUSED;
+    if (Atomics.load(this.#control, word)) return;
+    Atomics.store(this.#control, word, 1);
+    this.#paused++;
+    job.stream.ready().then(() => {
+      if (this.#slots[job.slot] !== job) return;
+      Atomics.store(this.#control, word, 0);
+      this.#post({ op: "wake" });
+    });
+  }
+
+  /** The engine is done with the job: its slot is free again. */
+  #release(job: Job) {
+    job.ended = true;
+    this.#jobs.delete(job.rid);
+    job.stream.signal.removeEventListener("abort", job.onAbort);
+    if (job.slot >= 0 && this.#slots[job.slot] === job) {
+      this.#slots[job.slot] = null;
+      Atomics.store(this.#control, job.slot * SLOT_WORDS + SLOT_PAUSED, 0);
+    }
+  }
+
+  /** Sends the stream's last event (eos or result) once, and counts its outcome. */
+  #answer(
+    job: Job,
+    reason: "stop" | "length" | "stop_string" | "cancelled" | "shutdown",
+    abortReason?: string,
+  ) {
+    if (job.answered) return;
+    job.answered = true;
+    job.stream.signal.removeEventListener("abort", job.onAbort);
+    const signalReason = abortReason ?? String(job.stream.signal.reason ?? "");
+    this.#outcomes[
+      reason === "cancelled" && signalReason === "disconnected" ? "disconnected" : reason
+    ]++;
+    this.#tokensIn += job.promptTokens;
+    const now = performance.now();
+    const u = usage(
+      job.promptTokens,
+      job.completionTokens,
+      job.firstAt ? job.firstAt - job.start : now - job.start,
+      now - job.start,
+    );
+    if (job.req.stream) job.stream.send("eos", { reason, usage: u });
+    else job.stream.send("result", { text: job.text.join(""), reason, usage: u });
+    job.stream.end();
+  }
+
+  #onFatal(message: string) {
+    if (this.#fatal !== null) return;
+    this.#fatal = message;
+    this.#log("error", `LLM engine stopped: ${message}`);
+    for (const job of [...this.#jobs.values()]) {
+      this.#release(job);
+      if (!job.answered) job.stream.fail("E_INTERNAL", `The model engine failed: ${message}`);
+      job.answered = true;
+    }
+    this.#slots.fill(null);
+    this.#interactive = [];
+    this.#batch = [];
+    this.#resolveClosed();
+  }
+
+  hello(): Message {
+    const i = this.info;
+    return {
+      model: {
+        name: i.name,
+        path: i.path,
+        description: i.description,
+        random_weights: this.demo,
+        n_params: i.n_params,
+        n_vocab: i.n_vocab,
+        n_ctx: i.n_ctx,
+        n_ctx_total: i.n_ctx_total,
+        n_ctx_train: i.n_ctx_train,
+        parallel: i.parallel,
+        threads: i.threads,
+        chat_template: i.chat_template,
+      },
+    };
+  }
+
+  metrics(): Message {
+    const active = this.#slots.filter((s) => s !== null).length;
+    const rows = this.#rows.summary();
+    return {
+      model: this.info.name,
+      tokens_in: this.#tokensIn,
+      tokens_out: this.#tokensOut,
+      requests: { ...this.#outcomes },
+      queue_depth: this.#interactive.length + this.#batch.length,
+      queue_max: this.#queueMax,
+      active_streams: active,
+      parallel: this.#slots.length,
+      decode_steps: this.#steps,
+      prefill_tokens: this.#prefillTokens,
+      batch_rows: { p50: rows.p50, p95: rows.p95, max: rows.max },
+      kv_cells_used: this.#kvCells,
+      kv_cells_total: this.info.n_ctx * this.info.parallel,
+      backpressure_pauses: this.#paused,
+      ttft_ms: this.#ttft.summary(),
+      inter_token_ms: this.#itl.summary(),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closing) return this.#closed;
+    this.#closing = true;
+    for (const job of [...this.#interactive, ...this.#batch]) {
+      this.#answer(job, "shutdown", "shutdown");
+      this.#release(job);
+    }
+    this.#interactive = [];
+    this.#batch = [];
+    for (let s = 0; s < this.#slots.length; s++) {
+      Atomics.store(this.#control, s * SLOT_WORDS + SLOT_CANCEL, CANCEL_SHUTDOWN);
+    }
+    Atomics.store(this.#abort, 0, 1);
+    this.#post({ op: "shutdown" });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#closed,
+      new Promise((r) => (timer = setTimeout(r, 3000))),
+    ]);
+    clearTimeout(timer);
+    this.#worker.terminate();
+    for (const job of [...this.#jobs.values()]) {
+      this.#answer(job, "shutdown", "shutdown");
+      this.#release(job);
+    }
+  }
+}
+
+function usage(prompt: number, completion: number, ttft: number, total: number): Message {
+  const r = (x: number) => Math.round(x * 100) / 100;
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    ttft_ms: r(ttft),
+    total_ms: r(total),
+  };
+}
+
+/** Sampling settings with defaults; a request without a seed gets a random one. */
+function paramsOf(r: GenerateRequest): GenerateParams {
+  const d = GENERATE_DEFAULTS;
+  return {
+    maxTokens: r.max_tokens ?? d.max_tokens,
+    temperature: r.temperature ?? d.temperature,
+    topK: r.top_k ?? d.top_k,
+    topP: r.top_p ?? d.top_p,
+    minP: r.min_p ?? d.min_p,
+    repeatPenalty: r.repeat_penalty ?? d.repeat_penalty,
+    seed: r.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
+    stop: r.stop,
+    priority: r.priority,
+  };
+}
+
+/**
+ * Loads a model into an engine worker and returns the `generate` service. With no
+ * `model`, serves the demo model (random weights), generated on first use into the
+ * user cache directory. Throws an Error with a clear message when the model file is
+ * not a valid GGUF or the llama.cpp libraries cannot be found.
+ *
+ * @example
+ * ```ts
+ * const llm = await createLlmService({ parallel: 4 });
+ * // server routes "generate" requests to llm.handle(request, stream)
+ * await llm.close();
+ * ```
+ */
+export async function createLlmService(options: LlmServiceOptions = {}): Promise<LlmService> {
+  const log = options.log ?? (() => {});
+  const parallel = options.parallel ?? DEFAULT_PARALLEL;
+  if (!(Number.isInteger(parallel) && parallel >= 1 && parallel <= 256)) {
+    throw new RangeError(`parallel must be an integer from 1 to 256, got ${parallel}`);
+  }
+  const libDir = findLibDir(options.libDir);
+  let modelPath = options.model;
+  const demo = modelPath === undefined;
+  if (modelPath === undefined) {
+    modelPath = ensureDemoModel();
+    log(
+      "warn",
+      `No --model given: serving the built-in demo model "${modelPath}". It has random ` +
+        `weights, so its output is meaningless text; start with --model FILE.gguf to serve a real model.`,
+    );
+  }
+  readGgufHeader(modelPath); // a clear error for a file that is not a GGUF model
+  const perStream = options.ctx !== undefined
+    ? Math.floor(options.ctx / parallel)
+    : DEFAULT_CTX_PER_STREAM;
+  if (perStream < 16) {
+    throw new RangeError(
+      `--ctx ${options.ctx} leaves ${perStream} tokens per stream for ${parallel} streams; ` +
+        `give at least ${16 * parallel}`,
+    );
+  }
+  const control = new SharedArrayBuffer((parallel * SLOT_WORDS + 1) * 4);
+  const abort = new SharedArrayBuffer(8);
+  const worker = new Worker(new URL("./_worker.ts", import.meta.url).href, { type: "module" });
+  const info = await new Promise<EngineInfo>((resolve, reject) => {
+    worker.onmessage = (e: MessageEvent<FromEngine>) => {
+      const m = e.data;
+      if (m.op === "log") log(m.level, m.message);
+      else if (m.op === "ready") resolve(m.info);
+      else if (m.op === "fatal") reject(new Error(m.message));
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      reject(new Error(`LLM engine worker failed to start: ${e.message}`));
+    };
+    worker.postMessage(
+      {
+        op: "init",
+        libDir,
+        modelPath: modelPath!,
+        ctx: perStream,
+        parallel,
+        threads: options.threads ?? 0,
+        control,
+        abort,
+        prefillRatio: options.prefillRatio ?? 0.4,
+      } satisfies ToEngine,
+    );
+  }).catch((err) => {
+    worker.terminate();
+    throw err;
+  });
+  return new GenerateService(
+    worker,
+    new Int32Array(control),
+    new Uint8Array(abort),
+    info,
+    demo,
+    options.queue ?? DEFAULT_QUEUE,
+    log,
+  );
+}
+
+/**
+ * A service for `--no-model`: every `generate` gets `E_NO_MODEL`.
+ *
+ * @example
+ * ```ts
+ * const services = [createNoModelService()];
+ * ```
+ */
+export function createNoModelService(): Service {
+  return {
+    types: ["generate"],
+    handle() {
+      throw new ProtocolError(
+        "E_NO_MODEL",
+        "No model is loaded (the daemon runs with --no-model); start it with --model FILE.gguf",
+      );
+    },
+    hello: () => ({ model: null }),
+  };
+}
