@@ -112,8 +112,8 @@ export async function generate(
   fields: Message,
   stream = new FakeStream(`g${nextId++}`),
 ): Promise<FakeStream> {
-  const req = validateRequest({ type: "generate", id: stream.id, ...fields }, "json");
   try {
+    const req = validateRequest({ type: "generate", id: stream.id, ...fields }, "json");
     await llm.handle(req, stream);
   } catch (err) {
     const e = err as { code?: ErrorCode; message: string };

@@ -281,10 +281,18 @@ export class Engine {
     }
     const stats: StepStats = { rows: 0, prefillTokens: 0, kvCells: 0, decodeMs: 0 };
     this.#decodeStep(stats);
-    this.#flush();
-    stats.prefillTokens = this.#prefillStep(stats.rows > 0);
-    for (const s of this.#slots) if (s) stats.kvCells += s.nPast;
-    this.#flush(stats);
+    // Tokens go out before the prompt chunks run.
+    this.#flush({ ...stats, kvCells: this.#kvCells() });
+    const prefilled = this.#prefillStep(stats.rows > 0);
+    if (prefilled || this.#out.length) {
+      this.#flush({ rows: 0, prefillTokens: prefilled, kvCells: this.#kvCells(), decodeMs: 0 });
+    }
+  }
+
+  #kvCells(): number {
+    let n = 0;
+    for (const s of this.#slots) if (s) n += s.nPast;
+    return n;
   }
 
   #decodeStep(stats: StepStats) {

@@ -294,8 +294,10 @@ class GenerateService implements LlmService {
   }
 
   #onStats(s: StepStats) {
-    this.#steps++;
-    if (s.rows) this.#rows.add(s.rows);
+    if (s.rows) {
+      this.#steps++;
+      this.#rows.add(s.rows);
+    }
     this.#prefillTokens += s.prefillTokens;
     this.#kvCells = s.kvCells;
   }
