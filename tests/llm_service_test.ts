@@ -202,7 +202,7 @@ Deno.test("cancel mid-stream ends it at once with eos cancelled and frees its se
   const next = await generate(llm, { prompt: PROMPTS[1], max_tokens: 3 });
   await next.done();
   assert.equal(next.tokens().length, 3);
-  const m = llm.metrics!() as { requests: Record<string, number> };
+  const m = llm.metrics!().llm as { requests: Record<string, number> };
   assert.equal(m.requests.cancelled, 1);
 });
 
@@ -216,7 +216,7 @@ Deno.test("a disconnect mid-stream frees the sequence for the request waiting in
   await b.done();
   assert.equal(b.tokens().length, 4);
   assert.equal((b.last().fields as { reason: string }).reason, "length");
-  const m = llm.metrics!() as { requests: Record<string, number>; active_streams: number };
+  const m = llm.metrics!().llm as { requests: Record<string, number>; active_streams: number };
   assert.equal(m.requests.disconnected, 1);
   assert.equal(m.active_streams, 0);
 });
@@ -228,7 +228,7 @@ Deno.test("a full queue answers E_BUSY and a cancelled waiting request leaves th
   const c = await generate(llm, { prompt: PROMPTS[2], max_tokens: 2 });
   assert.equal(c.failure?.code, "E_BUSY");
   assert.match(c.failure!.message, /busy/);
-  assert.equal((llm.metrics!() as { queue_depth: number }).queue_depth, 1);
+  assert.equal((llm.metrics!().llm as { queue_depth: number }).queue_depth, 1);
   b.abort("cancelled");
   await b.done();
   assert.equal((b.last().fields as { reason: string }).reason, "cancelled");
@@ -333,7 +333,7 @@ Deno.test("metrics count tokens, outcomes and latency percentiles", async () => 
     PROMPTS.map((p) => generate(llm, { prompt: p, max_tokens: 10 })),
   );
   await Promise.all(streams.map((s) => s.done()));
-  const m = llm.metrics!() as Record<string, unknown>;
+  const m = llm.metrics!().llm as Record<string, unknown>;
   assert.equal(m.tokens_out, 40);
   assert.ok((m.tokens_in as number) > 20);
   assert.equal((m.requests as Record<string, number>).length, 4);

@@ -436,22 +436,24 @@ class GenerateService implements LlmService {
     const active = this.#slots.filter((s) => s !== null).length;
     const rows = this.#rows.summary();
     return {
-      model: this.info.name,
-      tokens_in: this.#tokensIn,
-      tokens_out: this.#tokensOut,
-      requests: { ...this.#outcomes },
-      queue_depth: this.#interactive.length + this.#batch.length,
-      queue_max: this.#queueMax,
-      active_streams: active,
-      parallel: this.#slots.length,
-      decode_steps: this.#steps,
-      prefill_tokens: this.#prefillTokens,
-      batch_rows: { p50: rows.p50, p95: rows.p95, max: rows.max },
-      kv_cells_used: this.#kvCells,
-      kv_cells_total: this.info.n_ctx * this.info.parallel,
-      backpressure_pauses: this.#paused,
-      ttft_ms: this.#ttft.summary(),
-      inter_token_ms: this.#itl.summary(),
+      llm: {
+        model: this.info.name,
+        tokens_in: this.#tokensIn,
+        tokens_out: this.#tokensOut,
+        requests: { ...this.#outcomes },
+        queue_depth: this.#interactive.length + this.#batch.length,
+        queue_max: this.#queueMax,
+        active_streams: active,
+        parallel: this.#slots.length,
+        decode_steps: this.#steps,
+        prefill_tokens: this.#prefillTokens,
+        batch_rows: { p50: rows.p50, p95: rows.p95, max: rows.max },
+        kv_cells_used: this.#kvCells,
+        kv_cells_total: this.info.n_ctx * this.info.parallel,
+        backpressure_pauses: this.#paused,
+        ttft_ms: this.#ttft.summary(),
+        inter_token_ms: this.#itl.summary(),
+      },
     };
   }
 

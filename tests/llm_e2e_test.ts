@@ -1,0 +1,291 @@
+/**
+ * The generate service through a real daemon process: the client library, the
+ * `umad generate` CLI, a UMA Serve client in Python, disconnects, and ping latency
+ * while streams decode.
+ */
+import assert from "node:assert/strict";
+import { connect } from "../src/client/client.ts";
+import { generate } from "../src/client/generate.ts";
+import { UmadError } from "../src/client/errors.ts";
+import { RawClient } from "./_daemon.ts";
+import { tinyModel } from "./llm_helpers.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+interface Daemon {
+  socket: string;
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/** `umad serve` with the LLM service on a tiny model, in a temp dir. */
+async function startLlmDaemon(args: string[]): Promise<Daemon> {
+  const dir = await Deno.makeTempDir({ prefix: "umad-llm-e2e-" });
+  const socket = `${dir}/umad.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}tests/fixtures/llm_serve.ts`, "--socket", socket, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const logDone = (async () => {
+    const dec = new TextDecoder();
+    for await (const c of child.stderr) log += dec.decode(c, { stream: true });
+  })();
+  let stopped: Promise<void> | undefined;
+  const daemon: Daemon = {
+    socket,
+    stderr: () => log,
+    stop: () =>
+      stopped ??= (async () => {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+        const t = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* gone */ }
+        }, 5000);
+        await child.status;
+        clearTimeout(t);
+        await logDone;
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      })(),
+  };
+  const deadline = Date.now() + 60_000;
+  while (true) {
+    try {
+      (await Deno.connect({ transport: "unix", path: socket })).close();
+      return daemon;
+    } catch { /* not up yet */ }
+    const exited = await Promise.race([
+      child.status.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 50)),
+    ]);
+    if (exited || Date.now() > deadline) {
+      await daemon.stop();
+      throw new Error(`daemon did not start:\n${log}`);
+    }
+  }
+}
+
+function withDaemon(
+  name: string,
+  args: string[],
+  fn: (d: Daemon) => Promise<void>,
+) {
+  Deno.test(name, async () => {
+    const d = await startLlmDaemon(args);
+    try {
+      await fn(d);
+    } catch (err) {
+      console.error(d.stderr());
+      throw err;
+    } finally {
+      await d.stop();
+    }
+  });
+}
+
+const TINY = () => ["--model", tinyModel(), "--threads", "1", "--parallel", "4", "--ctx", "4096"];
+
+withDaemon(
+  "the client's generate() streams exactly max_tokens tokens and cancel() stops it",
+  TINY(),
+  async (d) => {
+    const client = await connect({ socket: d.socket, reconnect: false });
+    try {
+      const hello = client.hello as { model?: { n_ctx: number; parallel: number } };
+      assert.equal(hello.model?.parallel, 4);
+      assert.equal(hello.model?.n_ctx, 1024);
+      const r = await generate(client, { prompt: "Hello world", max_tokens: 21, seed: 3 })
+        .complete();
+      assert.equal(r.reason, "length");
+      assert.equal(r.usage.completion_tokens, 21);
+
+      const gen = generate(client, { prompt: "Once upon a time", max_tokens: 100000 });
+      let n = 0;
+      let reason = "";
+      for await (const ev of gen) {
+        if (ev.event === "token" && ++n === 5) gen.cancel();
+        if (ev.event === "eos") reason = ev.reason;
+      }
+      assert.equal(reason, "cancelled");
+      assert.ok(n >= 5 && n < 50, `stopped soon after the cancel (${n} tokens)`);
+      const whole = await generate(client, {
+        prompt: "Hello world",
+        max_tokens: 21,
+        seed: 3,
+        stream: false,
+      })
+        .complete();
+      assert.equal(whole.text, r.text, "stream:false gives the streamed text");
+    } finally {
+      await client.close();
+    }
+  },
+);
+
+withDaemon(
+  "umad generate prints the streamed text and --json prints each event",
+  TINY(),
+  async (d) => {
+    const client = await connect({ socket: d.socket, reconnect: false });
+    const expected = await generate(client, {
+      prompt: "the water",
+      max_tokens: 15,
+      seed: 11,
+      temperature: 0,
+    })
+      .complete();
+    await client.close();
+    const run = async (extra: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          `${ROOT}main.ts`,
+          "generate",
+          "--socket",
+          d.socket,
+          "--max-tokens",
+          "15",
+          "--seed",
+          "11",
+          "--temperature",
+          "0",
+          ...extra,
+          "the water",
+        ],
+        stdin: "null",
+      }).output();
+      return {
+        code: out.code,
+        stdout: new TextDecoder().decode(out.stdout),
+        stderr: new TextDecoder().decode(out.stderr),
+      };
+    };
+    const plain = await run([]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(plain.stdout, expected.text);
+    const json = await run(["--json"]);
+    assert.equal(json.code, 0, json.stderr);
+    const lines = json.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    assert.equal(lines.length, 16);
+    assert.equal(lines.filter((e) => e.event === "token").length, 15);
+    assert.equal(lines[15].event, "eos");
+    assert.equal(lines[15].reason, "length");
+  },
+);
+
+withDaemon("a client written for UMA Serve works unchanged (Python)", TINY(), async (d) => {
+  const out = await new Deno.Command("python3", {
+    args: [`${ROOT}tests/fixtures/uma_client.py`, d.socket],
+    stdin: "null",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `${stdout}\n${stderr}`);
+  const r = JSON.parse(stdout);
+  assert.equal(r.a_tokens, 12);
+  assert.equal(r.d_reason, "cancelled");
+  assert.deepEqual(r.failures, []);
+});
+
+withDaemon(
+  "a client that disconnects mid-stream frees its sequences for the next request",
+  ["--model", tinyModel(), "--threads", "1", "--parallel", "2", "--ctx", "4096"],
+  async (d) => {
+    const raw = await RawClient.connect(d.socket);
+    for (const id of ["x", "y"]) {
+      await raw.send({ type: "generate", id, prompt: "Hello", max_tokens: 100000 }, "json");
+    }
+    await raw.next((m) => m.event === "token" && m.id === "y");
+    const client = await connect({ socket: d.socket, reconnect: false });
+    try {
+      const waiting = generate(client, { prompt: "after", max_tokens: 3 }).complete();
+      await new Promise((r) => setTimeout(r, 100));
+      raw.close();
+      const r = await waiting;
+      assert.equal(r.usage.completion_tokens, 3);
+      const m = (await client.metrics()).llm as {
+        requests: Record<string, number>;
+        active_streams: number;
+      };
+      assert.equal(m.requests.disconnected, 2);
+    } finally {
+      await client.close();
+    }
+  },
+);
+
+withDaemon(
+  "queue full gives E_BUSY over the wire and --no-model-like errors keep the connection",
+  ["--model", tinyModel(), "--threads", "1", "--parallel", "1", "--queue", "1", "--ctx", "4096"],
+  async (d) => {
+    const client = await connect({ socket: d.socket, reconnect: false });
+    try {
+      const a = generate(client, { prompt: "a", max_tokens: 100000 });
+      const b = generate(client, { prompt: "b", max_tokens: 2 });
+      const first = await a[Symbol.asyncIterator]().next();
+      assert.equal(first.value?.event, "token");
+      await assert.rejects(
+        () => generate(client, { prompt: "c", max_tokens: 2 }).complete(),
+        (e: UmadError) => e.code === "E_BUSY",
+      );
+      a.cancel();
+      const rb = await b.complete();
+      assert.equal(rb.usage.completion_tokens, 2);
+    } finally {
+      await client.close();
+    }
+  },
+);
+
+withDaemon("pings stay fast while eight streams decode", [
+  "--model",
+  tinyModel(),
+  "--threads",
+  "1",
+  "--parallel",
+  "8",
+  "--ctx",
+  "16384",
+], async (d) => {
+  const client = await connect({ socket: d.socket, reconnect: false });
+  try {
+    const gens = Array.from(
+      { length: 8 },
+      (_, i) => generate(client, { prompt: `stream ${i}`, max_tokens: 100000 }),
+    );
+    const started = gens.map((g) => g[Symbol.asyncIterator]().next());
+    await Promise.all(started);
+    const rtts: number[] = [];
+    for (let i = 0; i < 200; i++) rtts.push(await client.ping());
+    for (const g of gens) g.cancel();
+    rtts.sort((a, b) => a - b);
+    const p99 = rtts[Math.floor(rtts.length * 0.99)];
+    // Generous bound for a shared 2-core test machine; the bench measures the real figure.
+    assert.ok(p99 < 25, `ping p99 ${p99.toFixed(2)} ms`);
+  } finally {
+    await client.close();
+  }
+});
+
+withDaemon(
+  "a daemon started with --no-model answers generate with E_NO_MODEL",
+  ["--no-model"],
+  async (d) => {
+    const client = await connect({ socket: d.socket, reconnect: false });
+    try {
+      await assert.rejects(
+        () => generate(client, { prompt: "hi" }).complete(),
+        (e: UmadError) => e.code === "E_NO_MODEL",
+      );
+      assert.equal(await client.ping() >= 0, true, "the connection goes on");
+    } finally {
+      await client.close();
+    }
+  },
+);
