@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
-import { UmadError } from "../src/client/errors.ts";
+import type { UmadError } from "../src/client/errors.ts";
 import { RawClient } from "./_daemon.ts";
 import { tinyModel } from "./llm_helpers.ts";
 
