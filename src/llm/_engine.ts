@@ -97,6 +97,39 @@ class Ema {
   }
 }
 
+/** Cost of a prompt chunk of k tokens, fitted as a + b·k over recent chunks. */
+class ChunkCost {
+  #k: number[] = [];
+  #ms: number[] = [];
+  add(k: number, ms: number) {
+    this.#k.push(k);
+    this.#ms.push(ms);
+    if (this.#k.length > 32) {
+      this.#k.shift();
+      this.#ms.shift();
+    }
+  }
+  get ready(): boolean {
+    return this.#k.length > 0;
+  }
+  /** Largest k whose predicted cost fits in `ms`, or 0. */
+  tokensWithin(ms: number): number {
+    const n = this.#k.length;
+    const mk = this.#k.reduce((a, b) => a + b, 0) / n;
+    const mt = this.#ms.reduce((a, b) => a + b, 0) / n;
+    let cov = 0;
+    let vk = 0;
+    for (let i = 0; i < n; i++) {
+      cov += (this.#k[i] - mk) * (this.#ms[i] - mt);
+      vk += (this.#k[i] - mk) ** 2;
+    }
+    let b = vk > 0 ? cov / vk : mt / mk;
+    if (!(b > 0)) b = mt / mk;
+    const a = Math.max(0, mt - b * mk);
+    return Math.floor((ms - a) / b);
+  }
+}
+
 /** The model, its context and the scheduler. */
 export class Engine {
   readonly model: LlamaModel;
@@ -109,7 +142,7 @@ export class Engine {
   #prefillQueue: Seq[] = [];
   #interactiveStreak = 0;
   #decodeMs = new Ema(0.2);
-  #prefillMsPerToken = new Ema(0.2);
+  #chunkCost = new ChunkCost();
   #out: StreamEvent[] = [];
 
   constructor(libs: NativeLibs, o: EngineOptions) {
@@ -394,11 +427,8 @@ export class Engine {
   #prefillStep(decoded: boolean): number {
     if (this.#prefillQueue.length === 0) return 0;
     let budget: number;
-    if (decoded && this.#prefillMsPerToken.ready) {
-      budget = Math.floor(
-        (this.#o.prefillRatio * this.#decodeMs.value) /
-          Math.max(1e-3, this.#prefillMsPerToken.value),
-      );
+    if (decoded && this.#chunkCost.ready) {
+      budget = this.#chunkCost.tokensWithin(this.#o.prefillRatio * this.#decodeMs.value);
       budget = Math.max(2, Math.min(MAX_CHUNK, budget));
     } else if (decoded) {
       budget = 4; // first measurement
@@ -414,6 +444,8 @@ export class Engine {
       if (!ok) break;
       done += k;
       budget -= k;
+      // Each chunk is its own pass over the weights: one per step while streams decode.
+      if (decoded) budget = 0;
       const i = this.#prefillQueue.indexOf(s);
       if (i >= 0) this.#prefillQueue.splice(i, 1);
       if (this.#slots[s.slot] === s && s.prefillLeft > 0) this.#prefillQueue.push(s);
@@ -457,7 +489,7 @@ export class Engine {
     }
     if (pad) this.ctx.seqRm(s.slot, s.nPast + 1, -1);
     s.nPast += k;
-    this.#prefillMsPerToken.add(ms / k);
+    this.#chunkCost.add(k, ms);
     return true;
   }
 

@@ -219,6 +219,10 @@ export const LLAMA_SYMBOLS = {
 export const LIBC_SYMBOLS = {
   // void * dlsym(void * handle, const char * symbol);   (handle NULL = RTLD_DEFAULT)
   dlsym: { parameters: ["pointer", "buffer"], result: "pointer" },
+  // pid_t gettid(void);
+  gettid: { parameters: [], result: "i32" },
+  // int setpriority(int which, id_t who, int prio);   (which 0 = PRIO_PROCESS: one thread)
+  setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
   // int sched_getaffinity(pid_t pid, size_t cpusetsize, cpu_set_t * mask);
   sched_getaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -344,6 +348,9 @@ export function openLibraries(dir: string): NativeLibs {
   const ggml = Deno.dlopen(files.ggml, GGML_SYMBOLS);
   const llama = Deno.dlopen(files.llama, LLAMA_SYMBOLS);
   const libc = Deno.dlopen(libcPath(), LIBC_SYMBOLS);
+  // Quiet native logging (it may come from any thread): a native no-op as the callback.
+  const noop = libc.symbols.dlsym(null, cString("getpid"));
+  if (noop) llama.symbols.llama_log_set(noop, null);
   ggml.symbols.ggml_backend_load_all_from_path(cString(dir));
   if (Number(ggml.symbols.ggml_backend_reg_count()) === 0) {
     throw new Error(`llama.cpp found no compute backend in ${dir}`);
@@ -416,4 +423,18 @@ function cgroupCpuQuota(): number | null {
   const p = Number(readText("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
   if (q > 0 && p > 0) return q / p;
   return null;
+}
+
+/**
+ * Lowers the calling thread's scheduling priority (Linux: nice is per thread, and
+ * threads it creates later inherit it), so the daemon's event loop wins the CPU when it
+ * wakes up while decode threads are busy. Returns false where unsupported.
+ */
+export function niceThisThread(libs: NativeLibs, nice: number): boolean {
+  if (Deno.build.os !== "linux" || nice === 0) return false;
+  try {
+    return libs.libc.setpriority(0, libs.libc.gettid(), nice) === 0;
+  } catch {
+    return false;
+  }
 }

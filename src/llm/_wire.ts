@@ -31,6 +31,8 @@ export interface EngineInit {
   abort: SharedArrayBuffer;
   /** Fraction of a decode step's time that prompt chunks may add (latency guard). */
   prefillRatio: number;
+  /** Nice increment of the decode threads (Linux), so the event loop preempts them. */
+  nice: number;
 }
 
 /** Sampling and stopping settings of one stream, defaults applied. */

@@ -4,7 +4,7 @@
  * postMessage; cancel and backpressure flags arrive through shared memory.
  */
 /// <reference lib="deno.worker" />
-import { availableCpus, findLibDir, openLibraries } from "./_ffi.ts";
+import { availableCpus, findLibDir, niceThisThread, openLibraries } from "./_ffi.ts";
 import { Engine } from "./_engine.ts";
 import type { EngineInit, FromEngine, ToEngine } from "./_wire.ts";
 
@@ -35,6 +35,8 @@ function yieldTurn(): Promise<void> {
 function init(msg: EngineInit) {
   const libs = openLibraries(findLibDir(msg.libDir));
   const threads = msg.threads > 0 ? msg.threads : availableCpus(libs);
+  // Before the thread pool exists, so its threads inherit it.
+  if (msg.nice) niceThisThread(libs, msg.nice);
   engine = new Engine(libs, {
     modelPath: msg.modelPath,
     ctx: msg.ctx,

@@ -47,8 +47,13 @@ export interface LlmServiceOptions {
   threads?: number;
   /** Requests that may wait for a stream before `E_BUSY` (default 64). */
   queue?: number;
-  /** Share of a decode step's time prompt chunks may add (default 0.4). */
+  /** Share of a decode step's time prompt chunks may add (default 0.45). */
   prefillRatio?: number;
+  /**
+   * Nice increment of the decode threads (default 5; Linux), so pings and terminal
+   * traffic get the CPU at once while the model works. 0 leaves them at the daemon's.
+   */
+  nice?: number;
   /** Where log lines go. */
   log?: (level: LlmLogLevel, message: string) => void;
 }
@@ -575,7 +580,8 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
         threads: options.threads ?? 0,
         control,
         abort,
-        prefillRatio: options.prefillRatio ?? 0.4,
+        prefillRatio: options.prefillRatio ?? 0.45,
+        nice: options.nice ?? 5,
       } satisfies ToEngine,
     );
   }).catch((err) => {

@@ -1,0 +1,465 @@
+// The LLM benchmark: umad (client to client, through a real daemon) beside raw llama.cpp
+// decode loops in one process with the same shapes, and node-llama-cpp when it runs.
+// `deno run -A scripts/bench_llm.ts` prints the Markdown section; scripts/bench.ts
+// calls benchLlm().
+import { type Client, connect } from "../src/client/client.ts";
+import { generate } from "../src/client/generate.ts";
+import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
+import { findLibDir, openLibraries } from "../src/llm/_ffi.ts";
+import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/_llama.ts";
+import { fmt, pct, PingConn, ROOT } from "./_bench_util.ts";
+
+const THREADS = 2;
+const PARALLEL = 16;
+const CTX_PER_STREAM = 1024;
+const SINGLE_TOKENS = 128;
+const AGG_TOKENS = 48;
+const STREAM_COUNTS = [1, 4, 8, 16];
+const STORM_SECONDS = 8;
+
+function log(msg: string) {
+  console.error(`bench llm: ${msg}`);
+}
+
+interface Daemon {
+  socket: string;
+  stop(): Promise<void>;
+}
+
+async function startDaemon(script: string, model: string): Promise<Daemon> {
+  const dir = await Deno.makeTempDir({ prefix: "umad-bench-llm-" });
+  const socket = `${dir}/umad.sock`;
+  const args = script.endsWith("main.ts") ? ["run", "-A", script, "serve"] : ["run", "-A", script];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      ...args,
+      "--socket",
+      socket,
+      "--model",
+      model,
+      "--threads",
+      String(THREADS),
+      "--parallel",
+      String(PARALLEL),
+      "--ctx",
+      String(CTX_PER_STREAM * PARALLEL),
+      "--queue",
+      "256",
+      "--log-level",
+      "warn",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await child.status;
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  const deadline = Date.now() + 120_000;
+  while (true) {
+    try {
+      (await Deno.connect({ transport: "unix", path: socket })).close();
+      return { socket, stop };
+    } catch { /* not yet */ }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error("daemon did not start");
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** `umad serve` with the model; the LLM-only fixture when serve does not load one yet. */
+async function startModelDaemon(model: string): Promise<Daemon> {
+  const d = await startDaemon(`${ROOT}main.ts`, model);
+  const c = await connect({ socket: d.socket, reconnect: false });
+  const hasModel = Boolean((c.hello as { model?: unknown }).model);
+  await c.close();
+  if (hasModel) return d;
+  await d.stop();
+  log("umad serve has no model wired in; using tests/fixtures/llm_serve.ts");
+  return startDaemon(`${ROOT}tests/fixtures/llm_serve.ts`, model);
+}
+
+/** A prompt of about n tokens for the bench model's vocabulary (one token per word). */
+function promptOf(words: number, salt: number): string {
+  const pool = ["the", "water", "people", "world", "and", "sun", "time", "house", "light", "music"];
+  const out: string[] = [];
+  for (let i = 0; i < words; i++) out.push(pool[(i * 7 + salt * 3) % pool.length]);
+  return out.join(" ");
+}
+
+interface StreamTiming {
+  tokens: number;
+  times: number[];
+}
+
+async function runStream(
+  client: Client,
+  prompt: string,
+  maxTokens: number,
+  onToken?: (t: number) => void,
+  stopAt?: Promise<void>,
+): Promise<StreamTiming> {
+  const gen = generate(client, { prompt, max_tokens: maxTokens, temperature: 0 });
+  stopAt?.then(() => gen.cancel());
+  const times: number[] = [];
+  for await (const ev of gen) {
+    if (ev.event === "token") {
+      const t = performance.now();
+      times.push(t);
+      onToken?.(t);
+    }
+  }
+  return { tokens: times.length, times };
+}
+
+interface UmadResults {
+  singleDecode: number;
+  aggregate: Map<number, number>;
+  itlQuiet: number[];
+  itlStorm: number[];
+  stormTtft: number[];
+  stormPromptTokens: number;
+  ping: number[];
+}
+
+async function benchUmad(model: string): Promise<UmadResults> {
+  const d = await startModelDaemon(model);
+  const client = await connect({ socket: d.socket, reconnect: false });
+  try {
+    await runStream(client, "warm up", 16);
+    log("single stream");
+    const single = await runStream(client, promptOf(8, 1), SINGLE_TOKENS);
+    const singleDecode = (single.tokens - 1) / ((single.times.at(-1)! - single.times[0]) / 1000);
+
+    const aggregate = new Map<number, number>();
+    for (const n of STREAM_COUNTS) {
+      log(`${n} streams`);
+      const t0 = performance.now();
+      const runs = await Promise.all(
+        Array.from({ length: n }, (_, i) => runStream(client, promptOf(8, i), AGG_TOKENS)),
+      );
+      const total = runs.reduce((a, r) => a + r.tokens, 0);
+      aggregate.set(n, total / ((performance.now() - t0) / 1000));
+    }
+
+    // Eight decoding streams, with and without 512-token prompts arriving every 2 s.
+    const phase = async (storm: boolean) => {
+      log(storm ? "8 streams + a 512-token prompt every 2 s" : "8 streams, no prompts arriving");
+      const gaps: number[] = [];
+      let stop!: () => void;
+      const stopped = new Promise<void>((r) => (stop = r));
+      let measuring = false;
+      const streams = Array.from({ length: 8 }, (_, i) => {
+        let last = 0;
+        return runStream(client, promptOf(8, i + 20), CTX_PER_STREAM - 64, (t) => {
+          if (measuring && last) gaps.push(t - last);
+          last = t;
+        }, stopped);
+      });
+      await new Promise((r) => setTimeout(r, 1500)); // all eight decoding
+      measuring = true;
+      const ttfts: number[] = [];
+      let promptTokens = 0;
+      const prompts: Promise<void>[] = [];
+      const pings: number[] = [];
+      const end = performance.now() + STORM_SECONDS * 1000;
+      if (storm) {
+        for (let k = 0; k < STORM_SECONDS / 2; k++) {
+          prompts.push((async () => {
+            await new Promise((r) => setTimeout(r, k * 2000));
+            const r = await generate(client, {
+              prompt: promptOf(511, k),
+              max_tokens: 1,
+              temperature: 0,
+            }).complete();
+            ttfts.push(r.usage.ttft_ms);
+            promptTokens = r.usage.prompt_tokens;
+          })());
+        }
+      } else {
+        const pc = await PingConn.open(d.socket);
+        while (performance.now() < end) {
+          pings.push(await pc.ping());
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        pc.close();
+      }
+      while (performance.now() < end) await new Promise((r) => setTimeout(r, 50));
+      measuring = false;
+      await Promise.all(prompts);
+      stop();
+      await Promise.all(streams);
+      return { gaps, ttfts, promptTokens, pings };
+    };
+    const quiet = await phase(false);
+    const storm = await phase(true);
+    return {
+      singleDecode,
+      aggregate,
+      itlQuiet: quiet.gaps,
+      itlStorm: storm.gaps,
+      stormTtft: storm.ttfts,
+      stormPromptTokens: storm.promptTokens,
+      ping: quiet.pings,
+    };
+  } finally {
+    await client.close();
+    await d.stop();
+  }
+}
+
+interface RawResults {
+  singleDecode: number;
+  singleDecodePadded: number;
+  aggregate: Map<number, number>;
+}
+
+/** Raw llama.cpp decode loops in this process: the same model, threads and shapes. */
+function benchRaw(modelPath: string): RawResults {
+  const libs = openLibraries(findLibDir());
+  const model = LlamaModel.load(libs, modelPath);
+  const nSeq = Math.max(...STREAM_COUNTS) + 1;
+  const ctx = new LlamaContext(model, {
+    nCtx: CTX_PER_STREAM * nSeq,
+    nBatch: 512,
+    nSeqMax: nSeq,
+    threads: THREADS,
+    kvUnified: false,
+    poll: 0,
+  });
+  const batch = new Batch(512);
+  const greedy = () =>
+    new Sampler(
+      libs,
+      { temperature: 0, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, seed: 0 },
+      model.nVocab,
+    );
+  const clear = () => {
+    for (let s = 0; s < nSeq; s++) ctx.seqRm(s);
+  };
+  const prefill = (seq: number, tokens: Int32Array) => {
+    batch.clear();
+    tokens.forEach((t, i) => batch.add(t, i, seq, i === tokens.length - 1));
+    if (ctx.decode(batch) !== 0) throw new Error("raw prefill failed");
+    return batch.n - 1;
+  };
+  // Single stream, one row per decode; and padded with a second sequence's row, as umad
+  // does for batch invariance.
+  const single = (pad: boolean) => {
+    clear();
+    const s = greedy();
+    const p = model.tokenize(promptOf(8, 1), true, false);
+    let tok = s.sample(ctx, prefill(0, p));
+    let pos = p.length;
+    const t0 = performance.now();
+    for (let i = 1; i < SINGLE_TOKENS; i++) {
+      batch.clear();
+      batch.add(tok, pos++, 0, true);
+      if (pad) batch.add(0, 0, 1, true);
+      if (ctx.decode(batch) !== 0) throw new Error("raw decode failed");
+      if (pad) ctx.seqRm(1);
+      tok = s.sample(ctx, 0);
+    }
+    const dt = (performance.now() - t0) / 1000;
+    s.free();
+    return (SINGLE_TOKENS - 1) / dt;
+  };
+  const singleDecode = single(false);
+  const singleDecodePadded = single(true);
+  const aggregate = new Map<number, number>();
+  for (const n of STREAM_COUNTS) {
+    clear();
+    const t0 = performance.now();
+    const samplers = Array.from({ length: n }, greedy);
+    const toks: number[] = [];
+    const pos: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const p = model.tokenize(promptOf(8, i), true, false);
+      toks.push(samplers[i].sample(ctx, prefill(i, p)));
+      pos.push(p.length);
+    }
+    for (let step = 1; step < AGG_TOKENS; step++) {
+      batch.clear();
+      for (let i = 0; i < n; i++) batch.add(toks[i], pos[i]++, i, true);
+      if (ctx.decode(batch) !== 0) throw new Error("raw batched decode failed");
+      for (let i = 0; i < n; i++) toks[i] = samplers[i].sample(ctx, i);
+    }
+    aggregate.set(n, (n * AGG_TOKENS) / ((performance.now() - t0) / 1000));
+    samplers.forEach((s) => s.free());
+  }
+  ctx.free();
+  model.free();
+  return { singleDecode, singleDecodePadded, aggregate };
+}
+
+const NLC_SCRIPT = `
+import { getLlama } from "node-llama-cpp";
+const [modelPath, countsArg, tokensArg, threadsArg] = Deno.args;
+const T = Number(tokensArg);
+const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
+const model = await llama.loadModel({ modelPath });
+const out = {};
+const words = ["the", "water", "people", "world", "and", "sun", "time", "house", "light", "music"];
+for (const n of countsArg.split(",").map(Number)) {
+  const ctx = await model.createContext({ sequences: n, contextSize: 1024 * n, threads: Number(threadsArg), batchSize: 512 });
+  const t0 = performance.now();
+  let count = 0;
+  await Promise.all(Array.from({ length: n }, async (_, i) => {
+    const seq = ctx.getSequence();
+    const p = model.tokenize(Array.from({ length: 8 }, (_, j) => words[(j * 7 + i * 3) % 10]).join(" "));
+    let k = 0;
+    for await (const _t of seq.evaluate(p, { temperature: 0 })) if (++k >= T) break;
+    count += k;
+  }));
+  out[n] = count / ((performance.now() - t0) / 1000);
+  await ctx.dispose();
+}
+console.log(JSON.stringify(out));
+`;
+
+/** node-llama-cpp under Deno, installed with npm into .bench/ (it will not install through Deno). */
+async function benchNodeLlamaCpp(modelPath: string): Promise<Map<number, number> | string> {
+  const dir = `${ROOT}.bench/node-llama-cpp`;
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(`${dir}/deno.json`, '{ "nodeModulesDir": "manual" }\n');
+    await Deno.writeTextFile(
+      `${dir}/package.json`,
+      '{ "name": "nlc-bench", "private": true, "type": "module" }\n',
+    );
+    await Deno.writeTextFile(`${dir}/run.ts`, NLC_SCRIPT);
+    try {
+      await Deno.stat(`${dir}/node_modules/node-llama-cpp/package.json`);
+    } catch {
+      log("installing node-llama-cpp@3.22.1 with npm");
+      const npm = await new Deno.Command("npm", {
+        args: ["install", "node-llama-cpp@3.22.1", "--ignore-scripts", "--no-audit", "--no-fund"],
+        cwd: dir,
+        stdout: "null",
+        stderr: "piped",
+        signal: AbortSignal.timeout(300_000),
+      }).output();
+      if (npm.code !== 0) {
+        return `npm install failed: ${new TextDecoder().decode(npm.stderr).slice(-300)}`;
+      }
+    }
+    log("node-llama-cpp");
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "run.ts",
+        modelPath,
+        STREAM_COUNTS.join(","),
+        String(AGG_TOKENS),
+        String(THREADS),
+      ],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(300_000),
+    }).output();
+    if (out.code !== 0) {
+      return `it failed under Deno: ${new TextDecoder().decode(out.stderr).slice(-300)}`;
+    }
+    const r = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
+    return new Map(Object.entries(r).map(([k, v]) => [Number(k), v as number]));
+  } catch (err) {
+    return `it could not run: ${(err as Error).message}`;
+  }
+}
+
+/** Runs the LLM benchmark and returns its Markdown section. */
+export async function benchLlm(): Promise<string> {
+  log("generating the bench model (first run only)");
+  const modelPath = ensureSyntheticModel(BENCH_MODEL);
+  const umad = await benchUmad(modelPath);
+  log("raw llama.cpp loops");
+  const raw = benchRaw(modelPath);
+  const nlc = await benchNodeLlamaCpp(modelPath);
+
+  const r1 = (x: number) => fmt(x, 1);
+  const r2 = (x: number) => fmt(x, 2);
+  const lines: string[] = [];
+  lines.push(
+    "## LLM inference",
+    "",
+    `Model: the generated bench model (${BENCH_MODEL.nEmbd} embd, ${BENCH_MODEL.nLayer} layers, ` +
+      `${BENCH_MODEL.nHead} heads, ff ${BENCH_MODEL.nFf}, F16, random weights), ${THREADS} threads, ` +
+      `greedy. umad: a daemon with --parallel ${PARALLEL}, measured by a client over the socket; ` +
+      "raw: llama_decode loops in one process with the same library, model, threads and shapes.",
+    "",
+    "### Single stream (decode tokens/s, first to last token)",
+    "",
+    "| | tokens/s | vs raw |",
+    "|---|---:|---:|",
+    `| raw decode loop (1 row per decode) | ${r1(raw.singleDecode)} | 1.00 |`,
+    `| raw loop padded to 2 rows (umad's batch invariance) | ${r1(raw.singleDecodePadded)} | ${
+      r2(raw.singleDecodePadded / raw.singleDecode)
+    } |`,
+    `| umad, client to client | ${r1(umad.singleDecode)} | ${
+      r2(umad.singleDecode / raw.singleDecode)
+    } |`,
+    "",
+    "umad pads every decode to at least two rows so a stream's tokens do not depend on what " +
+      "runs beside it (a one-row decode takes another kernel path); the padded raw row is " +
+      "what that costs, and the fair baseline for umad's own overhead " +
+      `(${r2(umad.singleDecode / raw.singleDecodePadded)}× of it).`,
+    "",
+    `### Aggregate throughput (${AGG_TOKENS} tokens per stream, short prompts, wall clock)`,
+    "",
+    `| streams | umad tok/s | raw batched tok/s | umad/raw |${
+      typeof nlc === "string" ? "" : " node-llama-cpp tok/s | umad/nlc |"
+    }`,
+    `|---:|---:|---:|---:|${typeof nlc === "string" ? "" : "---:|---:|"}`,
+  );
+  for (const n of STREAM_COUNTS) {
+    const u = umad.aggregate.get(n)!;
+    const w = raw.aggregate.get(n)!;
+    let row = `| ${n} | ${r1(u)} | ${r1(w)} | ${r2(u / w)} |`;
+    if (typeof nlc !== "string") {
+      row += ` ${r1(nlc.get(n) ?? NaN)} | ${r2(u / (nlc.get(n) ?? NaN))} |`;
+    }
+    lines.push(row);
+  }
+  if (typeof nlc === "string") lines.push("", `node-llama-cpp 3.22.1 was not measured: ${nlc}`);
+  const q99 = pct(umad.itlQuiet, 0.99);
+  const s99 = pct(umad.itlStorm, 0.99);
+  lines.push(
+    "",
+    `### Inter-token latency of 8 decoding streams while ${umad.stormPromptTokens}-token prompts arrive every 2 s`,
+    "",
+    "| | p50 ms | p95 ms | p99 ms | samples |",
+    "|---|---:|---:|---:|---:|",
+    `| no prompts arriving | ${r2(pct(umad.itlQuiet, 0.5))} | ${r2(pct(umad.itlQuiet, 0.95))} | ${
+      r2(q99)
+    } | ${umad.itlQuiet.length} |`,
+    `| a prompt every 2 s | ${r2(pct(umad.itlStorm, 0.5))} | ${r2(pct(umad.itlStorm, 0.95))} | ${
+      r2(s99)
+    } | ${umad.itlStorm.length} |`,
+    "",
+    `p99 ratio: ${r2(s99 / q99)}× (target ≤ 1.5×). Time to first token of those prompts: ` +
+      `${umad.stormTtft.map((t) => `${Math.round(t)} ms`).join(", ")} — prompts are cut into ` +
+      "chunks sized by a time budget (40% of a decode step), so they wait rather than stall " +
+      "the streams.",
+    "",
+    "### Control channel while 8 streams decode",
+    "",
+    `ping round trip over a second connection: p50 ${r2(pct(umad.ping, 0.5))} ms, p99 ` +
+      `${r2(pct(umad.ping, 0.99))} ms, max ${
+        r2(Math.max(...umad.ping))
+      } ms over ${umad.ping.length} ` +
+      "pings (target p99 < 5 ms). Decoding runs in a worker thread with synchronous FFI; the " +
+      "event loop only forwards tokens.",
+    "",
+  );
+  return lines.join("\n");
+}
+
+if (import.meta.main) console.log(await benchLlm());
