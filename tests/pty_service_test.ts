@@ -116,7 +116,7 @@ Deno.test("output produced while detached is in the snapshot after re-attach", a
     // Input from a connection with no attachment is accepted.
     await call(svc, { type: "pty.input", session: id, data: bytes("\r") }, 3);
     await waitUntil(() => {
-      const s = svc.metrics().bytes_read as number;
+      const s = svc.metrics().pty.bytes_read as number;
       return s > 10;
     });
     await new Promise((r) => setTimeout(r, 200));
@@ -178,9 +178,9 @@ Deno.test("kill ends a running session and removes it from the list", async () =
 Deno.test("an exited session is removed when its TTL passes", async () => {
   await withService(async (svc) => {
     await spawn(svc, { argv: ["true"] });
-    await waitUntil(() => svc.metrics().exited_total === 1);
-    assert.equal(svc.metrics().sessions, 1);
-    await waitUntil(() => svc.metrics().sessions === 0, 3000, "ttl removal");
+    await waitUntil(() => svc.metrics().pty.exited_total === 1);
+    assert.equal(svc.metrics().pty.sessions, 1);
+    await waitUntil(() => svc.metrics().pty.sessions === 0, 3000, "ttl removal");
   }, { exitedTtlMs: 200 });
 });
 
@@ -265,7 +265,7 @@ Deno.test("a client that stops reading does not stop another client's output", a
     await fast.until(() => fast.text().includes("300000\r\n"), 20000, "fast client output");
     const slowBytes = slow.output().length;
     assert.ok(slowBytes < 300000, `slow client got ${slowBytes} bytes while not reading`);
-    assert.ok((svc.metrics().dropped_backlogs as number) >= 1);
+    assert.ok(svc.metrics().pty.dropped_backlogs >= 1);
     // Once it drains it gets a fresh snapshot with the end of the output.
     const snapsBefore = slow.events.filter((e) => e.event === "pty.snapshot").length;
     slow.setWritable(true);
@@ -300,13 +300,13 @@ Deno.test("100 sessions spawned and exited leave no zombies and no leaked fds", 
   // Warm up once so lazily opened descriptors (worker, eventfd) are not counted.
   await withService(async (svc) => {
     await spawn(svc, { argv: ["true"] });
-    await waitUntil(() => svc.metrics().exited_total === 1);
+    await waitUntil(() => svc.metrics().pty.exited_total === 1);
   });
   const fdsBefore = fds();
   await withService(async (svc) => {
     const ids: string[] = [];
     for (let i = 0; i < 100; i++) ids.push(await spawn(svc, sh(`echo s${i}; exit $((${i} % 5))`)));
-    await waitUntil(() => svc.metrics().exited_total === 100, 30000, "100 exits");
+    await waitUntil(() => svc.metrics().pty.exited_total === 100, 30000, "100 exits");
     assert.equal(liveChildren(), 0);
     assert.deepEqual(zombies(), []);
     const list = await call(svc, { type: "pty.list" });

@@ -4,5 +4,11 @@
  *
  * @module
  */
-export { createPtyService, type PtyService, type PtyServiceOptions, userShell } from "./service.ts";
+export {
+  createPtyService,
+  type PtyMetrics,
+  type PtyService,
+  type PtyServiceOptions,
+  userShell,
+} from "./service.ts";
 export { type ExitStatus, liveChildren, PtyProcess, spawnPty } from "./pty_process.ts";

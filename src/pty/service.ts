@@ -16,9 +16,34 @@ export interface PtyServiceOptions {
   log?: (level: "debug" | "info" | "warn" | "error", msg: string) => void;
 }
 
+/** The service's counters, under `pty` in the daemon's `metrics` reply. */
+export interface PtyMetrics extends Message {
+  /** Sessions listed now (running + exited). */
+  sessions: number;
+  running: number;
+  exited: number;
+  spawned_total: number;
+  exited_total: number;
+  /** Clients attached now. */
+  attachments: number;
+  /** Bytes read from programs. */
+  bytes_read: number;
+  /** Bytes sent to clients as `pty.output` (snapshots not counted). */
+  bytes_relayed: number;
+  /** Times a client's backlog was dropped because its connection was over its cap. */
+  dropped_backlogs: number;
+  snapshots: number;
+  /** Times a program was paused because the terminal emulator lagged too far. */
+  emulator_pauses: number;
+  /** Children spawned and not yet reaped. */
+  live_children: number;
+  poll_cycles: number;
+}
+
 /** The PTY part of the daemon: a {@linkcode Service} with metrics and shutdown. */
 export interface PtyService extends Service {
-  metrics(): Message;
+  /** `{pty: PtyMetrics}`. */
+  metrics(): { pty: PtyMetrics };
   close(): Promise<void>;
 }
 
@@ -263,9 +288,9 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
   return {
     types: TYPES,
     handle,
-    metrics(): Message {
+    metrics(): { pty: PtyMetrics } {
       const all = [...sessions.values()];
-      return {
+      const pty: PtyMetrics = {
         sessions: all.length,
         running: all.filter((s) => !s.exited).length,
         exited: all.filter((s) => s.exited).length,
@@ -280,6 +305,7 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
         live_children: liveChildren(),
         poll_cycles: poller.cycles,
       };
+      return { pty };
     },
     disconnected(connectionId: number): void {
       for (const s of sessions.values()) {
