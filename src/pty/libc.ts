@@ -66,8 +66,12 @@ const SYMBOLS = {
   // int posix_spawn_file_actions_adddup2(posix_spawn_file_actions_t *fa, int fd, int newfd);
   posix_spawn_file_actions_adddup2: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   // int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *fa, int from);
-  // (glibc >= 2.34)
-  posix_spawn_file_actions_addclosefrom_np: { parameters: ["buffer", "i32"], result: "i32" },
+  // (glibc >= 2.34; absent on macOS, where POSIX_SPAWN_CLOEXEC_DEFAULT does the job)
+  posix_spawn_file_actions_addclosefrom_np: {
+    parameters: ["buffer", "i32"],
+    result: "i32",
+    optional: true,
+  },
   // int posix_spawn_file_actions_addchdir_np(posix_spawn_file_actions_t *fa, const char *path);
   // (glibc >= 2.29; macOS 10.15+)
   posix_spawn_file_actions_addchdir_np: { parameters: ["buffer", "buffer"], result: "i32" },

@@ -431,6 +431,9 @@ export function spawnPty(opts: SpawnPtyOptions): PtyProcess {
     check(lib.posix_spawn_file_actions_addopen(fa, 0, slave, C.O_RDWR, 0), "addopen");
     check(lib.posix_spawn_file_actions_adddup2(fa, 0, 1), "adddup2");
     check(lib.posix_spawn_file_actions_adddup2(fa, 0, 2), "adddup2");
+    if (lib.posix_spawn_file_actions_addclosefrom_np === null) {
+      throw new Error("posix_spawn_file_actions_addclosefrom_np is missing (glibc < 2.34)");
+    }
     check(lib.posix_spawn_file_actions_addclosefrom_np(fa, 3), "addclosefrom_np");
     const cwd = opts.cwd === undefined ? undefined : cString(opts.cwd);
     if (cwd !== undefined) check(lib.posix_spawn_file_actions_addchdir_np(fa, cwd), "addchdir");
