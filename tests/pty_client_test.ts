@@ -4,7 +4,7 @@ import { type Client, connect } from "../src/client/client.ts";
 import { attach, spawn, type Terminal } from "../src/client/terminal.ts";
 import { decodeBase64, type Message } from "../src/protocol/mod.ts";
 import { encodeFrame, encodePayload } from "../src/protocol/mod.ts";
-import { bytes, startPtyDaemon, waitUntil } from "./pty_helpers.ts";
+import { bytes, ptyFds, startPtyDaemon, waitUntil } from "./pty_helpers.ts";
 
 type Daemon = Awaited<ReturnType<typeof startPtyDaemon>>;
 
@@ -304,7 +304,7 @@ Deno.test("a client that stops reading neither stalls another client nor grows t
 
 Deno.test("100 sessions spawned and exited leave the daemon with no zombies and no new fds", async () => {
   await withDaemon(async (d) => {
-    const fds = () => [...Deno.readDirSync(`/proc/${d.pid}/fd`)].length;
+    const fds = () => ptyFds(`/proc/${d.pid}/fd`);
     const zombies = () => {
       const out: string[] = [];
       for (const e of Deno.readDirSync("/proc")) {
@@ -345,7 +345,8 @@ Deno.test("100 sessions spawned and exited leave the daemon with no zombies and 
       await waitUntil(() => zombies().length === 0 && children() === 0, 5000, "reaped");
       for (const t of terms) await c.request({ type: "pty.kill", session: t.session });
       assert.equal(((await c.request({ type: "pty.list" })).sessions as unknown[]).length, 0);
-      await waitUntil(() => fds() <= fdsBefore, 3000, `fds back to ${fdsBefore} (${fds()})`);
+      await waitUntil(() => fds().length <= fdsBefore.length, 3000, "fds back to the baseline");
+      assert.deepEqual(fds(), fdsBefore);
       const metrics = (await c.metrics()).pty as Record<string, number>;
       assert.equal(metrics.live_children, 0);
     });

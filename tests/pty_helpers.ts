@@ -207,3 +207,17 @@ export async function startPtyDaemon(args: string[] = []): Promise<PtyDaemon> {
     }
   }
 }
+
+/** Descriptors in `dir` (a /proc/<pid>/fd) that are PTY masters or slaves. */
+export function ptyFds(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of Deno.readDirSync(dir)) {
+    try {
+      const target = Deno.readLinkSync(`${dir}/${e.name}`);
+      if (/^\/dev\/(ptmx|pts\/)/.test(target)) out.push(`${e.name} -> ${target}`);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}

@@ -1,7 +1,7 @@
 // The PTY service driven directly with fake streams and real processes.
 import assert from "node:assert/strict";
 import { createPtyService, liveChildren } from "../src/pty/mod.ts";
-import { bytes, call, type FakeStream, waitUntil } from "./pty_helpers.ts";
+import { bytes, call, type FakeStream, ptyFds, waitUntil } from "./pty_helpers.ts";
 
 type PtyService = ReturnType<typeof createPtyService>;
 
@@ -282,7 +282,7 @@ Deno.test("a client that stops reading does not stop another client's output", a
 });
 
 Deno.test("100 sessions spawned and exited leave no zombies and no leaked fds", async () => {
-  const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+  const fds = () => ptyFds("/proc/self/fd");
   const zombies = () => {
     const out: number[] = [];
     for (const e of Deno.readDirSync("/proc")) {
@@ -309,13 +309,16 @@ Deno.test("100 sessions spawned and exited leave no zombies and no leaked fds", 
     await waitUntil(() => svc.metrics().pty.exited_total === 100, 30000, "100 exits");
     assert.equal(liveChildren(), 0);
     assert.deepEqual(zombies(), []);
+    // Every master is closed.
+    assert.deepEqual(fds(), []);
     const list = await call(svc, { type: "pty.list" });
     const sessions = list.events[0].sessions as { state: string; code: number }[];
     assert.equal(sessions.length, 100);
     assert.ok(sessions.every((s, i) => s.state === "exited" && s.code === i % 5));
   });
   assert.deepEqual(zombies(), []);
-  assert.equal(fds(), fdsBefore);
+  assert.deepEqual(fds(), fdsBefore);
+  assert.deepEqual(fdsBefore, []);
 });
 
 Deno.test("closing the service hangs up running sessions and reaps them", async () => {
