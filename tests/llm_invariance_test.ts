@@ -1,0 +1,103 @@
+/**
+ * The kernel facts the scheduler's batch invariance rests on, checked bit for bit on
+ * logits with the real library (see the module comment of src/llm/_engine.ts):
+ * prompt chunks under 64 tokens give the same KV whatever their sizes, and a decode
+ * row gives the same logits among other sequences as beside a filler row.
+ */
+import assert from "node:assert/strict";
+import { findLibDir, openLibraries } from "../src/llm/_ffi.ts";
+import { Batch, LlamaContext, LlamaModel } from "../src/llm/_llama.ts";
+import { DEMO_MODEL } from "../src/llm/mod.ts";
+import { tinyModel } from "./llm_helpers.ts";
+
+Deno.test("prompt chunking and batch neighbours leave a sequence's logits bit-identical", () => {
+  const libs = openLibraries(findLibDir());
+  // Wide enough (head size 64) to take the same kernel paths as real models.
+  const model = LlamaModel.load(
+    libs,
+    tinyModel({ ...DEMO_MODEL, name: "umad-inv", nLayer: 2, nEmbd: 128, nHead: 2, nFf: 256 }),
+  );
+  const ctx = new LlamaContext(model, {
+    nCtx: 6 * 512,
+    nBatch: 64,
+    nSeqMax: 6,
+    threads: 1,
+    kvUnified: false,
+  });
+  const b = new Batch(64);
+  try {
+    const prompt = Array.from({ length: 150 }, (_, i) => 300 + ((i * 7919) % 3000));
+    const otherPrompt = (k: number) =>
+      Array.from({ length: 5 + 9 * k }, (_, i) => 400 + ((i * 31 + k) % 2000));
+    const run = (chunks: number[], seq: number, others: number) => {
+      for (let s = 0; s < 6; s++) ctx.seqRm(s);
+      let pos = 0;
+      let ci = 0;
+      const body = prompt.slice(0, -1);
+      while (pos < body.length) {
+        const n = Math.min(chunks[ci++ % chunks.length], body.length - pos);
+        b.clear();
+        for (let i = 0; i < n; i++) b.add(body[pos + i], pos + i, seq, false);
+        if (n === 1) b.add(0, pos + 1, seq, false);
+        assert.equal(ctx.decode(b), 0);
+        if (n === 1) ctx.seqRm(seq, pos + 1, -1);
+        pos += n;
+      }
+      const live = new Map<number, number>([[seq, pos]]);
+      for (let k = 0, s = 0; k < others; k++, s++) {
+        if (s === seq) s++;
+        const p = otherPrompt(k);
+        b.clear();
+        p.forEach((t, i) => b.add(t, i, s, false));
+        assert.equal(ctx.decode(b), 0);
+        live.set(s, p.length);
+      }
+      const logits: Float32Array[] = [];
+      let tok = prompt[prompt.length - 1];
+      for (let step = 0; step < 8; step++) {
+        const ids = [...live.keys()];
+        let lo = Math.min(...ids);
+        let hi = Math.max(...ids);
+        if (lo === hi) hi + 1 < 6 ? hi++ : lo--;
+        b.clear();
+        let mine = -1;
+        const fillers: number[] = [];
+        for (let s = lo; s <= hi; s++) {
+          if (live.has(s)) {
+            const r = b.add(s === seq ? tok : 500 + s, live.get(s)!, s, true);
+            if (s === seq) mine = r;
+          } else {
+            b.add(0, 0, s, true);
+            fillers.push(s);
+          }
+        }
+        assert.equal(ctx.decode(b), 0);
+        for (const s of fillers) ctx.seqRm(s);
+        const l = ctx.logits(mine).slice();
+        logits.push(l);
+        let best = 0;
+        for (let i = 1; i < l.length; i++) if (l[i] > l[best]) best = i;
+        tok = best;
+        for (const [s, p] of live) live.set(s, p + 1);
+      }
+      return logits;
+    };
+    const ref = run([63], 0, 0);
+    const cases: [string, number[], number, number][] = [
+      ["chunks of 7", [7], 0, 0],
+      ["chunks of 1, 2, 5, 30", [1, 2, 5, 30], 0, 0],
+      ["another sequence id", [63], 3, 0],
+      ["three other sequences beside it", [13], 2, 3],
+      ["five other sequences, holes filled", [40, 9], 5, 1],
+    ];
+    for (const [name, chunks, seq, others] of cases) {
+      const got = run(chunks, seq, others);
+      for (let i = 0; i < ref.length; i++) {
+        assert.ok(got[i].every((v, j) => Object.is(v, ref[i][j])), `${name}: step ${i} differs`);
+      }
+    }
+  } finally {
+    ctx.free();
+    model.free();
+  }
+});
