@@ -1,9 +1,10 @@
+import { createLlmService } from "../llm/mod.ts";
 import { createPtyService } from "../pty/mod.ts";
 import type { Service } from "../server/service.ts";
 import type { ServeConfig } from "./serve.ts";
 
 /** The services `umad serve` runs: terminals, and the model unless `--no-model`. */
-export function defaultServices(config: ServeConfig): Promise<Service[]> {
+export async function defaultServices(config: ServeConfig): Promise<Service[]> {
   const services: Service[] = [
     createPtyService({
       exitedTtlMs: config.exitedTtlMs,
@@ -11,5 +12,18 @@ export function defaultServices(config: ServeConfig): Promise<Service[]> {
       log: config.log,
     }),
   ];
-  return Promise.resolve(services);
+  if (!config.noModel) {
+    services.push(
+      await createLlmService({
+        model: config.model,
+        libDir: config.llamaLib,
+        ctx: config.ctx,
+        parallel: config.parallel,
+        threads: config.threads,
+        queue: config.queue,
+        log: config.log,
+      }),
+    );
+  }
+  return services;
 }
