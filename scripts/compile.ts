@@ -407,6 +407,9 @@ async function unusedNpmDirs(): Promise<string[]> {
   return dirs;
 }
 
+/** Modules started as Workers (`new Worker(new URL(...))`), which compile must embed. */
+const WORKERS = ["src/pty/emulator_worker.ts", "src/llm/_worker.ts"];
+
 function compileArgs(target: string, llama: string | null, exclude: string[]): string[] {
   const args = [
     "compile",
@@ -419,6 +422,8 @@ function compileArgs(target: string, llama: string | null, exclude: string[]): s
     `dist/${exeName(target)}`,
   ];
   if (llama) args.push("--include", llama.slice(ROOT.length + 1));
+  // Workers are loaded by URL at run time, so the module graph does not reach them.
+  for (const w of WORKERS) args.push("--include", w);
   for (const e of exclude) args.push("--exclude", e);
   args.push("main.ts");
   return args;
