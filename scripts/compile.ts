@@ -377,17 +377,25 @@ async function stageLlama(target: string, opts: Options, version: string): Promi
  * are kept, the rest excluded.
  */
 async function unusedNpmDirs(): Promise<string[]> {
-  const out = await run(Deno.execPath(), ["info", "--json", `${ROOT}/main.ts`], { cwd: ROOT });
-  if (!out.success) return [];
-  let info: {
+  type Info = {
     modules: { npmPackage?: string }[];
     npmPackages: Record<string, { name: string; dependencies: string[]; localPath?: string }>;
   };
-  try {
-    info = JSON.parse(out.text);
-  } catch {
-    return [];
+  // The executable's module graph: main.ts and every Worker entry point.
+  const graphs: Info[] = [];
+  for (const entry of ["main.ts", ...WORKERS]) {
+    const out = await run(Deno.execPath(), ["info", "--json", `${ROOT}/${entry}`], { cwd: ROOT });
+    if (!out.success) return [];
+    try {
+      graphs.push(JSON.parse(out.text));
+    } catch {
+      return [];
+    }
   }
+  const info: Info = {
+    modules: graphs.flatMap((g) => g.modules),
+    npmPackages: Object.assign({}, ...graphs.map((g) => g.npmPackages)),
+  };
   const used = new Set<string>();
   const queue = info.modules.flatMap((m) => m.npmPackage ? [m.npmPackage] : []);
   while (queue.length) {
