@@ -28,6 +28,15 @@ export type AttachEnd =
   | { kind: "exit"; exitCode: number; signal?: string }
   | { kind: "error"; error: Error };
 
+function writeAll(bytes: Uint8Array): void {
+  try {
+    let off = 0;
+    while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+  } catch {
+    // the outer terminal is gone
+  }
+}
+
 function terminalSize(): { cols: number; rows: number } | undefined {
   try {
     const { columns, rows } = Deno.consoleSize();
@@ -55,13 +64,15 @@ export async function attachTerminal(
     rows: size?.rows,
     reattach: false,
   });
-  const stdout = Deno.stdout.writable.getWriter();
   const enc = new TextEncoder();
   let end: AttachEnd | undefined;
   let finish!: () => void;
   const finished = new Promise<void>((r) => finish = r);
 
-  term.onBinary((bytes) => void stdout.write(bytes).catch(() => {}));
+  // Synchronous writes: the echo reaches the screen without another hop. A slow outer
+  // terminal then holds up this client's reading, and the daemon drops its backlog and
+  // redraws it with a snapshot (as tmux does) rather than letting it build up.
+  term.onBinary((bytes) => writeAll(bytes));
   term.onExit((e) => {
     end ??= { kind: "exit", exitCode: e.exitCode, signal: e.signal };
     finish();
@@ -114,8 +125,7 @@ export async function attachTerminal(
     await finished;
   } finally {
     if (!readonly && Deno.build.os !== "windows") Deno.removeSignalListener("SIGWINCH", onWinch);
-    await stdout.write(enc.encode(RESTORE)).catch(() => {});
-    stdout.releaseLock();
+    writeAll(enc.encode(RESTORE));
     if (tty) {
       try {
         Deno.stdin.setRaw(false);

@@ -7,6 +7,9 @@ import type { ExitStatus, PtyProcess } from "./pty_process.ts";
 const EMULATOR_HIGH_WATER = 8 * 1024 * 1024;
 /** ...and reading resumes below this. */
 const EMULATOR_LOW_WATER = 2 * 1024 * 1024;
+/** Output for the emulator is batched: posted after this delay, or at once past the size. */
+const EMULATOR_BATCH_MS = 10;
+const EMULATOR_BATCH_BYTES = 64 * 1024;
 /** Output held for a client while its snapshot is being made; past this it gets another. */
 const SYNC_PENDING_CAP = 4 * 1024 * 1024;
 
@@ -76,6 +79,9 @@ export class Session {
   #cols: number;
   #rows: number;
   #paused = false;
+  #emuBatch: Uint8Array[] = [];
+  #emuBatchBytes = 0;
+  #emuTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     init: { id: string; name: string; proc: PtyProcess; scrollback: number },
@@ -173,6 +179,9 @@ export class Session {
       if (this.status !== undefined) this.#sendExit(att);
       else this.detach(att, true);
     }
+    clearTimeout(this.#emuTimer);
+    this.#emuTimer = undefined;
+    this.#emuBatch = [];
     this.#emulator.close(this.id);
   }
 
@@ -209,6 +218,7 @@ export class Session {
   #applySize(cols: number, rows: number): void {
     if (this.exited || (cols === this.#cols && rows === this.#rows)) return;
     this.proc.resize(cols, rows);
+    this.#flushEmulator();
     this.#emulator.resize(this.id, cols, rows);
     this.#cols = cols;
     this.#rows = rows;
@@ -237,12 +247,43 @@ export class Session {
         }
       }
     }
-    this.#emulator.write(this.id, chunk);
+    this.#feedEmulator(chunk);
     if (!this.#paused && this.offset - this.parsed > EMULATOR_HIGH_WATER) {
       this.#paused = true;
       this.#counters.emulatorPauses++;
       this.proc.pause();
     }
+  }
+
+  /**
+   * Feeds the emulator in batches: interactive output (a keystroke's echo) costs the
+   * Worker one wake-up per 10 ms instead of one per chunk, and that wake-up comes after
+   * the echo was relayed, not during the next one.
+   */
+  #feedEmulator(chunk: Uint8Array): void {
+    this.#emuBatch.push(chunk);
+    this.#emuBatchBytes += chunk.length;
+    if (this.#emuBatchBytes >= EMULATOR_BATCH_BYTES) {
+      this.#flushEmulator();
+    } else {
+      this.#emuTimer ??= setTimeout(() => {
+        this.#emuTimer = undefined;
+        this.#flushEmulator();
+      }, EMULATOR_BATCH_MS);
+    }
+  }
+
+  /** Posts batched output; called before anything whose order matters (snapshot, resize). */
+  #flushEmulator(): void {
+    if (this.#emuTimer !== undefined) {
+      clearTimeout(this.#emuTimer);
+      this.#emuTimer = undefined;
+    }
+    if (this.#emuBatchBytes === 0) return;
+    const data = concat(this.#emuBatch, this.#emuBatchBytes);
+    this.#emuBatch = [];
+    this.#emuBatchBytes = 0;
+    this.#emulator.write(this.id, data);
   }
 
   #onParsed(n: number): void {
@@ -268,6 +309,7 @@ export class Session {
     att.pending = [];
     att.pendingBytes = 0;
     att.overflow = false;
+    this.#flushEmulator();
     const snap = await this.#emulator.snapshot(this.id, this.#cols, this.#rows);
     if (att.state !== "syncing") return;
     if (att.overflow) {

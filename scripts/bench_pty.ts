@@ -1,0 +1,537 @@
+/**
+ * Terminal-session benchmark: output throughput and keystroke echo round trip, umad
+ * side by side with direct PTY reading, dtach, tmux and `@lydell/node-pty`, in one run.
+ *
+ * `deno run -A scripts/bench_pty.ts` prints the Markdown section; `scripts/bench.ts`
+ * calls {@linkcode benchPty}.
+ *
+ * @module
+ */
+import { connect } from "../src/client/client.ts";
+import { decodeBase64, type Message } from "../src/protocol/mod.ts";
+import { type PtyProcess, spawnPty } from "../src/pty/mod.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const MAIN = `${ROOT}main.ts`;
+
+/** Options of {@linkcode benchPty}. */
+export interface BenchPtyOptions {
+  /** `seq 1 N` for throughput (default 10,000,000: 88.9 MB). */
+  lines?: number;
+  /** Echo round trips measured per path (default 1000). */
+  echoSamples?: number;
+  /** Extra arguments for `umad serve` (default `--no-model`). */
+  daemonArgs?: string[];
+  /**
+   * Starts background work on the daemon (e.g. 8 LLM streams decoding) and returns a
+   * function that stops it; echo is measured again while it runs.
+   */
+  backgroundLoad?: (socket: string) => Promise<() => Promise<void>>;
+  /** Name of the background load for the report (default "background load"). */
+  backgroundLabel?: string;
+  /** Progress lines (default: stderr). */
+  log?: (line: string) => void;
+}
+
+interface Throughput {
+  path: string;
+  seconds: number;
+  bytes: number;
+  note?: string;
+}
+
+interface Echo {
+  path: string;
+  samples: number[];
+  note?: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function which(cmd: string): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/${cmd}`).isFile) return `${dir}/${cmd}`;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+function baseEnv(): Record<string, string> {
+  return { ...Deno.env.toObject(), TERM: "xterm-256color" };
+}
+
+function toBytes(v: unknown): Uint8Array {
+  return typeof v === "string" ? decodeBase64(v) : (v as Uint8Array);
+}
+
+/** A daemon for the benchmark, with the PTY service. */
+async function startDaemon(args: string[]) {
+  const dir = await Deno.makeTempDir({ prefix: "umad-bench-pty-" });
+  const socket = `${dir}/umad.sock`;
+  const wired = Deno.readTextFileSync(`${ROOT}src/cli/services.ts`).includes("createPtyService");
+  const entry = wired ? [MAIN, "serve"] : [`${ROOT}tests/fixtures/pty_daemon.ts`];
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ...entry, "--socket", socket, "--log-level", "warn", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const deadline = Date.now() + 60_000;
+  while (true) {
+    try {
+      (await Deno.connect({ transport: "unix", path: socket })).close();
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error("the umad daemon did not start");
+      await sleep(50);
+    }
+  }
+  return {
+    socket,
+    pid: proc.pid,
+    async stop() {
+      try {
+        proc.kill("SIGTERM");
+      } catch { /* gone */ }
+      await proc.status;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** Runs argv on a PTY we read directly; resolves with bytes and seconds until exit. */
+function readDirect(argv: string[]): Promise<{ bytes: number; seconds: number }> {
+  const t0 = performance.now();
+  const p = spawnPty({
+    file: which(argv[0]) ?? argv[0],
+    argv,
+    env: baseEnv(),
+    cols: 80,
+    rows: 24,
+  });
+  let bytes = 0;
+  p.onData = (b) => bytes += b.length;
+  return new Promise((resolve) => {
+    p.onExit = () => resolve({ bytes, seconds: (performance.now() - t0) / 1000 });
+  });
+}
+
+/**
+ * An "outer terminal": argv (a terminal client such as tmux or `umad run`) on a PTY we
+ * read. Waits until its output is quiet, presses Enter (the inner program starts on
+ * it), and times until the client exits.
+ */
+async function throughOuterTerminal(argv: string[]): Promise<{ bytes: number; seconds: number }> {
+  const p = spawnPty({
+    file: which(argv[0]) ?? argv[0],
+    argv,
+    env: baseEnv(),
+    cols: 80,
+    rows: 24,
+  });
+  let bytes = 0;
+  let last = performance.now();
+  p.onData = (b) => {
+    bytes += b.length;
+    last = performance.now();
+  };
+  const exited = new Promise<void>((r) => p.onExit = () => r());
+  const start = performance.now();
+  while (performance.now() - last < 700 || performance.now() - start < 1000) await sleep(50);
+  bytes = 0;
+  const t0 = performance.now();
+  p.write(new TextEncoder().encode("\r"));
+  await exited;
+  return { bytes, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Throughput to one client of the library, in this process. */
+async function throughUmadClient(socket: string, lines: number) {
+  const c = await connect({ socket, reconnect: false, client: "bench-pty" });
+  try {
+    const spawned = await c.request({
+      type: "pty.spawn",
+      argv: ["/bin/sh", "-c", `read x; seq 1 ${lines}`],
+      cols: 80,
+      rows: 24,
+    });
+    const session = spawned.session as string;
+    const stream = c.stream({ type: "pty.attach", session }, (e) => e.event === "pty.exit");
+    const first = await stream.next();
+    if ((first.value as Message)?.event !== "pty.snapshot") throw new Error("no snapshot");
+    let bytes = 0;
+    let snapshots = 0;
+    const t0 = performance.now();
+    c.send({ type: "pty.input", session, data: new TextEncoder().encode("\r") });
+    for await (const ev of stream) {
+      if (ev.event === "pty.output") bytes += toBytes(ev.data).length;
+      else if (ev.event === "pty.snapshot") snapshots++;
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const metrics = (await c.metrics()).pty as Record<string, number>;
+    await c.request({ type: "pty.kill", session });
+    return { bytes, seconds, snapshots, paused: metrics.emulator_pauses };
+  } finally {
+    await c.close();
+  }
+}
+
+/** Echo round trips: `send` one key, wait until `received` reports output. */
+async function measureEcho(
+  n: number,
+  send: (key: Uint8Array) => void,
+  waitOutput: () => Promise<void>,
+): Promise<number[]> {
+  const keys = "abcdefgijknopqrstuvwxyz";
+  const samples: number[] = [];
+  for (let i = 0; i < n + 50; i++) {
+    const key = new TextEncoder().encode(keys[i % keys.length]);
+    const t0 = performance.now();
+    const got = waitOutput();
+    send(key);
+    await got;
+    if (i >= 50) samples.push(performance.now() - t0);
+  }
+  return samples.sort((a, b) => a - b);
+}
+
+/** A waiter that resolves at the next output chunk. */
+function outputSignal() {
+  let resolve: (() => void) | undefined;
+  return {
+    next: () => new Promise<void>((r) => resolve = r),
+    fire: () => {
+      const r = resolve;
+      resolve = undefined;
+      r?.();
+    },
+  };
+}
+
+const RAW_CAT = ["/bin/sh", "-c", "stty raw -echo; printf READY; exec cat"];
+
+async function echoDirect(n: number): Promise<number[]> {
+  const p = spawnPty({ file: "/bin/sh", argv: RAW_CAT, env: baseEnv(), cols: 80, rows: 24 });
+  const sig = outputSignal();
+  let text = "";
+  p.onData = (b) => {
+    text += new TextDecoder().decode(b);
+    sig.fire();
+  };
+  while (!text.includes("READY")) await sleep(10);
+  const samples = await measureEcho(n, (k) => p.write(k), sig.next);
+  await closeProcess(p);
+  return samples;
+}
+
+async function closeProcess(p: PtyProcess): Promise<void> {
+  const done = new Promise<void>((r) => p.onExit = () => r());
+  p.kill("SIGKILL");
+  await done;
+}
+
+async function echoUmadClient(socket: string, n: number): Promise<number[]> {
+  const c = await connect({ socket, reconnect: false, client: "bench-pty-echo" });
+  try {
+    const spawned = await c.request({ type: "pty.spawn", argv: RAW_CAT });
+    const session = spawned.session as string;
+    const stream = c.stream({ type: "pty.attach", session }, (e) => e.event === "pty.exit");
+    const sig = outputSignal();
+    let text = "";
+    const reading = (async () => {
+      for await (const ev of stream) {
+        if (ev.event === "pty.output" || ev.event === "pty.snapshot") {
+          text += new TextDecoder().decode(toBytes(ev.data));
+          sig.fire();
+        }
+      }
+    })();
+    while (!text.includes("READY")) await sleep(10);
+    const samples = await measureEcho(
+      n,
+      (k) => c.send({ type: "pty.input", session, data: k }),
+      sig.next,
+    );
+    await c.request({ type: "pty.kill", session, signal: "SIGKILL" });
+    await reading;
+    return samples;
+  } finally {
+    await c.close();
+  }
+}
+
+/** Echo through a terminal client (tmux, `umad run`) running on a PTY we own. */
+async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
+  const p = spawnPty({
+    file: which(argv[0]) ?? argv[0],
+    argv,
+    env: baseEnv(),
+    cols: 80,
+    rows: 24,
+  });
+  const sig = outputSignal();
+  let text = "";
+  p.onData = (b) => {
+    text += new TextDecoder().decode(b);
+    if (text.length > 10000) text = text.slice(-100);
+    sig.fire();
+  };
+  const deadline = Date.now() + 20000;
+  while (!text.includes("READY")) {
+    if (Date.now() > deadline) throw new Error(`${argv[0]}: no READY`);
+    await sleep(10);
+  }
+  await sleep(300);
+  const samples = await measureEcho(n, (k) => p.write(k), sig.next);
+  await closeProcess(p);
+  return samples;
+}
+
+/** The program's output rate: its whole output over the time until the reader was done. */
+let programBytes = 0;
+function mbps(t: Throughput): number {
+  return (programBytes || t.bytes) / 1e6 / t.seconds;
+}
+
+function fmt(x: number, digits = 2): string {
+  return Number.isFinite(x) ? x.toFixed(digits) : "n/a";
+}
+
+/**
+ * Runs the terminal benchmarks and returns a Markdown section.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(await benchPty({ lines: 1_000_000 }));
+ * ```
+ */
+export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
+  const lines = options.lines ?? 10_000_000;
+  const n = options.echoSamples ?? 1000;
+  const log = options.log ?? ((l: string) => console.error(l));
+  const tmux = which("tmux");
+  const dtach = which("dtach");
+  const deno = Deno.execPath();
+  const tmp = await Deno.makeTempDir({ prefix: "umad-bench-peers-" });
+  const daemon = await startDaemon(options.daemonArgs ?? ["--no-model"]);
+  const umadCli = (sub: string[]) => [deno, "run", "-A", MAIN, ...sub];
+  const seqGated = `read x; seq 1 ${lines}`;
+  const tput: Throughput[] = [];
+  const echo: Echo[] = [];
+  const skipped: string[] = [];
+  try {
+    log(`pty bench: seq 1 ${lines}, direct`);
+    const direct = await readDirect(["seq", "1", String(lines)]);
+    tput.push({ path: "direct PTY read (umad's FFI shim, in process)", ...direct });
+
+    try {
+      log("pty bench: @lydell/node-pty");
+      const nodePty = await import("@lydell/node-pty");
+      const t0 = performance.now();
+      const p = nodePty.spawn("seq", ["1", String(lines)], {
+        cols: 80,
+        rows: 24,
+        env: baseEnv(),
+      });
+      let chars = 0;
+      p.onData((d: string) => chars += d.length);
+      await new Promise<void>((r) => p.onExit(() => r()));
+      tput.push({
+        path: "@lydell/node-pty under Deno (in process)",
+        seconds: (performance.now() - t0) / 1000,
+        bytes: chars,
+      });
+    } catch (e) {
+      skipped.push(`@lydell/node-pty: ${(e as Error).message}`);
+    }
+
+    log("pty bench: umad, library client");
+    const lib = await throughUmadClient(daemon.socket, lines);
+    tput.push({
+      path: "umad → one client (client library, separate process from the daemon)",
+      seconds: lib.seconds,
+      bytes: lib.bytes,
+      note: lib.snapshots > 0
+        ? `${lib.snapshots} backlog drop(s) → snapshot; ${
+          ((1 - lib.bytes / direct.bytes) * 100).toFixed(0)
+        }% of bytes skipped`
+        : "every byte delivered",
+    });
+
+    log("pty bench: umad run in an outer terminal");
+    const cli = await throughOuterTerminal(
+      umadCli(["run", "--socket", daemon.socket, "--", "/bin/sh", "-c", seqGated]),
+    );
+    tput.push({ path: "`umad run` in an outer PTY (what a user sees)", ...cli });
+
+    if (dtach) {
+      log("pty bench: dtach");
+      const r = await throughOuterTerminal([
+        dtach,
+        "-c",
+        `${tmp}/dtach.sock`,
+        "-E",
+        "-z",
+        "-r",
+        "none",
+        "/bin/sh",
+        "-c",
+        seqGated,
+      ]);
+      tput.push({ path: "dtach -c in an outer PTY", ...r });
+    } else skipped.push("dtach: not installed");
+
+    if (tmux) {
+      log("pty bench: tmux");
+      const r = await throughOuterTerminal([
+        tmux,
+        "-S",
+        `${tmp}/tmux.sock`,
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        `/bin/sh -c '${seqGated}'`,
+        ";",
+        "set",
+        "status",
+        "off",
+      ]);
+      tput.push({ path: "tmux in an outer PTY", ...r, note: "tmux redraws instead of relaying" });
+    } else skipped.push("tmux: not installed");
+
+    log("pty bench: echo, direct");
+    echo.push({ path: "direct PTY (in process)", samples: await echoDirect(n) });
+    log("pty bench: echo, umad library");
+    echo.push({ path: "umad, client library", samples: await echoUmadClient(daemon.socket, n) });
+    log("pty bench: echo, umad run");
+    echo.push({
+      path: "`umad run` in an outer PTY",
+      samples: await echoOuterTerminal(
+        umadCli(["run", "--socket", daemon.socket, "--", ...RAW_CAT]),
+        n,
+      ),
+    });
+    if (tmux) {
+      log("pty bench: echo, tmux");
+      echo.push({
+        path: "tmux in an outer PTY",
+        samples: await echoOuterTerminal([
+          tmux,
+          "-S",
+          `${tmp}/tmux-echo.sock`,
+          "-f",
+          "/dev/null",
+          "new-session",
+          "-x",
+          "80",
+          "-y",
+          "24",
+          RAW_CAT.map((a) => `'${a}'`).join(" "),
+          ";",
+          "set",
+          "status",
+          "off",
+        ], n),
+      });
+    }
+    if (options.backgroundLoad) {
+      const label = options.backgroundLabel ?? "background load";
+      log(`pty bench: echo, umad library, under ${label}`);
+      const stop = await options.backgroundLoad(daemon.socket);
+      try {
+        echo.push({
+          path: `umad, client library, while ${label}`,
+          samples: await echoUmadClient(daemon.socket, n),
+        });
+      } finally {
+        await stop();
+      }
+    }
+  } finally {
+    await daemon.stop();
+    await new Deno.Command(tmux ?? "true", {
+      args: tmux ? ["-S", `${tmp}/tmux.sock`, "kill-server"] : [],
+      stderr: "null",
+      stdout: "null",
+    }).output().catch(() => {});
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+
+  programBytes = tput[0].bytes;
+  const directRate = mbps(tput[0]);
+  const tmuxRow = tput.find((t) => t.path.startsWith("tmux"));
+  const out: string[] = [];
+  out.push("## Terminal sessions (PTY)");
+  out.push("");
+  out.push(
+    `Output throughput of \`seq 1 ${lines}\` (${
+      (tput[0].bytes / 1e6).toFixed(1)
+    } MB) at 80x24, one run, all paths in the same run on this machine ` +
+      `(${navigator.hardwareConcurrency} CPUs). Outer-PTY rows time from Enter to the ` +
+      "client's exit, so they include the client drawing everything it receives. MB/s is " +
+      "the program's output over that time; the bytes column is what reached the reader " +
+      "(tmux and a dropped umad backlog send redraws instead of every byte).",
+  );
+  out.push("");
+  out.push("| path | seconds | MB/s | × direct | bytes to the reader | note |");
+  out.push("|---|---:|---:|---:|---:|---|");
+  for (const t of tput) {
+    out.push(
+      `| ${t.path} | ${fmt(t.seconds)} | ${fmt(mbps(t), 1)} | ${fmt(mbps(t) / directRate)} | ${
+        (t.bytes / 1e6).toFixed(1)
+      } MB | ${t.note ?? ""} |`,
+    );
+  }
+  out.push("");
+  const umadRun = tput.find((t) => t.path.startsWith("`umad run`"));
+  if (umadRun && tmuxRow) {
+    out.push(
+      `Targets: umad ≥ tmux (${fmt(umadRun.seconds)} s vs ${fmt(tmuxRow.seconds)} s), ` +
+        `≥ 0.5× direct (library client: ${fmt(mbps(tput[2]) / directRate)}×; ` +
+        `wall time to done: ${fmt(tput[0].seconds / tput[2].seconds)}×).`,
+    );
+    out.push("");
+  }
+  out.push(
+    `Keystroke echo round trip (\`stty raw -echo; cat\`), ${n} keys one after another, ms:`,
+  );
+  out.push("");
+  out.push("| path | p50 | p90 | p99 | max |");
+  out.push("|---|---:|---:|---:|---:|");
+  for (const e of echo) {
+    const s = e.samples;
+    out.push(
+      `| ${e.path} | ${fmt(percentile(s, 0.5), 3)} | ${fmt(percentile(s, 0.9), 3)} | ${
+        fmt(percentile(s, 0.99), 3)
+      } | ${fmt(s[s.length - 1], 3)} |`,
+    );
+  }
+  if (!options.backgroundLoad) {
+    out.push("");
+    out.push(
+      "Echo under LLM load: not measured in this run (pass `backgroundLoad` to `benchPty`).",
+    );
+  }
+  if (skipped.length) {
+    out.push("");
+    out.push(`Skipped: ${skipped.join("; ")}.`);
+  }
+  return out.join("\n");
+}
+
+if (import.meta.main) {
+  const lines = Number(Deno.args[0] ?? 10_000_000);
+  console.log(await benchPty({ lines }));
+}
