@@ -1,5 +1,6 @@
 import { type Client, connect } from "../client/client.ts";
 import { attach, type Terminal } from "../client/terminal.ts";
+import { rawOutput } from "../pty/termios.ts";
 import { parse, UsageError } from "./_args.ts";
 
 export const ATTACH_HELP = `umad attach — attach to a terminal session
@@ -91,6 +92,8 @@ export async function attachTerminal(
     if (s && !readonly && end === undefined) term.resize(s.cols, s.rows);
   };
   if (tty) Deno.stdin.setRaw(true);
+  // Output raw too (setRaw leaves OPOST on: slow, and it adds a CR to every CR-LF).
+  const restoreOutput = Deno.stdout.isTerminal() ? rawOutput(1) : undefined;
   if (!readonly && Deno.build.os !== "windows") Deno.addSignalListener("SIGWINCH", onWinch);
 
   // Keys: everything before Ctrl-\ goes to the session; Ctrl-\ detaches.
@@ -126,6 +129,7 @@ export async function attachTerminal(
   } finally {
     if (!readonly && Deno.build.os !== "windows") Deno.removeSignalListener("SIGWINCH", onWinch);
     writeAll(enc.encode(RESTORE));
+    restoreOutput?.();
     if (tty) {
       try {
         Deno.stdin.setRaw(false);

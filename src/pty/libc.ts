@@ -91,6 +91,10 @@ const SYMBOLS = {
     parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
+  // int tcgetattr(int fd, struct termios *t);
+  tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
+  // int tcsetattr(int fd, int optional_actions, const struct termios *t);
+  tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   // int eventfd(unsigned int initval, int flags);  (Linux; elsewhere a pipe wakes the poller)
   eventfd: { parameters: ["u32", "i32"], result: "i32", optional: true },
   // int pipe(int pipefd[2]);

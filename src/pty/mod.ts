@@ -12,3 +12,4 @@ export {
   userShell,
 } from "./service.ts";
 export { type ExitStatus, liveChildren, PtyProcess, spawnPty } from "./pty_process.ts";
+export { rawOutput } from "./termios.ts";
