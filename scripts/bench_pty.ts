@@ -306,6 +306,49 @@ function fmt(x: number, digits = 2): string {
 }
 
 /**
+ * A background load for {@linkcode benchPty}: `streams` generate requests decoding at
+ * once on the daemon, each restarted when it ends, until the returned function is
+ * called. Needs a daemon with a model (`daemonArgs` without `--no-model`).
+ *
+ * @example
+ * ```ts ignore
+ * await benchPty({ daemonArgs: [], backgroundLoad: llmDecodeLoad(8) });
+ * ```
+ */
+export function llmDecodeLoad(
+  streams = 8,
+  maxTokens = 256,
+): (socket: string) => Promise<() => Promise<void>> {
+  return async (socket: string) => {
+    const c = await connect({ socket, reconnect: false, client: "bench-pty-llm-load" });
+    let running = true;
+    let tokens = 0;
+    const loops = Array.from({ length: streams }, async (_, i) => {
+      while (running) {
+        const s = c.stream({
+          type: "generate",
+          prompt: `Stream ${i}: tell a long story about terminals.`,
+          max_tokens: maxTokens,
+          priority: "batch",
+        });
+        for await (const ev of s) {
+          if (ev.event === "token") tokens++;
+          if (!running) break;
+        }
+      }
+    });
+    // Let every stream get past its prompt before measuring.
+    const t0 = Date.now();
+    while (tokens < streams * 4 && Date.now() - t0 < 10_000) await sleep(20);
+    return async () => {
+      running = false;
+      await Promise.allSettled(loops);
+      await c.close();
+    };
+  };
+}
+
+/**
  * Runs the terminal benchmarks and returns a Markdown section.
  *
  * @example
@@ -532,6 +575,19 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
 }
 
 if (import.meta.main) {
-  const lines = Number(Deno.args[0] ?? 10_000_000);
-  console.log(await benchPty({ lines }));
+  // deno run -A scripts/bench_pty.ts [LINES] [--llm]   (--llm: echo again under 8 streams)
+  const llm = Deno.args.includes("--llm");
+  const lines = Number(Deno.args.find((a) => !a.startsWith("--")) ?? 10_000_000);
+  console.log(
+    await benchPty({
+      lines,
+      ...(llm
+        ? {
+          daemonArgs: [],
+          backgroundLoad: llmDecodeLoad(8),
+          backgroundLabel: "8 LLM streams decode (demo model)",
+        }
+        : {}),
+    }),
+  );
 }
