@@ -76,10 +76,8 @@ function toBytes(v: unknown): Uint8Array {
 async function startDaemon(args: string[]) {
   const dir = await Deno.makeTempDir({ prefix: "umad-bench-pty-" });
   const socket = `${dir}/umad.sock`;
-  const wired = Deno.readTextFileSync(`${ROOT}src/cli/services.ts`).includes("createPtyService");
-  const entry = wired ? [MAIN, "serve"] : [`${ROOT}tests/fixtures/pty_daemon.ts`];
   const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...entry, "--socket", socket, "--log-level", "warn", ...args],
+    args: ["run", "-A", MAIN, "serve", "--socket", socket, "--log-level", "warn", ...args],
     stdin: "null",
     stdout: "null",
     stderr: "inherit",

@@ -144,68 +144,10 @@ export interface PtyDaemon {
   stop(): Promise<unknown>;
 }
 
-const ROOT = new URL("..", import.meta.url).pathname;
-
-/**
- * Starts a daemon serving `pty.*`: the real `main.ts serve` (through tests/_daemon.ts)
- * once it registers the PTY service, else a fixture that serves only the PTY service.
- */
+/** Starts `main.ts serve --no-model` on a socket in a temporary directory. */
 export async function startPtyDaemon(args: string[] = []): Promise<PtyDaemon> {
-  const services = Deno.readTextFileSync(`${ROOT}src/cli/services.ts`);
-  if (services.includes("createPtyService")) {
-    const { startDaemon } = await import("./_daemon.ts");
-    return startDaemon(args);
-  }
-  const dir = await Deno.makeTempDir({ prefix: "umad-pty-test-" });
-  const socket = `${dir}/umad.sock`;
-  const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}tests/fixtures/pty_daemon.ts`, "--socket", socket, ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let log = "";
-  const logDone = (async () => {
-    const dec = new TextDecoder();
-    for await (const c of proc.stderr) log += dec.decode(c, { stream: true });
-  })();
-  let stopped: Promise<unknown> | undefined;
-  const daemon: PtyDaemon = {
-    socket,
-    pid: proc.pid,
-    stderr: () => log,
-    stop() {
-      stopped ??= (async () => {
-        try {
-          proc.kill("SIGTERM");
-        } catch { /* gone */ }
-        const t = setTimeout(() => {
-          try {
-            proc.kill("SIGKILL");
-          } catch { /* gone */ }
-        }, 5000);
-        const s = await proc.status;
-        clearTimeout(t);
-        await logDone;
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-        return s;
-      })();
-      return stopped;
-    },
-  };
-  const deadline = Date.now() + 60_000;
-  while (true) {
-    try {
-      (await Deno.connect({ transport: "unix", path: socket })).close();
-      return daemon;
-    } catch {
-      if (Date.now() > deadline) {
-        await daemon.stop();
-        throw new Error(`daemon did not start:\n${log}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const { startDaemon } = await import("./_daemon.ts");
+  return startDaemon(args);
 }
 
 /** Descriptors in `dir` (a /proc/<pid>/fd) that are PTY masters or slaves. */
