@@ -109,8 +109,8 @@ Deno.test("validation accepts UMA Serve's request and cancel forms", () => {
 Deno.test("validation rejects ill-typed fields with E_PROTO_BAD_REQUEST", () => {
   const bad = [
     { type: "nope", id: "1" },
-    { type: "ping" },
     { type: "ping", id: 5 },
+    { type: "pty.list" },
     { type: "generate", id: "1" },
     { type: "generate", id: "1", prompt: "x", messages: [{ role: "user", content: "x" }] },
     { type: "generate", id: "1", prompt: "x", max_tokens: -1 },

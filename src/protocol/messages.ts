@@ -57,17 +57,17 @@ export interface ChatMessage {
 
 export interface HelloRequest {
   type: "hello";
-  id: string;
+  id?: string;
   client?: string;
 }
 export interface PingRequest {
   type: "ping";
-  id: string;
+  id?: string;
   t?: unknown;
 }
 export interface MetricsRequest {
   type: "metrics";
-  id: string;
+  id?: string;
 }
 export interface GenerateRequest {
   type: "generate";
@@ -362,12 +362,14 @@ export function validateRequest(message: Message, codec: Codec): Request {
   if (typeof type !== "string") throw bad('Field "type" is required and must be a string');
   const f = new Fields(message, type);
   switch (type) {
+    // These three answer at once, so an id is optional: UMA Serve clients send a bare
+    // {"type":"metrics"}. The reply then carries id null.
     case "hello":
-      return { type, id: f.id(true)!, client: f.str("client", { max: 256 }) };
+      return { type, id: f.id(false), client: f.str("client", { max: 256 }) };
     case "ping":
-      return { type, id: f.id(true)!, t: message.t };
+      return { type, id: f.id(false), t: message.t };
     case "metrics":
-      return { type, id: f.id(true)! };
+      return { type, id: f.id(false) };
     case "generate":
       return validateGenerate(f);
     case "cancel":

@@ -226,7 +226,7 @@ export class Connection {
       if (request.type === "ping") {
         // The hot path of latency probes: no stream, no id bookkeeping.
         this.#host.countRequest("ping");
-        const pong: Message = { event: "pong", id: request.id };
+        const pong: Message = { event: "pong", id: request.id ?? null };
         if (request.t !== undefined) pong.t = request.t;
         this.sendMessage(pong, codec);
         return;
