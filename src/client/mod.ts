@@ -8,3 +8,5 @@ export * from "./client.ts";
 export * from "./errors.ts";
 export { EventStream } from "./event_stream.ts";
 export type { Codec, Message } from "../protocol/codec.ts";
+export * from "./generate.ts";
+export * from "./terminal.ts";
