@@ -29,7 +29,8 @@ Deno.test("prompt chunking and batch neighbours leave a sequence's logits bit-id
     const prompt = Array.from({ length: 150 }, (_, i) => 300 + ((i * 7919) % 3000));
     const otherPrompt = (k: number) =>
       Array.from({ length: 5 + 9 * k }, (_, i) => 400 + ((i * 31 + k) % 2000));
-    const run = (chunks: number[], seq: number, others: number) => {
+    const partner = Array.from({ length: 150 }, (_, i) => 700 + ((i * 104729) % 3000));
+    const run = (chunks: number[], seq: number, others: number, paired = false) => {
       for (let s = 0; s < 6; s++) ctx.seqRm(s);
       let pos = 0;
       let ci = 0;
@@ -38,11 +39,16 @@ Deno.test("prompt chunking and batch neighbours leave a sequence's logits bit-id
         const n = Math.min(chunks[ci++ % chunks.length], body.length - pos);
         b.clear();
         for (let i = 0; i < n; i++) b.add(body[pos + i], pos + i, seq, false);
-        if (n === 1) b.add(0, pos + 1, seq, false);
+        // Paired: the next sequence's prompt rides in the same call with as many tokens.
+        if (paired) {
+          for (let i = 0; i < n; i++) b.add(partner[pos + i], pos + i, seq + 1, false);
+        }
+        if (n === 1 && !paired) b.add(0, pos + 1, seq, false);
         assert.equal(ctx.decode(b), 0);
-        if (n === 1) ctx.seqRm(seq, pos + 1, -1);
+        if (n === 1 && !paired) ctx.seqRm(seq, pos + 1, -1);
         pos += n;
       }
+      if (paired) ctx.seqRm(seq + 1);
       const live = new Map<number, number>([[seq, pos]]);
       for (let k = 0, s = 0; k < others; k++, s++) {
         if (s === seq) s++;
@@ -83,15 +89,16 @@ Deno.test("prompt chunking and batch neighbours leave a sequence's logits bit-id
       return logits;
     };
     const ref = run([63], 0, 0);
-    const cases: [string, number[], number, number][] = [
+    const cases: [string, number[], number, number, boolean?][] = [
       ["chunks of 7", [7], 0, 0],
+      ["prompt chunks shared with another sequence", [1, 9, 30], 2, 0, true],
       ["chunks of 1, 2, 5, 30", [1, 2, 5, 30], 0, 0],
       ["another sequence id", [63], 3, 0],
       ["three other sequences beside it", [13], 2, 3],
       ["five other sequences, holes filled", [40, 9], 5, 1],
     ];
-    for (const [name, chunks, seq, others] of cases) {
-      const got = run(chunks, seq, others);
+    for (const [name, chunks, seq, others, paired] of cases) {
+      const got = run(chunks, seq, others, paired);
       for (let i = 0; i < ref.length; i++) {
         assert.ok(got[i].every((v, j) => Object.is(v, ref[i][j])), `${name}: step ${i} differs`);
       }

@@ -157,7 +157,8 @@ export class Engine {
     const m = this.model;
     const perSeq = Math.max(16, o.ctx > 0 ? o.ctx : Math.min(2048, m.nCtxTrain || 2048));
     const nSeqMax = Math.max(2, o.parallel); // a spare sequence id pads one-stream decodes
-    const nBatch = Math.max(64, nSeqMax);
+    // Decode calls hold one row per sequence; prompt calls up to 2 chunks' worth of rows.
+    const nBatch = Math.max(2 * MAX_CHUNK + 2, nSeqMax);
     this.ctx = new LlamaContext(m, {
       nCtx: perSeq * nSeqMax,
       nBatch,
@@ -312,13 +313,20 @@ export class Engine {
       const code = this.#cancelCode(s);
       if (code !== CANCEL_NONE) this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
     }
-    const stats: StepStats = { rows: 0, prefillTokens: 0, kvCells: 0, decodeMs: 0 };
+    const stats: StepStats = { rows: 0, prefillTokens: 0, kvCells: 0, decodeMs: 0, prefillMs: 0 };
     this.#decodeStep(stats);
     // Tokens go out before the prompt chunks run.
     this.#flush({ ...stats, kvCells: this.#kvCells() });
+    const t0 = performance.now();
     const prefilled = this.#prefillStep(stats.rows > 0);
     if (prefilled || this.#out.length) {
-      this.#flush({ rows: 0, prefillTokens: prefilled, kvCells: this.#kvCells(), decodeMs: 0 });
+      this.#flush({
+        rows: 0,
+        prefillTokens: prefilled,
+        kvCells: this.#kvCells(),
+        decodeMs: 0,
+        prefillMs: performance.now() - t0,
+      });
     }
   }
 
@@ -429,45 +437,80 @@ export class Engine {
     let budget: number;
     if (decoded && this.#chunkCost.ready) {
       budget = this.#chunkCost.tokensWithin(this.#o.prefillRatio * this.#decodeMs.value);
-      budget = Math.max(2, Math.min(MAX_CHUNK, budget));
+      budget = Math.max(2, Math.min(this.#batch.capacity, budget));
     } else if (decoded) {
       budget = 4; // first measurement
     } else {
-      budget = MAX_CHUNK; // nobody waits for a token: one full chunk per step
+      budget = Math.min(this.#batch.capacity, 2 * MAX_CHUNK); // nobody waits for a token
     }
     let done = 0;
-    while (budget > 0) {
-      const s = this.#nextPrefill();
-      if (!s) break;
-      const k = Math.min(budget, s.prefillLeft, MAX_CHUNK);
-      const ok = this.#prefillChunk(s, k);
+    // Each call is its own pass over the weights: one per step while streams decode.
+    for (let calls = 0; budget > 0 && (calls === 0 || !decoded); calls++) {
+      const first = this.#nextPrefill();
+      if (!first) break;
+      const group = this.#prefillGroup(first, budget);
+      const k = Math.min(
+        MAX_CHUNK,
+        Math.floor(budget / group.length),
+        ...group.map((g) => g.prefillLeft),
+      );
+      const ok = this.#prefillChunk(group, k);
+      for (const g of group) {
+        const i = this.#prefillQueue.indexOf(g);
+        if (i >= 0) this.#prefillQueue.splice(i, 1);
+        if (this.#slots[g.slot] === g && g.prefillLeft > 0) this.#prefillQueue.push(g);
+      }
       if (!ok) break;
-      done += k;
-      budget -= k;
-      // Each chunk is its own pass over the weights: one per step while streams decode.
-      if (decoded) budget = 0;
-      const i = this.#prefillQueue.indexOf(s);
-      if (i >= 0) this.#prefillQueue.splice(i, 1);
-      if (this.#slots[s.slot] === s && s.prefillLeft > 0) this.#prefillQueue.push(s);
+      done += k * group.length;
+      budget -= k * group.length;
     }
     return done;
   }
 
-  /** Decodes k prompt tokens of one stream; false when aborted or failed. */
-  #prefillChunk(s: Seq, k: number): boolean {
+  /**
+   * The streams prefilled together with `first`: its run of consecutive sequence ids
+   * that are all prefilling (llama.cpp splits a batch at gaps in the ids and gives each
+   * sequence of a batch the same number of tokens), at most `budget` of them.
+   */
+  #prefillGroup(first: Seq, budget: number): Seq[] {
+    const isPrefilling = (id: number) => {
+      const s = this.#slots[id];
+      return s !== null && s !== undefined && s.prefillLeft > 0 &&
+        this.#cancelCode(s) === CANCEL_NONE;
+    };
+    let lo = first.slot;
+    let hi = first.slot;
+    while (hi - lo + 1 < budget) {
+      if (isPrefilling(hi + 1)) hi++;
+      else if (lo > 0 && isPrefilling(lo - 1)) lo--;
+      else break;
+    }
+    const group: Seq[] = [];
+    for (let id = lo; id <= hi; id++) group.push(this.#slots[id]!);
+    return group;
+  }
+
+  /** Decodes k prompt tokens of each stream of a group; false when aborted or failed. */
+  #prefillChunk(group: Seq[], k: number): boolean {
     const b = this.#batch;
     b.clear();
-    for (let i = 0; i < k; i++) b.add(s.prompt[s.nPast + i], s.nPast + i, s.slot, false);
+    for (const s of group) {
+      for (let i = 0; i < k; i++) b.add(s.prompt[s.nPast + i], s.nPast + i, s.slot, false);
+    }
     // One row alone takes another kernel path: pad with a throwaway next position.
-    const pad = k === 1;
-    if (pad) b.add(0, s.nPast + 1, s.slot, false);
+    const pad = b.n === 1 ? group[0] : null;
+    if (pad) b.add(0, pad.nPast + 1, pad.slot, false);
     const control = this.#o.control;
     const prefillWord = control.length - 1 + CTRL_PREFILL;
     Atomics.store(this.#o.abort, 0, 0);
-    Atomics.store(control, prefillWord, s.slot + 1);
-    if (this.#cancelCode(s) !== CANCEL_NONE) {
+    // The main thread aborts this decode when it cancels the stream named here (-1: any).
+    Atomics.store(control, prefillWord, group.length === 1 ? group[0].slot + 1 : -1);
+    const cancelled = group.filter((s) => this.#cancelCode(s) !== CANCEL_NONE);
+    if (cancelled.length) {
       Atomics.store(control, prefillWord, 0);
-      this.#end(s, this.#cancelCode(s) === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
+      for (const s of cancelled) {
+        this.#end(s, this.#cancelCode(s) === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
+      }
       return false;
     }
     const t0 = performance.now();
@@ -476,20 +519,21 @@ export class Engine {
     Atomics.store(control, prefillWord, 0);
     if (rc !== 0) {
       // Aborted or failed: processed ubatches stay in memory, so trim back to nPast.
-      this.ctx.seqRm(s.slot, s.nPast, -1);
+      for (const s of group) this.ctx.seqRm(s.slot, s.nPast, -1);
       Atomics.store(this.#o.abort, 0, 0);
-      if (rc === 2) {
+      for (const s of group) {
         const code = this.#cancelCode(s);
-        // No cancel: a late abort meant for an earlier chunk; the chunk is redone.
-        if (code !== CANCEL_NONE) this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
-      } else {
-        this.#fail(s, `llama_decode failed (${rc}) on a ${k}-token prompt chunk`);
+        if (rc !== 2) this.#fail(s, `llama_decode failed (${rc}) on a ${b.n}-token prompt chunk`);
+        // Not cancelled: an abort meant for another stream, or a late one; redone later.
+        else if (code !== CANCEL_NONE) {
+          this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
+        }
       }
       return false;
     }
-    if (pad) this.ctx.seqRm(s.slot, s.nPast + 1, -1);
-    s.nPast += k;
-    this.#chunkCost.add(k, ms);
+    if (pad) this.ctx.seqRm(pad.slot, pad.nPast + 1, -1);
+    for (const s of group) s.nPast += k;
+    this.#chunkCost.add(b.n, ms);
     return true;
   }
 

@@ -59,7 +59,13 @@ export interface EngineStart {
 }
 
 /** Main → worker. */
-export type ToEngine = EngineInit | EngineStart | { op: "wake" } | { op: "shutdown" };
+export type ToEngine =
+  | EngineInit
+  | EngineStart
+  | { op: "wake" }
+  | { op: "shutdown" }
+  /** Several messages of one turn of the main thread's event loop, handled together. */
+  | { op: "batch"; messages: ToEngine[] };
 
 /** What the loaded model and context look like. */
 export interface EngineInfo {
@@ -104,6 +110,8 @@ export interface StepStats {
   prefillTokens: number;
   kvCells: number;
   decodeMs: number;
+  /** Time spent in prompt chunk decodes. */
+  prefillMs: number;
 }
 
 /** Worker → main. */

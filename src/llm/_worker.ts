@@ -68,6 +68,9 @@ function handle(msg: ToEngine) {
     case "shutdown":
       closing = true;
       return;
+    case "batch":
+      for (const m of msg.messages) handle(m);
+      return;
   }
 }
 

@@ -147,6 +147,8 @@ class GenerateService implements LlmService {
   #rows = new Samples(4096);
   #steps = 0;
   #prefillTokens = 0;
+  #decodeMs = 0;
+  #prefillMs = 0;
   #kvCells = 0;
   #paused = 0;
 
@@ -175,8 +177,16 @@ class GenerateService implements LlmService {
     };
   }
 
+  #outbox: ToEngine[] = [];
+
+  /** Queues a message; one postMessage per turn, so requests sent together start together. */
   #post(msg: ToEngine) {
-    this.#worker.postMessage(msg);
+    if (this.#outbox.push(msg) > 1) return;
+    queueMicrotask(() => {
+      const messages = this.#outbox;
+      this.#outbox = [];
+      this.#worker.postMessage(messages.length === 1 ? messages[0] : { op: "batch", messages });
+    });
   }
 
   handle(request: Request, stream: Stream): void {
@@ -270,7 +280,8 @@ class GenerateService implements LlmService {
     Atomics.store(this.#control, job.slot * SLOT_WORDS + SLOT_CANCEL, code);
     // A prompt chunk of this stream may be decoding now: abort it inside llama_decode.
     const prefillWord = this.#slots.length * SLOT_WORDS + CTRL_PREFILL;
-    if (Atomics.load(this.#control, prefillWord) === job.slot + 1) Atomics.store(this.#abort, 0, 1);
+    const decoding = Atomics.load(this.#control, prefillWord);
+    if (decoding === job.slot + 1 || decoding === -1) Atomics.store(this.#abort, 0, 1);
     this.#post({ op: "wake" });
     // Answer now: tokens the engine made before it saw the flag are dropped. The slot
     // is reused once the engine confirms the sequence is cleared.
@@ -304,6 +315,8 @@ class GenerateService implements LlmService {
       this.#rows.add(s.rows);
     }
     this.#prefillTokens += s.prefillTokens;
+    this.#decodeMs += s.decodeMs;
+    this.#prefillMs += s.prefillMs;
     this.#kvCells = s.kvCells;
   }
 
@@ -452,6 +465,8 @@ class GenerateService implements LlmService {
         parallel: this.#slots.length,
         decode_steps: this.#steps,
         prefill_tokens: this.#prefillTokens,
+        decode_ms: Math.round(this.#decodeMs),
+        prefill_ms: Math.round(this.#prefillMs),
         batch_rows: { p50: rows.p50, p95: rows.p95, max: rows.max },
         kv_cells_used: this.#kvCells,
         kv_cells_total: this.info.n_ctx * this.info.parallel,
