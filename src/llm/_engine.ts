@@ -22,6 +22,7 @@ import {
   CANCEL_NONE,
   CANCEL_SHUTDOWN,
   CTRL_PREFILL,
+  ctrlWord,
   type EngineInfo,
   type EngineStart,
   type GenerateParams,
@@ -501,7 +502,7 @@ export class Engine {
     const pad = b.n === 1 ? group[0] : null;
     if (pad) b.add(0, pad.nPast + 1, pad.slot, false);
     const control = this.#o.control;
-    const prefillWord = control.length - 1 + CTRL_PREFILL;
+    const prefillWord = ctrlWord(control, CTRL_PREFILL);
     Atomics.store(this.#o.abort, 0, 0);
     // The main thread aborts this decode when it cancels the stream named here (-1: any).
     Atomics.store(control, prefillWord, group.length === 1 ? group[0].slot + 1 : -1);

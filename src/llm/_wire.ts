@@ -9,7 +9,14 @@ export const SLOT_WORDS = 2;
 export const SLOT_CANCEL = 0; // 0 none, 1 cancelled, 2 shutdown
 export const SLOT_PAUSED = 1; // 1 while the stream's connection is over its byte cap
 /** Global words after the slots. */
-export const CTRL_PREFILL = 0; // slot+1 whose prompt chunk is decoding now, else 0
+export const CTRL_PREFILL = 0; // slot+1 whose prompt chunk is decoding now, -1 several, else 0
+export const CTRL_MAIL = 1; // messages the main thread has posted to the engine so far
+export const CTRL_WORDS = 2;
+
+/** Index of a global control word. */
+export function ctrlWord(control: Int32Array, word: number): number {
+  return control.length - CTRL_WORDS + word;
+}
 
 /** Cancel codes. */
 export const CANCEL_NONE = 0;
@@ -25,7 +32,7 @@ export interface EngineInit {
   ctx: number;
   parallel: number;
   threads: number;
-  /** Int32Array over SharedArrayBuffer: parallel*SLOT_WORDS + 1 words. */
+  /** Int32Array over SharedArrayBuffer: parallel*SLOT_WORDS + CTRL_WORDS words. */
   control: SharedArrayBuffer;
   /** 2 bytes: byte 0 nonzero aborts the decode in progress. */
   abort: SharedArrayBuffer;

@@ -6,7 +6,7 @@
 /// <reference lib="deno.worker" />
 import { availableCpus, findLibDir, niceThisThread, openLibraries } from "./_ffi.ts";
 import { Engine } from "./_engine.ts";
-import type { EngineInit, FromEngine, ToEngine } from "./_wire.ts";
+import { CTRL_MAIL, ctrlWord, type EngineInit, type FromEngine, type ToEngine } from "./_wire.ts";
 
 let engine: Engine | null = null;
 let closing = false;
@@ -74,10 +74,28 @@ function handle(msg: ToEngine) {
   }
 }
 
+let received = 0;
+let control: Int32Array | null = null;
+
 self.onmessage = (e: MessageEvent<ToEngine>) => {
+  if (e.data.op === "init") control = new Int32Array(e.data.control);
+  else received++;
   pending.push(e.data);
   wake?.();
 };
+
+/**
+ * Lets messages from the main thread in. A MessageChannel turn is cheap but, in a loop
+ * of synchronous steps, Deno never delivers the worker's own messages during it; a timer
+ * turn does. The main thread counts what it posted, so timers run only when needed.
+ */
+async function yieldToMessages() {
+  const mail = control ? ctrlWord(control, CTRL_MAIL) : -1;
+  if (mail < 0 || Atomics.load(control!, mail) === received) return yieldTurn();
+  for (let i = 0; i < 50 && Atomics.load(control!, mail) !== received; i++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+}
 
 async function loop() {
   while (true) {
@@ -85,7 +103,7 @@ async function loop() {
     if (closing) break;
     if (engine && engine.busy) {
       engine.step();
-      await yieldTurn();
+      await yieldToMessages();
       continue;
     }
     await new Promise<void>((resolve) => (wake = resolve));

@@ -18,7 +18,10 @@ import { Samples } from "./_metrics.ts";
 import {
   CANCEL_CANCELLED,
   CANCEL_SHUTDOWN,
+  CTRL_MAIL,
   CTRL_PREFILL,
+  CTRL_WORDS,
+  ctrlWord,
   type EngineInfo,
   type FromEngine,
   type GenerateParams,
@@ -186,6 +189,8 @@ class GenerateService implements LlmService {
       const messages = this.#outbox;
       this.#outbox = [];
       this.#worker.postMessage(messages.length === 1 ? messages[0] : { op: "batch", messages });
+      // The busy engine checks this count to know a message waits for it (see _worker.ts).
+      Atomics.add(this.#control, ctrlWord(this.#control, CTRL_MAIL), 1);
     });
   }
 
@@ -279,7 +284,7 @@ class GenerateService implements LlmService {
     const code = reason === "shutdown" ? CANCEL_SHUTDOWN : CANCEL_CANCELLED;
     Atomics.store(this.#control, job.slot * SLOT_WORDS + SLOT_CANCEL, code);
     // A prompt chunk of this stream may be decoding now: abort it inside llama_decode.
-    const prefillWord = this.#slots.length * SLOT_WORDS + CTRL_PREFILL;
+    const prefillWord = ctrlWord(this.#control, CTRL_PREFILL);
     const decoding = Atomics.load(this.#control, prefillWord);
     if (decoding === job.slot + 1 || decoding === -1) Atomics.store(this.#abort, 0, 1);
     this.#post({ op: "wake" });
@@ -571,7 +576,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
         `give at least ${16 * parallel}`,
     );
   }
-  const control = new SharedArrayBuffer((parallel * SLOT_WORDS + 1) * 4);
+  const control = new SharedArrayBuffer((parallel * SLOT_WORDS + CTRL_WORDS) * 4);
   const abort = new SharedArrayBuffer(8);
   const worker = new Worker(new URL("./_worker.ts", import.meta.url).href, { type: "module" });
   const info = await new Promise<EngineInfo>((resolve, reject) => {
