@@ -376,3 +376,20 @@ Deno.test("a request arriving while streams decode starts at once, not when they
   for (const s of long) s.abort("cancelled");
   await Promise.all(long.map((s) => s.done()));
 });
+
+Deno.test("sampling parameters reach the sampler chain: top_k 1 is greedy, repeat_penalty changes a greedy loop", async () => {
+  await using llm = await tinyService();
+  const run = async (fields: Record<string, unknown>) => {
+    const s = await generate(llm, { prompt: PROMPTS[0], max_tokens: 40, seed: 8, ...fields });
+    await s.done();
+    return ids(s);
+  };
+  const greedy = await run({ temperature: 0 });
+  assert.deepEqual(await run({ temperature: 1.5, top_k: 1 }), greedy);
+  assert.deepEqual(await run({ temperature: 1.5, top_k: 0, top_p: 1e-6 }), greedy);
+  assert.notDeepEqual(await run({ temperature: 1.5, top_k: 0, top_p: 1, min_p: 0 }), greedy);
+  const penalized = await run({ temperature: 0, repeat_penalty: 3 });
+  assert.notDeepEqual(penalized, greedy);
+  const distinct = (xs: number[]) => new Set(xs).size;
+  assert.ok(distinct(penalized) > distinct(greedy), "the penalty breaks repetition");
+});
