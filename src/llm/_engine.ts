@@ -416,20 +416,33 @@ export class Engine {
     s.next = token;
   }
 
-  /** Picks the next stream to prefill: interactive first, batch every 4th turn; FIFO rotation. */
-  #nextPrefill(): Seq | undefined {
+  /**
+   * Picks the next stream to prefill. Class: interactive first, batch every 4th turn
+   * while both wait. Within the class: a prompt that finishes within this step's budget
+   * first (the shortest), else the oldest, so prompts finish one after another instead
+   * of all late together, and a short prompt never waits behind a long one.
+   */
+  #nextPrefill(budget: number): Seq | undefined {
     const q = this.#prefillQueue;
     if (q.length === 0) return undefined;
-    const firstBatch = q.findIndex((s) => s.params.priority === "batch");
-    const firstInteractive = q.findIndex((s) => s.params.priority === "interactive");
-    let i: number;
-    if (firstInteractive < 0) i = firstBatch;
-    else if (firstBatch >= 0 && this.#interactiveStreak >= 3) i = firstBatch;
-    else i = firstInteractive;
-    const s = q[i];
-    if (s.params.priority === "batch") this.#interactiveStreak = 0;
+    const hasBatch = q.some((s) => s.params.priority === "batch");
+    const hasInteractive = q.some((s) => s.params.priority === "interactive");
+    const cls = !hasInteractive || (hasBatch && this.#interactiveStreak >= 3)
+      ? "batch"
+      : "interactive";
+    let pick: Seq | undefined;
+    for (const s of q) {
+      if (s.params.priority !== cls) continue;
+      pick ??= s; // the oldest
+      if (
+        s.prefillLeft <= budget && (pick.prefillLeft > budget || s.prefillLeft < pick.prefillLeft)
+      ) {
+        pick = s;
+      }
+    }
+    if (cls === "batch") this.#interactiveStreak = 0;
     else this.#interactiveStreak++;
-    return s;
+    return pick;
   }
 
   /** Prompt chunks within this step's time budget; returns tokens prefilled. */
@@ -447,7 +460,7 @@ export class Engine {
     let done = 0;
     // Each call is its own pass over the weights: one per step while streams decode.
     for (let calls = 0; budget > 0 && (calls === 0 || !decoded); calls++) {
-      const first = this.#nextPrefill();
+      const first = this.#nextPrefill(budget);
       if (!first) break;
       const group = this.#prefillGroup(first, budget);
       const k = Math.min(
@@ -457,9 +470,9 @@ export class Engine {
       );
       const ok = this.#prefillChunk(group, k);
       for (const g of group) {
+        if (this.#slots[g.slot] === g && g.prefillLeft > 0) continue;
         const i = this.#prefillQueue.indexOf(g);
         if (i >= 0) this.#prefillQueue.splice(i, 1);
-        if (this.#slots[g.slot] === g && g.prefillLeft > 0) this.#prefillQueue.push(g);
       }
       if (!ok) break;
       done += k * group.length;
