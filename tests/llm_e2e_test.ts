@@ -140,8 +140,8 @@ withDaemon(
     })
       .complete();
     await client.close();
-    const run = async (extra: string[]) => {
-      const out = await new Deno.Command(Deno.execPath(), {
+    const run = async (extra: string[], stdin?: string) => {
+      const child = new Deno.Command(Deno.execPath(), {
         args: [
           "run",
           "-A",
@@ -156,10 +156,18 @@ withDaemon(
           "--temperature",
           "0",
           ...extra,
-          "the water",
+          ...(stdin === undefined ? ["the water"] : []),
         ],
-        stdin: "null",
-      }).output();
+        stdin: stdin === undefined ? "null" : "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      if (stdin !== undefined) {
+        const w = child.stdin.getWriter();
+        await w.write(new TextEncoder().encode(stdin));
+        await w.close();
+      }
+      const out = await child.output();
       return {
         code: out.code,
         stdout: new TextDecoder().decode(out.stdout),
@@ -169,6 +177,13 @@ withDaemon(
     const plain = await run([]);
     assert.equal(plain.code, 0, plain.stderr);
     assert.equal(plain.stdout, expected.text);
+    const piped = await run([], "the water");
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.stdout, expected.text, "the prompt read from stdin");
+    const stop = expected.text.slice(6, 9);
+    const stopped = await run(["--stop", "never-seen", "--stop", stop]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.equal(stopped.stdout, expected.text.slice(0, expected.text.indexOf(stop)));
     const json = await run(["--json"]);
     assert.equal(json.code, 0, json.stderr);
     const lines = json.stdout.trim().split("\n").map((l) => JSON.parse(l));
