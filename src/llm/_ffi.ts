@@ -293,6 +293,19 @@ function packageBinsDir(): string | null {
   return `${dirname(distDir)}/bins/${platform}`;
 }
 
+/**
+ * `dist/llama/<platform>/` beside `main.ts`: where `deno task compile` embeds the
+ * libraries (a self-extracting binary unpacks them to real files there).
+ */
+function embeddedDir(): string | null {
+  const pkg = platformPackage();
+  if (pkg === null) return null;
+  const platform = pkg.slice("@node-llama-cpp/".length);
+  const url = new URL(`../../dist/llama/${platform}/`, import.meta.url);
+  if (url.protocol !== "file:") return null;
+  return decodeURIComponent(url.pathname).replace(/\/$/, "");
+}
+
 /** The three library files of one directory, when all are present. */
 function libraryFiles(dir: string) {
   const llama = `${dir}/${libName("libllama.v0.5.0")}`;
@@ -311,6 +324,7 @@ export function findLibDir(libDir?: string): string {
   const tried: string[] = [];
   const candidates: [string, string | null][] = libDir !== undefined ? [["--llama-lib", libDir]] : [
     ["UMAD_LLAMA_LIB", Deno.env.get("UMAD_LLAMA_LIB") ?? null],
+    ["the libraries embedded in this executable", embeddedDir()],
     [`npm package ${platformPackage() ?? "(none for this platform)"}`, packageBinsDir()],
   ];
   for (const [source, dir] of candidates) {
