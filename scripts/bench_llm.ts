@@ -29,7 +29,7 @@ interface Daemon {
 async function startDaemon(script: string, model: string): Promise<Daemon> {
   const dir = await Deno.makeTempDir({ prefix: "umad-bench-llm-" });
   const socket = `${dir}/umad.sock`;
-  const args = script.endsWith("main.ts") ? ["run", "-A", script, "serve"] : ["run", "-A", script];
+  const args = ["run", "-A", script, "serve"];
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       ...args,
@@ -73,16 +73,17 @@ async function startDaemon(script: string, model: string): Promise<Daemon> {
   }
 }
 
-/** `umad serve` with the model; the LLM-only fixture when serve does not load one yet. */
+/** `umad serve` with the model. */
 async function startModelDaemon(model: string): Promise<Daemon> {
   const d = await startDaemon(`${ROOT}main.ts`, model);
   const c = await connect({ socket: d.socket, reconnect: false });
   const hasModel = Boolean((c.hello as { model?: unknown }).model);
   await c.close();
-  if (hasModel) return d;
-  await d.stop();
-  log("umad serve has no model wired in; using tests/fixtures/llm_serve.ts");
-  return startDaemon(`${ROOT}tests/fixtures/llm_serve.ts`, model);
+  if (!hasModel) {
+    await d.stop();
+    throw new Error("umad serve did not load the model");
+  }
+  return d;
 }
 
 /** A prompt of about n tokens for the bench model's vocabulary (one token per word). */

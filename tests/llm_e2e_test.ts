@@ -18,15 +18,16 @@ interface Daemon {
   stop(): Promise<void>;
 }
 
-/** `umad serve` with the LLM service on a tiny model, in a temp dir. */
-async function startLlmDaemon(args: string[]): Promise<Daemon> {
+/** `umad serve` (the real daemon) on a tiny model, in a temp dir. */
+async function startLlmDaemon(args: string[], env?: Record<string, string>): Promise<Daemon> {
   const dir = await Deno.makeTempDir({ prefix: "umad-llm-e2e-" });
   const socket = `${dir}/umad.sock`;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}tests/fixtures/llm_serve.ts`, "--socket", socket, ...args],
+    args: ["run", "-A", `${ROOT}main.ts`, "serve", "--socket", socket, ...args],
     stdin: "null",
     stdout: "null",
     stderr: "piped",
+    env,
   }).spawn();
   let log = "";
   const logDone = (async () => {
@@ -236,7 +237,7 @@ withDaemon(
 );
 
 withDaemon(
-  "queue full gives E_BUSY over the wire and --no-model-like errors keep the connection",
+  "a full queue gives E_BUSY over the wire and the connection goes on",
   ["--model", tinyModel(), "--threads", "1", "--parallel", "1", "--queue", "1", "--ctx", "4096"],
   async (d) => {
     const client = await connect({ socket: d.socket, reconnect: false });
@@ -304,3 +305,27 @@ withDaemon(
     }
   },
 );
+
+Deno.test("umad serve without --model generates the demo model into the cache dir and says it is random", async () => {
+  const cache = await Deno.makeTempDir({ prefix: "umad-llm-cache-" });
+  const d = await startLlmDaemon(["--threads", "1", "--parallel", "2"], { XDG_CACHE_HOME: cache });
+  try {
+    const client = await connect({ socket: d.socket, reconnect: false });
+    try {
+      const model = (client.hello as { model?: { name: string; random_weights: boolean } }).model;
+      assert.equal(model?.random_weights, true);
+      assert.match(model!.name, /demo/);
+      const r = await generate(client, { prompt: "Hello world", max_tokens: 4 }).complete();
+      assert.equal(r.usage.completion_tokens, 4);
+    } finally {
+      await client.close();
+    }
+    const files = [...Deno.readDirSync(`${cache}/umad`)].map((e) => e.name);
+    assert.ok(files.some((f) => f.endsWith(".gguf")), files.join());
+    assert.match(d.stderr(), /random\s+weights/);
+    assert.match(d.stderr(), /--model FILE\.gguf/);
+  } finally {
+    await d.stop();
+    await Deno.remove(cache, { recursive: true });
+  }
+});
