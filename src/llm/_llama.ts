@@ -185,7 +185,9 @@ export class LlamaModel {
    * llama.cpp does not know it), ending with the assistant's turn.
    */
   applyChatTemplate(messages: readonly { role: string; content: string }[]): string {
-    const strings = messages.flatMap((m) => [cString(m.role), cString(m.content)]);
+    // C strings end at NUL: drop NULs rather than silently cut a message short.
+    const clean = (t: string) => t.replaceAll("\0", "");
+    const strings = messages.flatMap((m) => [cString(clean(m.role)), cString(clean(m.content))]);
     const structs = new BigUint64Array(messages.length * 2);
     strings.forEach((s, i) => (structs[i] = addressOf(s)));
     const structBytes = new Uint8Array(structs.buffer);
