@@ -1,0 +1,45 @@
+import assert from "node:assert/strict";
+import { RawClient, startDaemon } from "./_daemon.ts";
+import { tinyModel } from "./llm_helpers.ts";
+
+Deno.test("SIGTERM ends open generations with eos shutdown, hangs up terminals, exits 0", async () => {
+  const d = await startDaemon(["--model", tinyModel(), "--parallel", "2", "--threads", "1"]);
+  const c = await RawClient.connect(d.socket);
+  let stopped = false;
+  try {
+    // Two running streams and one waiting for a sequence, in both codecs.
+    await c.send({ type: "generate", id: "g1", prompt: "one", max_tokens: 100_000 });
+    await c.send({ type: "generate", id: "g2", prompt: "two", max_tokens: 100_000 }, "msgpack");
+    await c.send({ type: "generate", id: "g3", prompt: "three", max_tokens: 100_000 });
+    await c.next((m) => m.id === "g1" && m.event === "token");
+    await c.next((m) => m.id === "g2" && m.event === "token");
+    const spawned = await c.request({ type: "pty.spawn", id: "s", argv: ["sleep", "60"] });
+    await c.request({ type: "pty.attach", id: "a", session: spawned.session });
+
+    const t0 = Date.now();
+    const status = await d.stop();
+    stopped = true;
+    assert.equal(status.code, 0, d.stderr());
+    assert.ok(Date.now() - t0 < 5000, "shutdown took 5 s or more");
+    for (const id of ["g1", "g2", "g3"]) {
+      const eos = await c.next((m) => m.id === id && m.event === "eos");
+      assert.equal(eos.reason, "shutdown", `${id}: ${JSON.stringify(eos)}`);
+    }
+    await c.done;
+    assert.ok(c.closed);
+    assert.throws(() => Deno.lstatSync(d.socket), Deno.errors.NotFound);
+    // The session's child was hung up and reaped along with the daemon.
+    let alive = true;
+    try {
+      Deno.statSync(`/proc/${spawned.pid}`);
+      const stat = Deno.readTextFileSync(`/proc/${spawned.pid}/stat`);
+      alive = !/\) [ZX] /.test(stat);
+    } catch {
+      alive = false;
+    }
+    assert.equal(alive, false, `session child ${spawned.pid} outlived the daemon`);
+  } finally {
+    c.close();
+    if (!stopped) await d.stop();
+  }
+});
