@@ -8,7 +8,13 @@
  * @module
  */
 import { connect } from "../src/client/client.ts";
-import { decodeBase64, type Message } from "../src/protocol/mod.ts";
+import {
+  decodeBase64,
+  decodePayload,
+  encodeMessageFrame,
+  FrameDecoder,
+  type Message,
+} from "../src/protocol/mod.ts";
 import { type PtyProcess, spawnPty } from "../src/pty/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -31,6 +37,8 @@ export interface BenchPtyOptions {
   backgroundLabel?: string;
   /** Progress lines (default: stderr). */
   log?: (line: string) => void;
+  /** Run only the echo part (skip throughput): for iterating on latency. */
+  echoOnly?: boolean;
 }
 
 interface Throughput {
@@ -266,6 +274,69 @@ async function echoUmadClient(socket: string, n: number): Promise<number[]> {
   }
 }
 
+/**
+ * Echo through the daemon with a bare `Deno.connect` client (no client library): the
+ * difference to the library row is the library's own cost, the rest is the daemon's.
+ */
+async function echoRawConn(socket: string, n: number): Promise<number[]> {
+  const conn = await Deno.connect({ transport: "unix", path: socket });
+  const dec = new FrameDecoder(64 << 20);
+  const waiters = new Map<string, (m: Message) => void>();
+  let onOutput: (m: Message) => void = () => {};
+  const buf = new Uint8Array(64 * 1024);
+  const reading = (async () => {
+    while (true) {
+      let r: number | null;
+      try {
+        r = await conn.read(buf);
+      } catch {
+        return;
+      }
+      if (r === null) return;
+      for (const payload of dec.push(buf.subarray(0, r))) {
+        const { message } = decodePayload(payload.slice());
+        const w = waiters.get(String(message.id));
+        if (message.id === "att") onOutput(message);
+        else if (w) {
+          waiters.delete(String(message.id));
+          w(message);
+        }
+      }
+    }
+  })();
+  const write = (m: Message) => conn.write(encodeMessageFrame(m, "msgpack"));
+  const request = (m: Message) =>
+    new Promise<Message>((resolve) => {
+      waiters.set(String(m.id), resolve);
+      void write(m);
+    });
+  try {
+    await request({ type: "hello", id: "h", client: "bench-pty-raw" });
+    const spawned = await request({ type: "pty.spawn", id: "s", argv: RAW_CAT });
+    const session = spawned.session as string;
+    const sig = outputSignal();
+    let text = "";
+    onOutput = (ev) => {
+      if (ev.event === "pty.output" || ev.event === "pty.snapshot") {
+        text += new TextDecoder().decode(toBytes(ev.data));
+        sig.fire();
+      }
+    };
+    void write({ type: "pty.attach", id: "att", session });
+    while (!text.includes("READY")) await sleep(10);
+    const samples = await measureEcho(
+      n,
+      (k) => void write({ type: "pty.input", session, data: k }),
+      sig.next,
+    );
+    await request({ type: "pty.kill", id: "k", session, signal: "SIGKILL" });
+    return samples;
+  } finally {
+    conn.close();
+    await reading;
+  }
+}
+
 /** Echo through a terminal client (tmux, `umad run`) running on a PTY we own. */
 async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
   const p = spawnPty({
@@ -369,93 +440,100 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
   const echo: Echo[] = [];
   const skipped: string[] = [];
   try {
-    log(`pty bench: seq 1 ${lines}, direct`);
-    const direct = await readDirect(["seq", "1", String(lines)]);
-    tput.push({ path: "direct PTY read (umad's FFI shim, in process)", ...direct });
+    if (!options.echoOnly) {
+      log(`pty bench: seq 1 ${lines}, direct`);
+      const direct = await readDirect(["seq", "1", String(lines)]);
+      tput.push({ path: "direct PTY read (umad's FFI shim, in process)", ...direct });
 
-    try {
-      log("pty bench: @lydell/node-pty");
-      const nodePty = await import("@lydell/node-pty");
-      const t0 = performance.now();
-      const p = nodePty.spawn("seq", ["1", String(lines)], {
-        cols: 80,
-        rows: 24,
-        env: baseEnv(),
-      });
-      let chars = 0;
-      p.onData((d: string) => chars += d.length);
-      await new Promise<void>((r) => p.onExit(() => r()));
+      try {
+        log("pty bench: @lydell/node-pty");
+        const nodePty = await import("@lydell/node-pty");
+        const t0 = performance.now();
+        const p = nodePty.spawn("seq", ["1", String(lines)], {
+          cols: 80,
+          rows: 24,
+          env: baseEnv(),
+        });
+        let chars = 0;
+        p.onData((d: string) => chars += d.length);
+        await new Promise<void>((r) => p.onExit(() => r()));
+        tput.push({
+          path: "@lydell/node-pty under Deno (in process)",
+          seconds: (performance.now() - t0) / 1000,
+          bytes: chars,
+        });
+      } catch (e) {
+        skipped.push(`@lydell/node-pty: ${(e as Error).message}`);
+      }
+
+      log("pty bench: umad, library client");
+      const lib = await throughUmadClient(daemon.socket, lines);
       tput.push({
-        path: "@lydell/node-pty under Deno (in process)",
-        seconds: (performance.now() - t0) / 1000,
-        bytes: chars,
+        path: "umad → one client (client library, separate process from the daemon)",
+        seconds: lib.seconds,
+        bytes: lib.bytes,
+        note: lib.snapshots > 0
+          ? `${lib.snapshots} backlog drop(s) → snapshot; ${
+            ((1 - lib.bytes / direct.bytes) * 100).toFixed(0)
+          }% of bytes skipped`
+          : "every byte delivered",
       });
-    } catch (e) {
-      skipped.push(`@lydell/node-pty: ${(e as Error).message}`);
+
+      log("pty bench: umad run in an outer terminal");
+      const cli = await throughOuterTerminal(
+        umadCli(["run", "--socket", daemon.socket, "--", "/bin/sh", "-c", seqGated]),
+      );
+      tput.push({ path: "`umad run` in an outer PTY (what a user sees)", ...cli });
+
+      if (dtach) {
+        log("pty bench: dtach");
+        const r = await throughOuterTerminal([
+          dtach,
+          "-c",
+          `${tmp}/dtach.sock`,
+          "-E",
+          "-z",
+          "-r",
+          "none",
+          "/bin/sh",
+          "-c",
+          seqGated,
+        ]);
+        tput.push({ path: "dtach -c in an outer PTY", ...r });
+      } else skipped.push("dtach: not installed");
+
+      if (tmux) {
+        log("pty bench: tmux");
+        const r = await throughOuterTerminal([
+          tmux,
+          "-S",
+          `${tmp}/tmux.sock`,
+          "-f",
+          "/dev/null",
+          "new-session",
+          "-x",
+          "80",
+          "-y",
+          "24",
+          `/bin/sh -c '${seqGated}'`,
+          ";",
+          "set",
+          "status",
+          "off",
+        ]);
+        tput.push({ path: "tmux in an outer PTY", ...r, note: "tmux redraws instead of relaying" });
+      } else skipped.push("tmux: not installed");
     }
-
-    log("pty bench: umad, library client");
-    const lib = await throughUmadClient(daemon.socket, lines);
-    tput.push({
-      path: "umad → one client (client library, separate process from the daemon)",
-      seconds: lib.seconds,
-      bytes: lib.bytes,
-      note: lib.snapshots > 0
-        ? `${lib.snapshots} backlog drop(s) → snapshot; ${
-          ((1 - lib.bytes / direct.bytes) * 100).toFixed(0)
-        }% of bytes skipped`
-        : "every byte delivered",
-    });
-
-    log("pty bench: umad run in an outer terminal");
-    const cli = await throughOuterTerminal(
-      umadCli(["run", "--socket", daemon.socket, "--", "/bin/sh", "-c", seqGated]),
-    );
-    tput.push({ path: "`umad run` in an outer PTY (what a user sees)", ...cli });
-
-    if (dtach) {
-      log("pty bench: dtach");
-      const r = await throughOuterTerminal([
-        dtach,
-        "-c",
-        `${tmp}/dtach.sock`,
-        "-E",
-        "-z",
-        "-r",
-        "none",
-        "/bin/sh",
-        "-c",
-        seqGated,
-      ]);
-      tput.push({ path: "dtach -c in an outer PTY", ...r });
-    } else skipped.push("dtach: not installed");
-
-    if (tmux) {
-      log("pty bench: tmux");
-      const r = await throughOuterTerminal([
-        tmux,
-        "-S",
-        `${tmp}/tmux.sock`,
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        `/bin/sh -c '${seqGated}'`,
-        ";",
-        "set",
-        "status",
-        "off",
-      ]);
-      tput.push({ path: "tmux in an outer PTY", ...r, note: "tmux redraws instead of relaying" });
-    } else skipped.push("tmux: not installed");
 
     log("pty bench: echo, direct");
     echo.push({ path: "direct PTY (in process)", samples: await echoDirect(n) });
     log("pty bench: echo, umad library");
     echo.push({ path: "umad, client library", samples: await echoUmadClient(daemon.socket, n) });
+    log("pty bench: echo, umad raw Deno conn");
+    echo.push({
+      path: "umad, bare Deno.connect client (no library)",
+      samples: await echoRawConn(daemon.socket, n),
+    });
     log("pty bench: echo, umad run");
     echo.push({
       path: "`umad run` in an outer PTY",
@@ -510,40 +588,42 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
 
-  programBytes = tput[0].bytes;
-  const directRate = mbps(tput[0]);
-  const tmuxRow = tput.find((t) => t.path.startsWith("tmux"));
   const out: string[] = [];
   out.push("## Terminal sessions (PTY)");
   out.push("");
-  out.push(
-    `Output throughput of \`seq 1 ${lines}\` (${
-      (tput[0].bytes / 1e6).toFixed(1)
-    } MB) at 80x24, one run, all paths in the same run on this machine ` +
-      `(${navigator.hardwareConcurrency} CPUs). Outer-PTY rows time from Enter to the ` +
-      "client's exit, so they include the client drawing everything it receives. MB/s is " +
-      "the program's output over that time; the bytes column is what reached the reader " +
-      "(tmux and a dropped umad backlog send redraws instead of every byte).",
-  );
-  out.push("");
-  out.push("| path | seconds | MB/s | × direct | bytes to the reader | note |");
-  out.push("|---|---:|---:|---:|---:|---|");
-  for (const t of tput) {
+  if (tput.length > 0) {
+    programBytes = tput[0].bytes;
+    const directRate = mbps(tput[0]);
+    const tmuxRow = tput.find((t) => t.path.startsWith("tmux"));
     out.push(
-      `| ${t.path} | ${fmt(t.seconds)} | ${fmt(mbps(t), 1)} | ${fmt(mbps(t) / directRate)} | ${
-        (t.bytes / 1e6).toFixed(1)
-      } MB | ${t.note ?? ""} |`,
-    );
-  }
-  out.push("");
-  const umadRun = tput.find((t) => t.path.startsWith("`umad run`"));
-  if (umadRun && tmuxRow) {
-    out.push(
-      `Targets: umad ≥ tmux (${fmt(umadRun.seconds)} s vs ${fmt(tmuxRow.seconds)} s), ` +
-        `≥ 0.5× direct (library client: ${fmt(mbps(tput[2]) / directRate)}×; ` +
-        `wall time to done: ${fmt(tput[0].seconds / tput[2].seconds)}×).`,
+      `Output throughput of \`seq 1 ${lines}\` (${
+        (tput[0].bytes / 1e6).toFixed(1)
+      } MB) at 80x24, one run, all paths in the same run on this machine ` +
+        `(${navigator.hardwareConcurrency} CPUs). Outer-PTY rows time from Enter to the ` +
+        "client's exit, so they include the client drawing everything it receives. MB/s is " +
+        "the program's output over that time; the bytes column is what reached the reader " +
+        "(tmux and a dropped umad backlog send redraws instead of every byte).",
     );
     out.push("");
+    out.push("| path | seconds | MB/s | × direct | bytes to the reader | note |");
+    out.push("|---|---:|---:|---:|---:|---|");
+    for (const t of tput) {
+      out.push(
+        `| ${t.path} | ${fmt(t.seconds)} | ${fmt(mbps(t), 1)} | ${fmt(mbps(t) / directRate)} | ${
+          (t.bytes / 1e6).toFixed(1)
+        } MB | ${t.note ?? ""} |`,
+      );
+    }
+    out.push("");
+    const umadRun = tput.find((t) => t.path.startsWith("`umad run`"));
+    if (umadRun && tmuxRow) {
+      out.push(
+        `Targets: umad ≥ tmux (${fmt(umadRun.seconds)} s vs ${fmt(tmuxRow.seconds)} s), ` +
+          `≥ 0.5× direct (library client: ${fmt(mbps(tput[2]) / directRate)}×; ` +
+          `wall time to done: ${fmt(tput[0].seconds / tput[2].seconds)}×).`,
+      );
+      out.push("");
+    }
   }
   out.push(
     `Keystroke echo round trip (\`stty raw -echo; cat\`), ${n} keys one after another, ms:`,
@@ -573,12 +653,25 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
 }
 
 if (import.meta.main) {
-  // deno run -A scripts/bench_pty.ts [LINES] [--llm]   (--llm: echo again under 8 streams)
-  const llm = Deno.args.includes("--llm");
-  const lines = Number(Deno.args.find((a) => !a.startsWith("--")) ?? 10_000_000);
+  // deno run -A scripts/bench_pty.ts [LINES] [--llm] [--only echo] [--samples N]
+  //   --llm: echo again under 8 streams; --only echo: skip throughput; --samples: keys
+  const args = [...Deno.args];
+  const flag = (name: string): string | undefined => {
+    const i = args.indexOf(name);
+    if (i < 0) return undefined;
+    const [, v] = args.splice(i, 2);
+    return v;
+  };
+  const only = flag("--only");
+  if (only !== undefined && only !== "echo") throw new Error(`--only: "echo" expected`);
+  const samples = flag("--samples");
+  const llm = args.includes("--llm");
+  const lines = Number(args.find((a) => !a.startsWith("--")) ?? 10_000_000);
   console.log(
     await benchPty({
       lines,
+      echoOnly: only === "echo",
+      echoSamples: samples === undefined ? undefined : Number(samples),
       ...(llm
         ? {
           daemonArgs: [],
