@@ -312,3 +312,31 @@ Deno.test("a duplicate id in flight is refused and the first request goes on", a
     await d.stop();
   }
 });
+
+Deno.test("200 concurrent clients each get every reply, in order, with none lost", async () => {
+  const d = await startDaemon();
+  const clients = await Promise.all(
+    Array.from({ length: 200 }, () => RawClient.connect(d.socket)),
+  );
+  try {
+    await Promise.all(clients.map(async (c, k) => {
+      const frames = Array.from(
+        { length: 100 },
+        (_, i) =>
+          encodeFrame(
+            encodePayload({ type: "ping", id: `${k}-${i}`, t: i }, k % 2 ? "json" : "msgpack"),
+          ),
+      );
+      for (const f of frames) await c.writeRaw(f);
+      for (let i = 0; i < 100; i++) {
+        const m = await c.next();
+        assert.deepEqual(m, { event: "pong", id: `${k}-${i}`, t: i });
+      }
+    }));
+    const m = await clients[0].request({ type: "metrics", id: "m" });
+    assert.equal((m.metrics as Record<string, Record<string, number>>).connections.now, 200);
+  } finally {
+    for (const c of clients) c.close();
+    await d.stop();
+  }
+});
