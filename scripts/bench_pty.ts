@@ -580,11 +580,14 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
     }
   } finally {
     await daemon.stop();
-    await new Deno.Command(tmux ?? "true", {
-      args: tmux ? ["-S", `${tmp}/tmux.sock`, "kill-server"] : [],
-      stderr: "null",
-      stdout: "null",
-    }).output().catch(() => {});
+    // Both tmux servers (throughput and echo): killing a client leaves its server.
+    for (const sock of ["tmux.sock", "tmux-echo.sock"]) {
+      await new Deno.Command(tmux ?? "true", {
+        args: tmux ? ["-S", `${tmp}/${sock}`, "kill-server"] : [],
+        stderr: "null",
+        stdout: "null",
+      }).output().catch(() => {});
+    }
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
 
