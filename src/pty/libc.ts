@@ -97,6 +97,21 @@ const SYMBOLS = {
   tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   // int eventfd(unsigned int initval, int flags);  (Linux; elsewhere a pipe wakes the poller)
   eventfd: { parameters: ["u32", "i32"], result: "i32", optional: true },
+  // int epoll_create1(int flags);  (Linux)
+  epoll_create1: { parameters: ["i32"], result: "i32", optional: true },
+  // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);  (Linux)
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32", optional: true },
+  // int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
+  // blocking: run off-thread  (Linux)
+  epoll_wait: {
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+    optional: true,
+  },
+  // int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo,
+  //           const sigset_t *sigmask);  (Linux; a sub-millisecond wait on the event loop)
+  ppoll: { parameters: ["buffer", "u64", "buffer", "buffer"], result: "i32", optional: true },
   // int pipe(int pipefd[2]);
   pipe: { parameters: ["buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -140,6 +155,12 @@ export const C = Deno.build.os === "darwin"
     POLLNVAL: 0x20,
     EFD_CLOEXEC: 0,
     EFD_NONBLOCK: 0,
+    EPOLL_CLOEXEC: 0, // no epoll on macOS: the poll() poller is used
+    EPOLL_CTL_ADD: 0,
+    EPOLL_CTL_DEL: 0,
+    EPOLL_CTL_MOD: 0,
+    EPOLLONESHOT: 0,
+    EPOLL_EVENT_BYTES: 0,
     SIGSET_BYTES: 4,
     FILE_ACTIONS_BYTES: 8,
     SPAWNATTR_BYTES: 8,
@@ -170,6 +191,13 @@ export const C = Deno.build.os === "darwin"
     POLLNVAL: 0x20,
     EFD_CLOEXEC: 0x80000,
     EFD_NONBLOCK: 0x800,
+    EPOLL_CLOEXEC: 0x80000,
+    EPOLL_CTL_ADD: 1,
+    EPOLL_CTL_DEL: 2,
+    EPOLL_CTL_MOD: 3,
+    EPOLLONESHOT: 1 << 30,
+    // struct epoll_event { uint32_t events; uint64_t data; }: packed on x86_64 only.
+    EPOLL_EVENT_BYTES: Deno.build.arch === "x86_64" ? 12 : 16,
     SIGSET_BYTES: 128,
     FILE_ACTIONS_BYTES: 80,
     SPAWNATTR_BYTES: 336,

@@ -51,15 +51,30 @@ const EXIT_MAX_DRAIN_MS = 3000;
 const scratch = new Uint8Array(CHUNK_BYTES);
 
 /**
- * After a keystroke-sized write, watch the master for its echo for a moment on the
- * event loop itself: the echo usually comes back within tens of µs, and reading it here
- * saves the poll thread's wake-up hop. Capped per call and in CPU per second.
+ * After a keystroke-sized write, the event loop waits for the echo itself, asleep in
+ * `ppoll` (no CPU burnt, so the program gets it), with the poll thread told to leave the
+ * fd alone meanwhile: the echo then costs one wake-up, not two. Bounded per write; a
+ * program that does not echo (a password prompt) is stopped being waited for after a few
+ * misses, and misses are capped in wall time per second across all sessions.
  */
-const ECHO_SPIN_MAX_INPUT = 64;
-const ECHO_SPIN_MS = 0.25;
-const ECHO_SPIN_BUDGET_MS_PER_S = 50;
-let spinWindowStart = 0;
-let spinUsed = 0;
+const ECHO_WAIT_MAX_INPUT = 64;
+const ECHO_WAIT_US = 500;
+const ECHO_MISS_BUDGET_MS_PER_S = 20;
+/** After this many misses in a row a session is waited for only on every 16th write. */
+const ECHO_MISS_STREAK = 3;
+let missWindowStart = 0;
+let missUsed = 0;
+const echoTimeout = new BigInt64Array([0n, BigInt(ECHO_WAIT_US * 1000)]);
+const echoTimeoutBytes = new Uint8Array(echoTimeout.buffer);
+
+function echoWaitAllowed(): boolean {
+  const now = performance.now();
+  if (now - missWindowStart > 1000) {
+    missWindowStart = now;
+    missUsed = 0;
+  }
+  return missUsed < ECHO_MISS_BUDGET_MS_PER_S;
+}
 
 /**
  * One program on a pseudo-terminal: the master fd (non-blocking, read by the shared
@@ -84,6 +99,9 @@ export class PtyProcess implements PollTarget {
   #maxTimer: ReturnType<typeof setTimeout> | undefined;
   #cols: number;
   #rows: number;
+  #echoMisses = 0;
+  #echoSkips = 0;
+  #pfd: Uint8Array | undefined;
 
   constructor(fd: number, pid: number, cols: number, rows: number) {
     this.fd = fd;
@@ -119,14 +137,14 @@ export class PtyProcess implements PollTarget {
   pause(): void {
     if (this.#paused) return;
     this.#paused = true;
-    poller.changed();
+    poller.changed(this);
   }
   /** Reads output again. */
   resume(): void {
     if (!this.#paused) return;
     this.#paused = false;
     if (this.#closed) return;
-    poller.changed();
+    poller.changed(this);
     if (this.#status !== undefined) this.#armQuiet(false);
   }
 
@@ -135,15 +153,18 @@ export class PtyProcess implements PollTarget {
     if (this.#closed || this.#hungUp) return true; // nobody reads it any more
     if (this.#queuedBytes + data.length > MAX_WRITE_QUEUE) return false;
     if (this.#writeQueue.length === 0) {
+      const wait = data.length <= ECHO_WAIT_MAX_INPUT && this.#shouldWaitForEcho();
+      const held = wait && poller.hold(this);
       const n = this.#writeSome(data);
       if (n === data.length) {
-        if (data.length <= ECHO_SPIN_MAX_INPUT && !this.#paused) this.#spinForEcho();
+        if (wait) this.#waitForEcho();
+        if (held) poller.changed(this); // watch again; reports what came in meanwhile
         return true;
       }
       data = data.subarray(Math.max(0, n));
       this.#writeQueue.push(data.slice());
       this.#queuedBytes += data.length;
-      poller.changed();
+      poller.changed(this);
       return true;
     }
     this.#writeQueue.push(data.slice());
@@ -204,25 +225,28 @@ export class PtyProcess implements PollTarget {
     this.#maybeFinish();
   }
 
-  #spinForEcho(): void {
-    const t0 = performance.now();
-    if (t0 - spinWindowStart > 1000) {
-      spinWindowStart = t0;
-      spinUsed = 0;
-    }
-    if (spinUsed >= ECHO_SPIN_BUDGET_MS_PER_S) return;
+  #shouldWaitForEcho(): boolean {
+    if (this.#paused || this.#status !== undefined || !echoWaitAllowed()) return false;
+    if (this.#echoMisses < ECHO_MISS_STREAK) return true;
+    return ++this.#echoSkips % 16 === 0; // look again now and then
+  }
+
+  /** Waits (bounded, asleep) for output after a keystroke and reads it here. */
+  #waitForEcho(): void {
     const lib = libc();
-    const pfd = new Int32Array([this.fd, C.POLLIN]);
-    const pfdBytes = new Uint8Array(pfd.buffer);
-    let t = t0;
-    while (t - t0 < ECHO_SPIN_MS) {
-      if (lib.poll_now(pfdBytes, 1n, 0) > 0) {
-        this.#readAvailable();
-        break;
-      }
-      t = performance.now();
+    // struct pollfd { int fd; short events; short revents; }
+    this.#pfd ??= new Uint8Array(new Int32Array([this.fd, C.POLLIN]).buffer);
+    const t0 = performance.now();
+    const r = lib.ppoll !== null
+      ? lib.ppoll(this.#pfd, 1n, echoTimeoutBytes, null)
+      : lib.poll_now(this.#pfd, 1n, 1);
+    if (r > 0) {
+      this.#echoMisses = 0;
+      this.#readAvailable();
+    } else {
+      this.#echoMisses++;
+      missUsed += performance.now() - t0;
     }
-    spinUsed += performance.now() - t0;
   }
 
   #writeSome(data: Uint8Array): number {
@@ -247,7 +271,7 @@ export class PtyProcess implements PollTarget {
         break;
       }
     }
-    if (this.#writeQueue.length === 0) poller.changed();
+    if (this.#writeQueue.length === 0) poller.changed(this);
   }
 
   #readAvailable(): void {
