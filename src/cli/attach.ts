@@ -114,7 +114,12 @@ export async function attachTerminal(
       const chunk = buf.subarray(0, n);
       const k = chunk.indexOf(DETACH_KEY);
       const keys = k >= 0 ? chunk.subarray(0, k) : chunk;
-      if (!readonly && keys.length > 0 && end === undefined) term.write(keys.slice());
+      if (!readonly && keys.length > 0 && end === undefined) {
+        term.write(keys.slice());
+        // Let the client's flush (a microtask) send the keys before the next read is
+        // issued: that read wakes a blocking-pool thread, which would otherwise come first.
+        await Promise.resolve();
+      }
       if (k >= 0) break;
     }
     if (end === undefined) {
