@@ -17,6 +17,14 @@ const AGG_TOKENS = 48;
 const STREAM_COUNTS = [1, 4, 8, 16];
 const STORM_SECONDS = 8;
 
+/** Parts to run: `--only storm` or `--only throughput` while iterating (default: all). */
+const ONLY = (() => {
+  const i = Deno.args.indexOf("--only");
+  return import.meta.main && i >= 0 ? Deno.args[i + 1] : null;
+})();
+const RUN_THROUGHPUT = ONLY === null || ONLY === "throughput";
+const RUN_STORM = ONLY === null || ONLY === "storm";
+
 function log(msg: string) {
   console.error(`bench llm: ${msg}`);
 }
@@ -169,12 +177,14 @@ async function benchUmad(model: string): Promise<UmadResults> {
   const client = await connect({ socket: d.socket, reconnect: false });
   try {
     await runStream(client, "warm up", 16);
-    log("single stream");
-    const single = await runStream(client, promptOf(8, 1), SINGLE_TOKENS);
-    const singleDecode = (single.tokens - 1) / ((single.times.at(-1)! - single.times[0]) / 1000);
-
+    let singleDecode = NaN;
     const aggregate = new Map<number, number>();
-    for (const n of STREAM_COUNTS) {
+    if (RUN_THROUGHPUT) {
+      log("single stream");
+      const single = await runStream(client, promptOf(8, 1), SINGLE_TOKENS);
+      singleDecode = (single.tokens - 1) / ((single.times.at(-1)! - single.times[0]) / 1000);
+    }
+    for (const n of RUN_THROUGHPUT ? STREAM_COUNTS : []) {
       log(`${n} streams`);
       const t0 = performance.now();
       const runs = await Promise.all(
@@ -228,8 +238,9 @@ async function benchUmad(model: string): Promise<UmadResults> {
       await Promise.all(streams);
       return { gaps, ttfts, promptTokens, pings };
     };
-    const quiet = await phase(false);
-    const storm = await phase(true);
+    const none = { gaps: [], ttfts: [], promptTokens: 0, pings: [] };
+    const quiet = RUN_STORM ? await phase(false) : none;
+    const storm = RUN_STORM ? await phase(true) : none;
     return {
       singleDecode,
       aggregate,
@@ -415,6 +426,16 @@ export async function benchLlm(): Promise<string> {
   const modelPath = ensureSyntheticModel(BENCH_MODEL);
   // Raw loops before and after umad; the better of the two is the baseline (the machine
   // is shared, so load varies over the run).
+  if (!RUN_THROUGHPUT) {
+    const u = await benchUmad(modelPath);
+    const q = (xs: number[], p: number) => fmt(pct(xs, p), 1);
+    return [
+      `storm only: ITL ms quiet p50 ${q(u.itlQuiet, 0.5)} p99 ${q(u.itlQuiet, 0.99)}; storm p50 ` +
+      `${q(u.itlStorm, 0.5)} p99 ${q(u.itlStorm, 0.99)}; p99 ratio ` +
+      `${fmt(pct(u.itlStorm, 0.99) / pct(u.itlQuiet, 0.99), 2)}; TTFT ms ` +
+      u.stormTtft.map((t) => Math.round(t)).join(", "),
+    ].join("\n");
+  }
   log("raw llama.cpp loops");
   const rawBefore = benchRaw(modelPath);
   const umad = await benchUmad(modelPath);
@@ -429,7 +450,7 @@ export async function benchLlm(): Promise<string> {
       ) => [n, Math.max(rawBefore.aggregate.get(n)!, rawAfter.aggregate.get(n)!)]),
     ),
   };
-  const nlc = await benchNodeLlamaCpp(modelPath);
+  const nlc = ONLY ? "skipped (--only)" : await benchNodeLlamaCpp(modelPath);
 
   const r1 = (x: number) => fmt(x, 1);
   const r2 = (x: number) => fmt(x, 2);
@@ -494,8 +515,11 @@ export async function benchLlm(): Promise<string> {
     "",
     `p99 ratio: ${r2(s99 / q99)}× (target ≤ 1.5×). Time to first token of those prompts: ` +
       `${umad.stormTtft.map((t) => `${Math.round(t)} ms`).join(", ")} — prompts are cut into ` +
-      "chunks sized by a time budget (40% of a decode step), so they wait rather than stall " +
-      "the streams.",
+      "chunks sized by a time budget: 50% of a decode step, raised to 100% while a prompt " +
+      "has waited over 1 s (arriving prompts here exceed what a 50% budget processes: each " +
+      "prompt pass is a separate pass over the weights that costs ~30-40% of a decode step " +
+      "before its first token, since mixing prompt rows into the decode call would need a " +
+      "unified KV cache, whose cell placement breaks batch invariance).",
     "",
     "### Control channel while 8 streams decode",
     "",

@@ -14,6 +14,17 @@
  * - every row of the decode call asks for logits, so the output matmul has ≥ 2 rows;
  * - prompt chunks stay under 64 tokens: from 64 query rows on, the CPU flash-attention
  *   kernel switches to a tiled path that rounds differently.
+ *
+ * Why prompt chunks are not rows of the decode call: with one KV stream per sequence
+ * llama.cpp splits a batch into ubatches of equal tokens per sequence (split_equal), so a
+ * chunk beside 1-token decode rows becomes a second ubatch, a second pass anyway. Mixing
+ * needs kv_unified=true (split_simple), but there a sequence's cells go wherever
+ * find_slot finds room (seq_rm moves the head back into holes left by ended streams),
+ * and the CPU flash-attention kernel accumulates its online softmax in cell order: the
+ * same sequence would round differently depending on its neighbours' history. Keeping
+ * invariance would need ended streams' cells kept occupied (moved to a garbage sequence)
+ * plus compaction through llama_state_seq_get/set_data, and the unified cache makes
+ * every row scan all cells (measured ~25% slower 8-row decodes at 700-token contexts).
  */
 import { Batch, LlamaContext, LlamaModel, Sampler } from "./_llama.ts";
 import type { NativeLibs } from "./_ffi.ts";
@@ -36,6 +47,26 @@ import {
 /** Largest prompt chunk: from 64 rows on, flash attention takes a path with other rounding. */
 export const MAX_CHUNK = 63;
 
+/**
+ * Prompt backlog: a prompt that has waited longer than BACKLOG_GRACE_MS raises the
+ * prefill share of a step linearly from the configured ratio to BACKLOG_MAX_RATIO over
+ * BACKLOG_RAMP_MS. A prompt pass is its own pass over the weights (~30-40% of an 8-row
+ * decode step before its first token), so under a fixed 40-50% guard only 1-3 prompt
+ * tokens fit per step (~60-100 tok/s here): prompts arriving faster than that would wait
+ * without bound. Past the grace period decoding streams slow down (at most 1 + max ratio,
+ * i.e. 2x) so that queued prompts get through.
+ */
+export const BACKLOG_GRACE_MS = 1000;
+export const BACKLOG_RAMP_MS = 2000;
+export const BACKLOG_MAX_RATIO = 1.0;
+
+/** The prefill share of a step when the oldest waiting prompt has waited `waitMs`. */
+export function prefillShare(base: number, waitMs: number): number {
+  if (waitMs <= BACKLOG_GRACE_MS || base >= BACKLOG_MAX_RATIO) return base;
+  const f = Math.min(1, (waitMs - BACKLOG_GRACE_MS) / BACKLOG_RAMP_MS);
+  return base + f * (BACKLOG_MAX_RATIO - base);
+}
+
 type EndReason = "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
 
 /** One stream holding a sequence. */
@@ -51,6 +82,8 @@ class Seq {
   /** The token the next decode row feeds (last prompt token, then each sampled one). */
   next: number;
   generated = 0;
+  /** When the stream started waiting for its prompt to be processed (ms). */
+  readonly queuedAt = performance.now();
   constructor(
     slot: number,
     rid: number,
@@ -450,7 +483,10 @@ export class Engine {
     if (this.#prefillQueue.length === 0) return 0;
     let budget: number;
     if (decoded && this.#chunkCost.ready) {
-      budget = this.#chunkCost.tokensWithin(this.#o.prefillRatio * this.#decodeMs.value);
+      let oldest = Infinity;
+      for (const s of this.#prefillQueue) oldest = Math.min(oldest, s.queuedAt);
+      const share = prefillShare(this.#o.prefillRatio, performance.now() - oldest);
+      budget = this.#chunkCost.tokensWithin(share * this.#decodeMs.value);
       budget = Math.max(2, Math.min(this.#batch.capacity, budget));
     } else if (decoded) {
       budget = 4; // first measurement

@@ -50,7 +50,10 @@ export interface LlmServiceOptions {
   threads?: number;
   /** Requests that may wait for a stream before `E_BUSY` (default 64). */
   queue?: number;
-  /** Share of a decode step's time prompt chunks may add (default 0.4). */
+  /**
+   * Share of a decode step's time prompt chunks may add (default 0.5: inter-token
+   * latency ≤ 1.5x); raised up to 1.0 while a prompt has waited over a second.
+   */
   prefillRatio?: number;
   /**
    * Nice increment of the decode threads (default 5; Linux), so pings and terminal
@@ -600,7 +603,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
         threads: options.threads ?? 0,
         control,
         abort,
-        prefillRatio: options.prefillRatio ?? 0.4,
+        prefillRatio: options.prefillRatio ?? 0.5,
         nice: options.nice ?? 5,
       } satisfies ToEngine,
     );
