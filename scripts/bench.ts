@@ -27,8 +27,16 @@ if (only.has("server")) {
 }
 if (only.has("pty")) {
   console.error("bench: terminals");
-  const { benchPty } = await import("./bench_pty.ts");
-  sections.push(await benchPty());
+  const { benchPty, llmDecodeLoad } = await import("./bench_pty.ts");
+  // The daemon has its (demo) model loaded so the echo can be measured again while 8
+  // streams decode beside it.
+  sections.push(
+    await benchPty({
+      daemonArgs: [],
+      backgroundLoad: llmDecodeLoad(8),
+      backgroundLabel: "8 LLM streams decode (demo model)",
+    }),
+  );
 }
 if (only.has("llm")) {
   console.error("bench: llm");

@@ -3,7 +3,15 @@ import { createLogger } from "../server/log.ts";
 import { Server, SERVER_DEFAULTS } from "../server/server.ts";
 import type { Service } from "../server/service.ts";
 import { ConfigError, prepareSocketDir, resolveSocketPath } from "../server/socket_path.ts";
-import { intOption, parse, UsageError } from "./_args.ts";
+import { intOption, numberOption, parse, UsageError } from "./_args.ts";
+
+function ratioOption(name: string, value: string | undefined): number | undefined {
+  const r = numberOption(name, value);
+  if (r !== undefined && !(r > 0 && r <= 4)) {
+    throw new UsageError(`--${name} must be above 0 and at most 4, got "${value}"`);
+  }
+  return r;
+}
 
 export const SERVE_HELP = `umad serve — run the daemon
 
@@ -30,6 +38,11 @@ Model (llama.cpp):
   --parallel N         sequences decoded together (default 8)
   --threads N          CPU threads (default: the CPUs this process may use)
   --queue N            generate requests waiting for a sequence before E_BUSY
+  --prefill-ratio R    share of a decode step that prompt chunks may add (default 0.4:
+                       inter-token latency stays within ~1.5x while prompts arrive)
+  --prefill-max-ratio R  raise that share up to R while a prompt has waited over 1 s
+                       (default: no raise); trades inter-token latency for time to
+                       first token under a storm of long prompts
 
 Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
@@ -49,6 +62,8 @@ export interface ServeConfig {
   parallel?: number;
   threads?: number;
   queue?: number;
+  prefillRatio?: number;
+  prefillMaxRatio?: number;
   exitedTtlMs?: number;
   scrollback?: number;
 }
@@ -77,6 +92,8 @@ export async function serveCommand(
     parallel: { type: "string" },
     threads: { type: "string" },
     queue: { type: "string" },
+    "prefill-ratio": { type: "string" },
+    "prefill-max-ratio": { type: "string" },
     "exited-ttl": { type: "string" },
     scrollback: { type: "string" },
   }, false);
@@ -109,6 +126,8 @@ export async function serveCommand(
     parallel: intOption("parallel", values.parallel, { min: 1, max: 256 }),
     threads: intOption("threads", values.threads, { min: 1, max: 1024 }),
     queue: intOption("queue", values.queue),
+    prefillRatio: ratioOption("prefill-ratio", values["prefill-ratio"]),
+    prefillMaxRatio: ratioOption("prefill-max-ratio", values["prefill-max-ratio"]),
     exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),
     scrollback: intOption("scrollback", values.scrollback),
   };

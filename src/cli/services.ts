@@ -21,6 +21,8 @@ export async function defaultServices(config: ServeConfig): Promise<Service[]> {
         parallel: config.parallel,
         threads: config.threads,
         queue: config.queue,
+        prefillRatio: config.prefillRatio,
+        prefillMaxRatio: config.prefillMaxRatio,
         log: config.log,
       }),
     );

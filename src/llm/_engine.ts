@@ -48,23 +48,23 @@ import {
 export const MAX_CHUNK = 63;
 
 /**
- * Prompt backlog: a prompt that has waited longer than BACKLOG_GRACE_MS raises the
- * prefill share of a step linearly from the configured ratio to BACKLOG_MAX_RATIO over
- * BACKLOG_RAMP_MS. A prompt pass is its own pass over the weights (~30-40% of an 8-row
+ * Prompt backlog (opt-in, `--prefill-max-ratio`): a prompt that has waited longer than
+ * BACKLOG_GRACE_MS raises the prefill share of a step linearly from the configured ratio
+ * to the configured maximum over BACKLOG_RAMP_MS. Off by default (maximum = ratio), since
+ * it trades the inter-token latency guard for time to first token. A prompt pass is its own pass over the weights (~30-40% of an 8-row
  * decode step before its first token), so under a fixed 40-50% guard only 1-3 prompt
  * tokens fit per step (~60-100 tok/s here): prompts arriving faster than that would wait
  * without bound. Past the grace period decoding streams slow down (at most 1 + max ratio,
- * i.e. 2x) so that queued prompts get through.
+ * i.e. 1 + maximum) so that queued prompts get through.
  */
 export const BACKLOG_GRACE_MS = 1000;
 export const BACKLOG_RAMP_MS = 2000;
-export const BACKLOG_MAX_RATIO = 1.0;
 
 /** The prefill share of a step when the oldest waiting prompt has waited `waitMs`. */
-export function prefillShare(base: number, waitMs: number): number {
-  if (waitMs <= BACKLOG_GRACE_MS || base >= BACKLOG_MAX_RATIO) return base;
+export function prefillShare(base: number, max: number, waitMs: number): number {
+  if (waitMs <= BACKLOG_GRACE_MS || base >= max) return base;
   const f = Math.min(1, (waitMs - BACKLOG_GRACE_MS) / BACKLOG_RAMP_MS);
-  return base + f * (BACKLOG_MAX_RATIO - base);
+  return base + f * (max - base);
 }
 
 type EndReason = "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
@@ -114,6 +114,8 @@ export interface EngineOptions {
   control: Int32Array;
   abort: Uint8Array;
   prefillRatio: number;
+  /** Largest prefill share while prompts wait (== prefillRatio: no ramp). */
+  prefillMaxRatio: number;
   log: (level: "info" | "warn" | "error", message: string) => void;
   emit: (events: StreamEvent[], stats?: StepStats) => void;
 }
@@ -485,7 +487,11 @@ export class Engine {
     if (decoded && this.#chunkCost.ready) {
       let oldest = Infinity;
       for (const s of this.#prefillQueue) oldest = Math.min(oldest, s.queuedAt);
-      const share = prefillShare(this.#o.prefillRatio, performance.now() - oldest);
+      const share = prefillShare(
+        this.#o.prefillRatio,
+        this.#o.prefillMaxRatio,
+        performance.now() - oldest,
+      );
       budget = this.#chunkCost.tokensWithin(share * this.#decodeMs.value);
       budget = Math.max(2, Math.min(this.#batch.capacity, budget));
     } else if (decoded) {

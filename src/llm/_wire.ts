@@ -38,6 +38,8 @@ export interface EngineInit {
   abort: SharedArrayBuffer;
   /** Fraction of a decode step's time that prompt chunks may add (latency guard). */
   prefillRatio: number;
+  /** Largest share while prompts wait over a second (== prefillRatio: no ramp). */
+  prefillMaxRatio: number;
   /** Nice increment of the decode threads (Linux), so the event loop preempts them. */
   nice: number;
 }

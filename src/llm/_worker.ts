@@ -45,6 +45,7 @@ function init(msg: EngineInit) {
     control: new Int32Array(msg.control),
     abort: new Uint8Array(msg.abort),
     prefillRatio: msg.prefillRatio,
+    prefillMaxRatio: msg.prefillMaxRatio,
     log,
     emit: (events, stats) => post({ op: "events", events, stats }),
   });

@@ -51,10 +51,15 @@ export interface LlmServiceOptions {
   /** Requests that may wait for a stream before `E_BUSY` (default 64). */
   queue?: number;
   /**
-   * Share of a decode step's time prompt chunks may add (default 0.5: inter-token
-   * latency ≤ 1.5x); raised up to 1.0 while a prompt has waited over a second.
+   * Share of a decode step's time prompt chunks may add (default 0.4: the latency
+   * guard that keeps inter-token p99 within 1.5x while prompts arrive).
    */
   prefillRatio?: number;
+  /**
+   * Raise the prompt share up to this while a prompt has waited over a second
+   * (default: no raise). Trades inter-token latency for time to first token.
+   */
+  prefillMaxRatio?: number;
   /**
    * Nice increment of the decode threads (default 5; Linux), so pings and terminal
    * traffic get the CPU at once while the model works. 0 leaves them at the daemon's.
@@ -83,6 +88,7 @@ export const GENERATE_DEFAULTS = {
 } as const;
 
 const DEFAULT_PARALLEL = 8;
+const DEFAULT_PREFILL_RATIO = 0.4;
 const DEFAULT_CTX_PER_STREAM = 1024;
 const DEFAULT_QUEUE = 64;
 
@@ -554,6 +560,7 @@ function paramsOf(r: GenerateRequest): GenerateParams {
  */
 export async function createLlmService(options: LlmServiceOptions = {}): Promise<LlmService> {
   const log = options.log ?? (() => {});
+  const prefillRatio = options.prefillRatio ?? DEFAULT_PREFILL_RATIO;
   const parallel = options.parallel ?? DEFAULT_PARALLEL;
   if (!(Number.isInteger(parallel) && parallel >= 1 && parallel <= 256)) {
     throw new RangeError(`parallel must be an integer from 1 to 256, got ${parallel}`);
@@ -603,7 +610,8 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
         threads: options.threads ?? 0,
         control,
         abort,
-        prefillRatio: options.prefillRatio ?? 0.5,
+        prefillRatio,
+        prefillMaxRatio: Math.max(prefillRatio, options.prefillMaxRatio ?? prefillRatio),
         nice: options.nice ?? 5,
       } satisfies ToEngine,
     );
