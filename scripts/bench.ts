@@ -57,4 +57,6 @@ const doc = [
   ...sections,
 ].join("\n");
 Deno.writeTextFileSync(outPath, doc.endsWith("\n") ? doc : doc + "\n");
+// Keep the generated file as `deno fmt --check` wants it.
+await new Deno.Command(Deno.execPath(), { args: ["fmt", "-q", outPath] }).output();
 console.log(doc);
