@@ -5,6 +5,7 @@
  * @module
  */
 import type { Message } from "../protocol/codec.ts";
+import type { GenerateRequest } from "../protocol/messages.ts";
 import type { Client } from "./client.ts";
 import type { EventStream } from "./event_stream.ts";
 
@@ -19,22 +20,12 @@ export interface Usage {
   total_ms: number;
 }
 
-/** Parameters of a `generate` request (PROTOCOL.md). */
-export interface GenerateParams {
-  prompt?: string;
-  messages?: { role: string; content: string }[];
-  max_tokens?: number;
-  temperature?: number;
-  top_k?: number;
-  top_p?: number;
-  min_p?: number;
-  repeat_penalty?: number;
-  seed?: number;
-  stop?: string[];
-  /** Default true: `token` events then `eos`; false: one `result`. */
-  stream?: boolean;
-  priority?: "interactive" | "batch";
-}
+/**
+ * Parameters of a `generate` request (PROTOCOL.md): the validated request's fields,
+ * all optional here (`stream` defaults to true: `token` events then `eos`; false: one
+ * `result`).
+ */
+export type GenerateParams = Partial<Omit<GenerateRequest, "type" | "id">>;
 
 /** One event of a generation. */
 export type GenerateEvent =
