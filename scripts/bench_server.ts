@@ -75,6 +75,41 @@ async function paced(
   return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), count: lat.length, errors };
 }
 
+/**
+ * One probe client measuring round trips (a ping every 2 ms) while `clients - 1` other
+ * clients, in a separate process, each ping every `everyMs`.
+ */
+async function probeUnderLoad(
+  path: string,
+  clients: number,
+  everyMs: number,
+  ms: number,
+): Promise<{ p50: number; p99: number; count: number }> {
+  const load = spawnDeno([
+    "run",
+    "-A",
+    `${ROOT}scripts/ping_load.ts`,
+    path,
+    String(clients - 1),
+    String(everyMs),
+    String(ms + 1000),
+  ]);
+  try {
+    await new Promise((r) => setTimeout(r, 500)); // the load's clients are connected
+    const probe = await PingConn.open(path);
+    const lat: number[] = [];
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      lat.push(await probe.ping());
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    probe.close();
+    return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), count: lat.length };
+  } finally {
+    await load.status;
+  }
+}
+
 /** Runs the server benchmarks; returns a Markdown section. */
 export async function benchServer(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "umad-bench-" });
@@ -153,6 +188,19 @@ export async function benchServer(): Promise<string> {
       "|---|---|---|---|---|",
       `| bare echo | ${pb.count} | ${fmt(pb.p50)} | ${fmt(pb.p99)} | ${pb.errors} |`,
       `| umad | ${pu.count} | ${fmt(pu.p50)} | ${fmt(pu.p99)} | ${pu.errors} |`,
+    );
+    const qu = await probeUnderLoad(umadSock, 100, 20, 5000);
+    const qb = await probeUnderLoad(echoSock, 100, 20, 5000);
+    lines.push(
+      "",
+      "The same load from 99 clients in a separate process, measured by one more client",
+      "(a ping every 2 ms) in this process, so the load generator's own event loop is not",
+      "in the figures:",
+      "",
+      "| server | probe pings | p50 ms | p99 ms |",
+      "|---|---|---|---|",
+      `| bare echo | ${qb.count} | ${fmt(qb.p50)} | ${fmt(qb.p99)} |`,
+      `| umad | ${qu.count} | ${fmt(qu.p50)} | ${fmt(qu.p99)} |`,
     );
     lines.push(
       "",
