@@ -21,17 +21,6 @@ function log(level: "info" | "warn" | "error", message: string) {
   post({ op: "log", level, message });
 }
 
-/** Yields to the event loop (a macrotask, without timer clamping). */
-const channel = new MessageChannel();
-let yielded: (() => void) | null = null;
-channel.port1.onmessage = () => yielded?.();
-function yieldTurn(): Promise<void> {
-  return new Promise((resolve) => {
-    yielded = resolve;
-    channel.port2.postMessage(0);
-  });
-}
-
 function init(msg: EngineInit) {
   const libs = openLibraries(findLibDir(msg.libDir));
   const threads = msg.threads > 0 ? msg.threads : availableCpus(libs);
@@ -86,14 +75,20 @@ self.onmessage = (e: MessageEvent<ToEngine>) => {
 };
 
 /**
- * Lets messages from the main thread in. A MessageChannel turn is cheap but, in a loop
- * of synchronous steps, Deno never delivers the worker's own messages during it; a timer
- * turn does. The main thread counts what it posted, so timers run only when needed.
+ * True when the main thread has posted a message this worker has not received yet.
+ * Deno delivers a worker's messages only in a timer turn (a MessageChannel turn is not
+ * enough in a loop of synchronous steps), and a turn costs ~0.1 ms, so a busy engine
+ * takes one only when the main thread's post counter says something waits; cancel and
+ * pause flags are read from shared memory without any turn.
  */
-async function yieldToMessages() {
-  const mail = control ? ctrlWord(control, CTRL_MAIL) : -1;
-  if (mail < 0 || Atomics.load(control!, mail) === received) return yieldTurn();
-  for (let i = 0; i < 50 && Atomics.load(control!, mail) !== received; i++) {
+function mailWaiting(): boolean {
+  if (!control) return true;
+  return Atomics.load(control, ctrlWord(control, CTRL_MAIL)) !== received;
+}
+
+/** Lets the waiting messages in (a few timer turns at most). */
+async function receiveMail() {
+  for (let i = 0; i < 50 && mailWaiting(); i++) {
     await new Promise((r) => setTimeout(r, 0));
   }
 }
@@ -104,7 +99,7 @@ async function loop() {
     if (closing) break;
     if (engine && engine.busy) {
       engine.step();
-      await yieldToMessages();
+      if (mailWaiting()) await receiveMail();
       continue;
     }
     await new Promise<void>((resolve) => (wake = resolve));
