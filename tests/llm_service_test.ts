@@ -6,6 +6,9 @@ import assert from "node:assert/strict";
 import { DEMO_MODEL } from "../src/llm/mod.ts";
 import { type FakeStream, generate, tinyModel, tinyService } from "./llm_helpers.ts";
 
+// Streams meant to run until cancelled, disconnected or out of context use these
+// prompts greedily (temperature 0): on the tiny model their greedy trajectories run
+// thousands of tokens without an end-of-generation token, so no test depends on luck.
 const PROMPTS = [
   "Hello world, the quick brown fox",
   "function return const let",
@@ -224,7 +227,7 @@ Deno.test("a disconnect mid-stream frees the sequence for the request waiting in
 
 Deno.test("a full queue answers E_BUSY and a cancelled waiting request leaves the queue", async () => {
   await using llm = await tinyService({ parallel: 1, queue: 1, ctx: 2048 });
-  const a = await generate(llm, { prompt: PROMPTS[0], max_tokens: 1500 });
+  const a = await generate(llm, { prompt: PROMPTS[0], max_tokens: 1500, temperature: 0 });
   const b = await generate(llm, { prompt: PROMPTS[1], max_tokens: 2 });
   const c = await generate(llm, { prompt: PROMPTS[2], max_tokens: 2 });
   assert.equal(c.failure?.code, "E_BUSY");
@@ -254,7 +257,7 @@ Deno.test("a prompt longer than a stream's context gets E_LIMIT_PROMPT_TOO_LARGE
 
 Deno.test("a stream that reaches its context ends with eos length", async () => {
   await using llm = await tinyService({ parallel: 2, ctx: 512 });
-  const s = await generate(llm, { prompt: PROMPTS[0], max_tokens: 100000 });
+  const s = await generate(llm, { prompt: PROMPTS[0], max_tokens: 100000, temperature: 0 });
   await s.done();
   const eos = s.last().fields as { reason: string; usage: { prompt_tokens: number } };
   assert.equal(eos.reason, "length");
@@ -318,7 +321,7 @@ Deno.test("interactive requests are admitted before batch ones, and batch ones a
 
 Deno.test("shutdown ends running and waiting streams with eos shutdown", async () => {
   const llm = await tinyService({ parallel: 1, ctx: 2048 });
-  const a = await generate(llm, { prompt: PROMPTS[0], max_tokens: 1500 });
+  const a = await generate(llm, { prompt: PROMPTS[0], max_tokens: 1500, temperature: 0 });
   const b = await generate(llm, { prompt: PROMPTS[1], max_tokens: 5, stream: false });
   await until(() => a.tokens().length > 2);
   await llm.close!();

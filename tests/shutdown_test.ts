@@ -3,14 +3,26 @@ import { RawClient, startDaemon } from "./_daemon.ts";
 import { tinyModel } from "./llm_helpers.ts";
 
 Deno.test("SIGTERM ends open generations with eos shutdown, hangs up terminals, exits 0", async () => {
-  const d = await startDaemon(["--model", tinyModel(), "--parallel", "2", "--threads", "1"]);
+  const d = await startDaemon([
+    "--model",
+    tinyModel(),
+    "--parallel",
+    "2",
+    "--threads",
+    "1",
+    "--ctx",
+    "8192",
+  ]);
   const c = await RawClient.connect(d.socket);
   let stopped = false;
   try {
-    // Two running streams and one waiting for a sequence, in both codecs.
-    await c.send({ type: "generate", id: "g1", prompt: "one", max_tokens: 100_000 });
-    await c.send({ type: "generate", id: "g2", prompt: "two", max_tokens: 100_000 }, "msgpack");
-    await c.send({ type: "generate", id: "g3", prompt: "three", max_tokens: 100_000 });
+    // Two running streams and one waiting for a sequence, in both codecs. Greedy: these
+    // prompts' trajectories on the tiny model run 3000 tokens without an end-of-generation
+    // token (and are the same whatever runs beside them), so no stream ends by itself.
+    const gen = { max_tokens: 100_000, temperature: 0 };
+    await c.send({ type: "generate", id: "g1", prompt: "one", ...gen });
+    await c.send({ type: "generate", id: "g2", prompt: "two", ...gen }, "msgpack");
+    await c.send({ type: "generate", id: "g3", prompt: "three", ...gen });
     await c.next((m) => m.id === "g1" && m.event === "token");
     await c.next((m) => m.id === "g2" && m.event === "token");
     const spawned = await c.request({ type: "pty.spawn", id: "s", argv: ["sleep", "60"] });
