@@ -7,4 +7,3 @@ export * from "./server.ts";
 export * from "./service.ts";
 export * from "./log.ts";
 export * from "./socket_path.ts";
-export * from "./metrics.ts";
