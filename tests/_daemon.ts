@@ -197,6 +197,20 @@ export class RawClient {
   }
 }
 
+/** Runs the umad CLI (`deno run -A main.ts ...args`) to completion. */
+export async function runUmad(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}main.ts`, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
 /** Reads /proc/<pid>/status VmRSS in bytes. */
 export function rssOf(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);

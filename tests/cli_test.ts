@@ -1,28 +1,15 @@
 import assert from "node:assert/strict";
-import { startDaemon } from "./_daemon.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function umad(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+import { runUmad, startDaemon } from "./_daemon.ts";
 
 Deno.test("umad ping prints n, p50 and p99 of real round trips", async () => {
   const d = await startDaemon();
   try {
-    const r = await umad(["ping", "--socket", d.socket, "--count", "25", "--json"]);
+    const r = await runUmad(["ping", "--socket", d.socket, "--count", "25", "--json"]);
     assert.equal(r.code, 0, r.stderr);
     const result = JSON.parse(r.stdout);
     assert.equal(result.n, 25);
     assert.ok(result.p50_ms > 0 && result.p50_ms <= result.p99_ms);
-    const text = await umad(["ping", "--socket", d.socket, "-c", "3"]);
+    const text = await runUmad(["ping", "--socket", d.socket, "-c", "3"]);
     assert.match(text.stdout, /^n=3 p50=[\d.]+ ms p99=[\d.]+ ms/);
   } finally {
     await d.stop();
@@ -32,14 +19,14 @@ Deno.test("umad ping prints n, p50 and p99 of real round trips", async () => {
 Deno.test("umad status shows the daemon's hello and counters", async () => {
   const d = await startDaemon();
   try {
-    const r = await umad(["status", "--socket", d.socket, "--json"]);
+    const r = await runUmad(["status", "--socket", d.socket, "--json"]);
     assert.equal(r.code, 0, r.stderr);
     const { hello, metrics } = JSON.parse(r.stdout);
     assert.equal(hello.server, "umad");
     assert.equal(hello.pid, d.pid);
     assert.equal(metrics.connections.now, 1);
     assert.ok("pty" in metrics);
-    const text = await umad(["status", "--socket", d.socket]);
+    const text = await runUmad(["status", "--socket", d.socket]);
     assert.match(text.stdout, /^server\s+umad /m);
     assert.match(text.stdout, /^connections\.total\s+\d+/m);
   } finally {
@@ -48,19 +35,19 @@ Deno.test("umad status shows the daemon's hello and counters", async () => {
 });
 
 Deno.test("usage errors exit 2, runtime errors exit 1, --help exits 0", async () => {
-  assert.equal((await umad(["ping", "--bogus"])).code, 2);
-  assert.equal((await umad(["teleport"])).code, 2);
-  assert.equal((await umad(["serve", "--max-clients", "many"])).code, 2);
+  assert.equal((await runUmad(["ping", "--bogus"])).code, 2);
+  assert.equal((await runUmad(["teleport"])).code, 2);
+  assert.equal((await runUmad(["serve", "--max-clients", "many"])).code, 2);
   const dir = await Deno.makeTempDir();
   try {
-    const r = await umad(["ping", "--socket", `${dir}/none.sock`]);
+    const r = await runUmad(["ping", "--socket", `${dir}/none.sock`]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /Cannot connect/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
   for (const c of ["serve", "ping", "status", "generate", "run", "attach", "ls", "kill"]) {
-    const r = await umad([c, "--help"]);
+    const r = await runUmad([c, "--help"]);
     assert.equal(r.code, 0, c);
     assert.match(r.stdout, new RegExp(`umad ${c}`), c);
   }

@@ -7,74 +7,20 @@ import assert from "node:assert/strict";
 import { connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import type { UmadError } from "../src/client/errors.ts";
-import { RawClient } from "./_daemon.ts";
+import { RawClient, startDaemon, type TestDaemon } from "./_daemon.ts";
 import { tinyModel } from "./llm_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-interface Daemon {
-  socket: string;
-  stderr(): string;
-  stop(): Promise<void>;
-}
-
-/** `umad serve` (the real daemon) on a tiny model, in a temp dir. */
-async function startLlmDaemon(args: string[], env?: Record<string, string>): Promise<Daemon> {
-  const dir = await Deno.makeTempDir({ prefix: "umad-llm-e2e-" });
-  const socket = `${dir}/umad.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, "serve", "--socket", socket, ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    env,
-  }).spawn();
-  let log = "";
-  const logDone = (async () => {
-    const dec = new TextDecoder();
-    for await (const c of child.stderr) log += dec.decode(c, { stream: true });
-  })();
-  let stopped: Promise<void> | undefined;
-  const daemon: Daemon = {
-    socket,
-    stderr: () => log,
-    stop: () =>
-      stopped ??= (async () => {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-        const t = setTimeout(() => {
-          try {
-            child.kill("SIGKILL");
-          } catch { /* gone */ }
-        }, 5000);
-        await child.status;
-        clearTimeout(t);
-        await logDone;
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-      })(),
-  };
-  const deadline = Date.now() + 60_000;
-  while (true) {
-    try {
-      (await Deno.connect({ transport: "unix", path: socket })).close();
-      return daemon;
-    } catch { /* not up yet */ }
-    const exited = await Promise.race([
-      child.status.then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 50)),
-    ]);
-    if (exited || Date.now() > deadline) {
-      await daemon.stop();
-      throw new Error(`daemon did not start:\n${log}`);
-    }
-  }
+/** `umad serve` (the real daemon) with the model its arguments name, in a temp dir. */
+function startLlmDaemon(args: string[], env?: Record<string, string>): Promise<TestDaemon> {
+  return startDaemon(args, { withModel: true, env });
 }
 
 function withDaemon(
   name: string,
   args: string[],
-  fn: (d: Daemon) => Promise<void>,
+  fn: (d: TestDaemon) => Promise<void>,
 ) {
   Deno.test(name, async () => {
     const d = await startLlmDaemon(args);

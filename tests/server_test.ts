@@ -1,18 +1,6 @@
 import assert from "node:assert/strict";
 import { encodeFrame, encodePayload } from "../src/protocol/mod.ts";
-import { RawClient, rssOf, startDaemon } from "./_daemon.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
-
-async function runUmad(args: string[]): Promise<{ code: number; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
-}
+import { RawClient, rssOf, runUmad, startDaemon } from "./_daemon.ts";
 
 Deno.test("hello, ping and metrics answer in the codec of the request", async () => {
   const d = await startDaemon();
