@@ -3,6 +3,8 @@
  * the shared control memory the main thread writes without waiting for the worker.
  */
 
+import type { SamplingParams } from "./_llama.ts";
+
 /** Per-slot words in the shared Int32Array. */
 export const SLOT_WORDS = 2;
 /** Word offsets within a slot. */
@@ -45,14 +47,8 @@ export interface EngineInit {
 }
 
 /** Sampling and stopping settings of one stream, defaults applied. */
-export interface GenerateParams {
+export interface GenerateParams extends SamplingParams {
   maxTokens: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  minP: number;
-  repeatPenalty: number;
-  seed: number;
   stop: string[];
   priority: "interactive" | "batch";
 }
