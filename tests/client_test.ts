@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   BadRequestError,
+  type Client,
   connect,
   ConnectionClosedError,
   NotFoundError,
@@ -46,6 +47,30 @@ Deno.test("daemon errors reject with typed errors carrying the protocol code", a
     pongs.forEach((p, i) => assert.equal(p.t, i));
   } finally {
     await c.close();
+    await d.stop();
+  }
+});
+
+Deno.test("connecting to a full daemon rejects with E_BUSY, and the connected client goes on", async () => {
+  const d = await startDaemon(["--max-clients", "1"]);
+  // The readiness probe of startDaemon may still hold the one place for a moment.
+  let first: Client | undefined;
+  for (let i = 0; first === undefined; i++) {
+    try {
+      first = await connect({ socket: d.socket, reconnect: false });
+    } catch (e) {
+      if (i === 100 || !(e instanceof UmadError && e.code === "E_BUSY")) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  try {
+    await assert.rejects(
+      connect({ socket: d.socket, reconnect: false }),
+      (e: unknown) => e instanceof UmadError && e.code === "E_BUSY",
+    );
+    assert.ok(await first.ping() > 0);
+  } finally {
+    await first.close();
     await d.stop();
   }
 });

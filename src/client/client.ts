@@ -1,10 +1,10 @@
-import { createConnection, type Socket } from "node:net";
 import process from "node:process";
 import { type Codec, decodePayload, encodeMessageFrame, type Message } from "../protocol/codec.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
 import { socketPathFor } from "../protocol/socket_path.ts";
 import { ConnectionClosedError, errorFromEvent, TimeoutError, type UmadError } from "./errors.ts";
 import { EventStream } from "./event_stream.ts";
+import { dial, type Transport } from "./transport.ts";
 
 /** Reconnect policy: exponential backoff with jitter. */
 export interface ReconnectOptions {
@@ -70,7 +70,7 @@ export class Client {
   readonly socketPath: string;
   readonly codec: Codec;
   #hello: ServerHello | null = null;
-  #socket: Socket | null = null;
+  #socket: Transport | null = null;
   #decoder = new FrameDecoder(64 << 20);
   #pending = new Map<string, Pending>();
   #nextId = 1;
@@ -114,36 +114,49 @@ export class Client {
 
   async #dial(): Promise<void> {
     const timeoutMs = this.#options.timeoutMs ?? 5000;
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = createConnection({ path: this.socketPath });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new TimeoutError(`Connecting to "${this.socketPath}" timed out`));
-      }, timeoutMs);
-      s.once("connect", () => {
-        clearTimeout(timer);
-        s.removeAllListeners("error");
-        resolve(s);
-      });
-      s.once("error", (e: Error) => {
-        clearTimeout(timer);
-        reject(
-          new ConnectionClosedError(
-            `Cannot connect to umad at "${this.socketPath}": ${e.message}`,
-            {
-              cause: e,
-            },
-          ),
-        );
-      });
-    });
     this.#decoder = new FrameDecoder(64 << 20);
+    let socket: Transport | null = null;
+    // What arrives before the transport is in place (an E_BUSY and the close after it).
+    const early: Uint8Array[] = [];
+    let closedEarly = false;
+    const dialing = dial(this.socketPath, {
+      onData: (chunk) => {
+        if (socket === null) early.push(chunk);
+        else if (this.#socket === socket) this.#onData(chunk);
+      },
+      onClose: () => {
+        if (socket === null) closedEarly = true;
+        else this.#onClose(socket);
+      },
+    });
+    let dialTimer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      dialTimer = setTimeout(
+        () => reject(new TimeoutError(`Connecting to "${this.socketPath}" timed out`)),
+        timeoutMs,
+      );
+    });
+    try {
+      socket = await Promise.race([dialing, timedOut]);
+    } catch (e) {
+      // A connection that completes after the timeout is closed at once.
+      dialing.then((t) => t.destroy(), () => {});
+      if (e instanceof TimeoutError) throw e;
+      throw new ConnectionClosedError(
+        `Cannot connect to umad at "${this.socketPath}": ${(e as Error).message}`,
+        { cause: e },
+      );
+    } finally {
+      clearTimeout(dialTimer);
+    }
     this.#socket = socket;
     this.#lastServerError = null;
-    socket.setNoDelay?.(true);
-    socket.on("data", (chunk: Uint8Array) => this.#onData(chunk));
-    socket.on("error", () => {});
-    socket.on("close", () => this.#onClose(socket));
+    for (const chunk of early) this.#onData(chunk);
+    if (closedEarly) {
+      this.#socket = null;
+      throw this.#lastServerError ??
+        new ConnectionClosedError(`Connection to umad at "${this.socketPath}" closed`);
+    }
     const stream = this.#open({ type: "hello", client: this.#options.client ?? "umad-client" });
     const timer = setTimeout(
       () => stream.fail(new TimeoutError("No hello from the daemon")),
@@ -180,12 +193,13 @@ export class Client {
           this.#lastServerError = errorFromEvent(message);
         }
       }
-    } catch (e) {
-      this.#socket?.destroy(e as Error);
+    } catch {
+      // A stream that cannot be decoded cannot be resynchronised: drop the connection.
+      this.#socket?.destroy();
     }
   }
 
-  #onClose(socket: Socket): void {
+  #onClose(socket: Transport): void {
     if (this.#socket !== socket) return;
     this.#socket = null;
     this.#hello = null;
@@ -334,11 +348,7 @@ export class Client {
     const socket = this.#socket;
     if (!socket) return Promise.resolve();
     this.#flush();
-    return new Promise((resolve) => {
-      socket.once("close", () => resolve());
-      socket.end();
-      setTimeout(() => socket.destroy(), 200);
-    });
+    return socket.end(200);
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * The umad client library: connect over the daemon's Unix socket, multiplex requests,
- * stream events. Runs on Node, Deno and Bun (it uses only `node:net`).
+ * stream events. Runs on Node, Deno and Bun (`Deno.connect` under Deno, `node:net` elsewhere).
  *
  * @module
  */
