@@ -177,6 +177,7 @@ async function benchUmad(
   model: string,
   extra: string[] = [],
   runThroughput = RUN_THROUGHPUT,
+  runStorm = RUN_STORM,
 ): Promise<UmadResults> {
   const d = await startModelDaemon(model, extra);
   const client = await connect({ socket: d.socket, reconnect: false });
@@ -252,8 +253,8 @@ async function benchUmad(
       return { gaps, ttfts, promptTokens, pings };
     };
     const none = { gaps: [], ttfts: [], promptTokens: 0, pings: [] };
-    const quiet = RUN_STORM ? await phase(false) : none;
-    const storm = RUN_STORM ? await phase(true) : none;
+    const quiet = runStorm ? await phase(false) : none;
+    const storm = runStorm ? await phase(true) : none;
     return {
       singleDecode,
       aggregate,
@@ -452,6 +453,8 @@ export async function benchLlm(): Promise<string> {
   log("raw llama.cpp loops");
   const rawBefore = benchRaw(modelPath);
   const umad = await benchUmad(modelPath);
+  log("throughput again, with --no-batch-invariance");
+  const free = await benchUmad(modelPath, ["--no-batch-invariance"], true, false);
   log("storm again, with --prefill-max-ratio 1");
   const ramp = await benchUmad(modelPath, ["--prefill-max-ratio", "1"], false);
   log("raw llama.cpp loops, again");
@@ -498,23 +501,28 @@ export async function benchLlm(): Promise<string> {
     `| umad, client to client | ${r1(umad.singleDecode)} | ${
       r2(umad.singleDecode / raw.singleDecode)
     } |`,
+    `| umad \`--no-batch-invariance\`, client to client | ${r1(free.singleDecode)} | ${
+      r2(free.singleDecode / raw.singleDecode)
+    } |`,
     "",
     "umad pads every decode to at least two rows so a stream's tokens do not depend on what " +
       "runs beside it (a one-row decode takes another kernel path); the padded raw row is " +
       "what that costs, and the fair baseline for umad's own overhead " +
-      `(${r2(umad.singleDecode / raw.singleDecodePadded)}× of it).`,
+      `(${r2(umad.singleDecode / raw.singleDecodePadded)}× of it). A daemon started with ` +
+      "`--no-batch-invariance` decodes a lone stream in one row and gives the guarantee up.",
     "",
     `### Aggregate throughput (${AGG_TOKENS} tokens per stream, short prompts, wall clock)`,
     "",
-    `| streams | umad tok/s | raw batched tok/s | umad/raw |${
+    `| streams | umad tok/s | raw batched tok/s | umad/raw | umad \`--no-batch-invariance\` | its /raw |${
       typeof nlc === "string" ? "" : " node-llama-cpp tok/s | umad/nlc |"
     }`,
-    `|---:|---:|---:|---:|${typeof nlc === "string" ? "" : "---:|---:|"}`,
+    `|---:|---:|---:|---:|---:|---:|${typeof nlc === "string" ? "" : "---:|---:|"}`,
   );
   for (const n of STREAM_COUNTS) {
     const u = umad.aggregate.get(n)!;
     const w = raw.aggregate.get(n)!;
-    let row = `| ${n} | ${r1(u)} | ${r1(w)} | ${r2(u / w)} |`;
+    const f = free.aggregate.get(n)!;
+    let row = `| ${n} | ${r1(u)} | ${r1(w)} | ${r2(u / w)} | ${r1(f)} | ${r2(f / w)} |`;
     if (typeof nlc !== "string") {
       row += ` ${r1(nlc.get(n) ?? NaN)} | ${r2(u / (nlc.get(n) ?? NaN))} |`;
     }

@@ -38,6 +38,23 @@ function withDaemon(
 const TINY = () => ["--model", tinyModel(), "--threads", "1", "--parallel", "4", "--ctx", "4096"];
 
 withDaemon(
+  "umad serve --no-batch-invariance says so in hello and generates",
+  [...TINY(), "--no-batch-invariance"],
+  async (d) => {
+    const client = await connect({ socket: d.socket, reconnect: false });
+    try {
+      const hello = client.hello as { model?: { batch_invariant: boolean } };
+      assert.equal(hello.model?.batch_invariant, false);
+      const r = await generate(client, { prompt: "Hello world", max_tokens: 9, seed: 3 })
+        .complete();
+      assert.equal(r.usage.completion_tokens, 9);
+    } finally {
+      await client.close();
+    }
+  },
+);
+
+withDaemon(
   "the client's generate() streams exactly max_tokens tokens and cancel() stops it",
   TINY(),
   async (d) => {

@@ -355,6 +355,22 @@ Deno.test("metrics count tokens, outcomes and latency percentiles", async () => 
   assert.equal(hello.model.n_ctx, 256);
 });
 
+Deno.test("batch invariance pads a lone stream's decodes to two rows; --no-batch-invariance does not", async () => {
+  for (const batchInvariant of [true, false]) {
+    await using llm = await tinyService({ batchInvariant });
+    const hello = llm.hello!() as { model: { batch_invariant: boolean } };
+    assert.equal(hello.model.batch_invariant, batchInvariant);
+    // A prompt longer than the invariant chunk cap, so larger chunks are exercised too.
+    const s = await generate(llm, { prompt: LONG, max_tokens: 20, temperature: 0 });
+    await s.done();
+    assert.equal(s.tokens().length, 20);
+    assert.equal(s.last().fields.reason, "length");
+    const m = llm.metrics!().llm as { batch_rows: { max: number }; prefill_tokens: number };
+    assert.equal(m.batch_rows.max, batchInvariant ? 2 : 1);
+    assert.ok(m.prefill_tokens > 63);
+  }
+});
+
 Deno.test("a request arriving while streams decode starts at once, not when they finish", async () => {
   // Steps of several milliseconds: long synchronous steps are what starve a worker's
   // message delivery.

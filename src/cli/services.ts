@@ -23,6 +23,7 @@ export async function defaultServices(config: ServeConfig): Promise<Service[]> {
         queue: config.queue,
         prefillRatio: config.prefillRatio,
         prefillMaxRatio: config.prefillMaxRatio,
+        batchInvariant: config.batchInvariant,
         log: config.log,
       }),
     );

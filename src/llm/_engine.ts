@@ -6,7 +6,8 @@
  * prompt token of streams whose prompt is done), then spends a time budget on prompt
  * chunks, so inter-token latency stays flat while long prompts arrive.
  *
- * Batch invariance (the same seed gives the same tokens alone or beside others):
+ * Batch invariance (the same seed gives the same tokens alone or beside others; on
+ * unless `batchInvariant` is false, which drops the two-row minimum and the chunk cap):
  * - every decode call has at least two rows: a one-row decode takes another kernel path;
  * - sequence ids in a decode call are contiguous (holes get a filler row that is removed
  *   afterwards): with one KV stream per sequence llama.cpp splits a batch at every gap,
@@ -46,6 +47,8 @@ import {
 
 /** Largest prompt chunk: from 64 rows on, flash attention takes a path with other rounding. */
 export const MAX_CHUNK = 63;
+/** Rows of one decode call without batch invariance (llama.cpp's usual n_batch). */
+const FREE_BATCH = 512;
 
 /**
  * Prompt backlog (opt-in, `--prefill-max-ratio`): a prompt that has waited longer than
@@ -116,6 +119,8 @@ export interface EngineOptions {
   prefillRatio: number;
   /** Largest prefill share while prompts wait (== prefillRatio: no ramp). */
   prefillMaxRatio: number;
+  /** Pad one-row decodes and keep prompt chunks small, for batch invariance. */
+  batchInvariant: boolean;
   log: (level: "info" | "warn" | "error", message: string) => void;
   emit: (events: StreamEvent[], stats?: StepStats) => void;
 }
@@ -175,6 +180,8 @@ export class Engine {
   readonly #slots: (Seq | null)[];
   readonly #batch: Batch;
   readonly #nCtxSeq: number;
+  /** Largest prompt chunk of one stream. */
+  readonly #maxChunk: number;
   #prefillQueue: Seq[] = [];
   #interactiveStreak = 0;
   #decodeMs = new Ema(0.2);
@@ -194,7 +201,7 @@ export class Engine {
     const perSeq = Math.max(16, o.ctx > 0 ? o.ctx : Math.min(2048, m.nCtxTrain || 2048));
     const nSeqMax = Math.max(2, o.parallel); // a spare sequence id pads one-stream decodes
     // Decode calls hold one row per sequence; prompt calls up to 2 chunks' worth of rows.
-    const nBatch = Math.max(2 * MAX_CHUNK + 2, nSeqMax);
+    const nBatch = Math.max(o.batchInvariant ? 2 * MAX_CHUNK + 2 : FREE_BATCH, nSeqMax);
     this.ctx = new LlamaContext(m, {
       nCtx: perSeq * nSeqMax,
       nBatch,
@@ -206,6 +213,7 @@ export class Engine {
     });
     this.#nCtxSeq = Math.min(perSeq, this.ctx.nCtxSeq);
     this.#batch = new Batch(this.ctx.nBatch);
+    this.#maxChunk = o.batchInvariant ? MAX_CHUNK : this.ctx.nBatch;
     this.#slots = new Array(nSeqMax).fill(null);
     const name = m.meta("general.name") ?? o.modelPath.split("/").pop() ?? "model";
     this.info = {
@@ -222,12 +230,14 @@ export class Engine {
       parallel: o.parallel,
       threads: o.threads,
       chat_template: m.chatTemplate ? "model" : "chatml",
+      batch_invariant: o.batchInvariant,
     };
     o.log(
       "info",
       `Loaded "${name}" (${m.description}, ${(m.nParams / 1e6).toFixed(1)}M parameters) in ` +
         `${Math.round(performance.now() - t0)} ms; ${o.parallel} parallel streams of ` +
-        `${this.#nCtxSeq} tokens, ${o.threads} threads`,
+        `${this.#nCtxSeq} tokens, ${o.threads} threads` +
+        (o.batchInvariant ? "" : ", batch invariance off"),
     );
   }
 
@@ -383,7 +393,7 @@ export class Engine {
     // Rows in sequence-id order with no gaps, at least two (see the module comment).
     let lo = ready[0].slot;
     let hi = ready[ready.length - 1].slot;
-    if (lo === hi) {
+    if (lo === hi && this.#o.batchInvariant) {
       if (hi + 1 < this.#slots.length) hi++;
       else lo--;
     }
@@ -497,7 +507,7 @@ export class Engine {
     } else if (decoded) {
       budget = 4; // first measurement
     } else {
-      budget = Math.min(this.#batch.capacity, 2 * MAX_CHUNK); // nobody waits for a token
+      budget = Math.min(this.#batch.capacity, 2 * this.#maxChunk); // nobody waits for a token
     }
     let done = 0;
     // Each call is its own pass over the weights: one per step while streams decode.
@@ -506,7 +516,7 @@ export class Engine {
       if (!first) break;
       const group = this.#prefillGroup(first, budget);
       const k = Math.min(
-        MAX_CHUNK,
+        this.#maxChunk,
         Math.floor(budget / group.length),
         ...group.map((g) => g.prefillLeft),
       );
@@ -554,7 +564,7 @@ export class Engine {
       for (let i = 0; i < k; i++) b.add(s.prompt[s.nPast + i], s.nPast + i, s.slot, false);
     }
     // One row alone takes another kernel path: pad with a throwaway next position.
-    const pad = b.n === 1 ? group[0] : null;
+    const pad = b.n === 1 && this.#o.batchInvariant ? group[0] : null;
     if (pad) b.add(0, pad.nPast + 1, pad.slot, false);
     const control = this.#o.control;
     const prefillWord = ctrlWord(control, CTRL_PREFILL);

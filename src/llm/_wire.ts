@@ -44,6 +44,8 @@ export interface EngineInit {
   prefillMaxRatio: number;
   /** Nice increment of the decode threads (Linux), so the event loop preempts them. */
   nice: number;
+  /** Same seed, same tokens alone or beside others (costs one-stream speed). */
+  batchInvariant: boolean;
 }
 
 /** Sampling and stopping settings of one stream, defaults applied. */
@@ -88,6 +90,8 @@ export interface EngineInfo {
   parallel: number;
   threads: number;
   chat_template: string;
+  /** Same seed, same tokens alone or beside others (`--no-batch-invariance`: false). */
+  batch_invariant: boolean;
 }
 
 /** One event of a stream. */

@@ -35,6 +35,7 @@ function init(msg: EngineInit) {
     abort: new Uint8Array(msg.abort),
     prefillRatio: msg.prefillRatio,
     prefillMaxRatio: msg.prefillMaxRatio,
+    batchInvariant: msg.batchInvariant,
     log,
     emit: (events, stats) => post({ op: "events", events, stats }),
   });
