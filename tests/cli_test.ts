@@ -38,6 +38,9 @@ Deno.test("usage errors exit 2, runtime errors exit 1, --help exits 0", async ()
   assert.equal((await runUmad(["ping", "--bogus"])).code, 2);
   assert.equal((await runUmad(["teleport"])).code, 2);
   assert.equal((await runUmad(["serve", "--max-clients", "many"])).code, 2);
+  const prio = await runUmad(["serve", "--decode-priority", "high"]);
+  assert.equal(prio.code, 2);
+  assert.match(prio.stderr, /--decode-priority must be one of idle, low, normal/);
   const dir = await Deno.makeTempDir();
   try {
     const r = await runUmad(["ping", "--socket", `${dir}/none.sock`]);

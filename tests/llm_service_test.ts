@@ -371,6 +371,52 @@ Deno.test("batch invariance pads a lone stream's decodes to two rows; --no-batch
   }
 });
 
+/** Scheduling policy and nice of each thread of this process (Linux /proc). */
+function threadSched(): { policy: number; nice: number }[] {
+  const out: { policy: number; nice: number }[] = [];
+  for (const e of Deno.readDirSync("/proc/self/task")) {
+    const stat = Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`);
+    // Fields after "(comm)": state is field 3, so field n is at index n - 3.
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    out.push({ nice: Number(f[19 - 3]), policy: Number(f[41 - 3]) });
+  }
+  return out;
+}
+
+Deno.test({
+  name: "decode threads run at nice 5 by default, at SCHED_IDLE with decodePriority idle",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const SCHED_IDLE = 5;
+    const before = threadSched().filter((t) => t.policy === SCHED_IDLE || t.nice === 5).length;
+    {
+      await using llm = await tinyService({ threads: 2 });
+      const hello = llm.hello!() as { model: { decode_priority: string } };
+      assert.equal(hello.model.decode_priority, "low");
+      const s = await generate(llm, { prompt: PROMPTS[0], max_tokens: 5 });
+      await s.done();
+      // The engine worker and its pool thread.
+      const now = threadSched();
+      assert.ok(now.filter((t) => t.nice === 5 && t.policy !== SCHED_IDLE).length >= 2);
+    }
+    {
+      await using llm = await tinyService({ threads: 2, decodePriority: "idle" });
+      const hello = llm.hello!() as { model: { decode_priority: string } };
+      assert.equal(hello.model.decode_priority, "idle");
+      const s = await generate(llm, { prompt: PROMPTS[0], max_tokens: 5 });
+      await s.done();
+      assert.ok(threadSched().filter((t) => t.policy === SCHED_IDLE).length >= 2);
+    }
+    // Nothing else in the process was lowered (the test's own thread included); the
+    // workers' threads end shortly after close.
+    const lowered = () => threadSched().filter((t) => t.policy === SCHED_IDLE || t.nice === 5);
+    for (let i = 0; i < 100 && lowered().length > before; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(lowered().length, before);
+  },
+});
+
 Deno.test("a request arriving while streams decode starts at once, not when they finish", async () => {
   // Steps of several milliseconds: long synchronous steps are what starve a worker's
   // message delivery.

@@ -51,6 +51,19 @@ export function numberOption(name: string, value: string | undefined): number | 
   return n;
 }
 
+/** Parses an option that takes one of `choices`, or throws {@linkcode UsageError}. */
+export function choiceOption<T extends string>(
+  name: string,
+  value: string | undefined,
+  choices: readonly T[],
+): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(choices as readonly string[]).includes(value)) {
+    throw new UsageError(`--${name} must be one of ${choices.join(", ")}, got "${value}"`);
+  }
+  return value as T;
+}
+
 /** Writes a line to stdout. */
 export function out(line: string): void {
   console.log(line);

@@ -3,7 +3,8 @@ import { createLogger } from "../server/log.ts";
 import { Server, SERVER_DEFAULTS } from "../server/server.ts";
 import type { Service } from "../server/service.ts";
 import { ConfigError, prepareSocketDir, resolveSocketPath } from "../server/socket_path.ts";
-import { intOption, numberOption, parse, UsageError } from "./_args.ts";
+import { DECODE_PRIORITIES, type DecodePriority } from "../llm/_ffi.ts";
+import { choiceOption, intOption, numberOption, parse, UsageError } from "./_args.ts";
 
 function ratioOption(name: string, value: string | undefined): number | undefined {
   const r = numberOption(name, value);
@@ -43,6 +44,11 @@ Model (llama.cpp):
   --prefill-max-ratio R  raise that share up to R while a prompt has waited over 1 s
                        (default: no raise); trades inter-token latency for time to
                        first token under a storm of long prompts
+  --decode-priority P  low (default): decode threads at nice 5, so a waking thread
+                       (a ping, a keystroke) waits at most a scheduler tick (~4 ms at
+                       HZ=250) and decoding keeps a share of the CPU beside busy
+                       programs; idle: SCHED_IDLE, anything that wakes up runs at once,
+                       but programs keeping every core busy starve decoding; normal
   --no-batch-invariance  give up "same seed, same tokens alone or beside other streams"
                        for speed: one-stream decodes are not padded to two rows (about
                        1.3x faster alone on CPUs) and prompt chunks may be larger
@@ -68,6 +74,7 @@ export interface ServeConfig {
   prefillRatio?: number;
   prefillMaxRatio?: number;
   batchInvariant?: boolean;
+  decodePriority?: DecodePriority;
   exitedTtlMs?: number;
   scrollback?: number;
 }
@@ -99,6 +106,7 @@ export async function serveCommand(
     "prefill-ratio": { type: "string" },
     "prefill-max-ratio": { type: "string" },
     "no-batch-invariance": { type: "boolean" },
+    "decode-priority": { type: "string" },
     "exited-ttl": { type: "string" },
     scrollback: { type: "string" },
   }, false);
@@ -134,6 +142,7 @@ export async function serveCommand(
     prefillRatio: ratioOption("prefill-ratio", values["prefill-ratio"]),
     prefillMaxRatio: ratioOption("prefill-max-ratio", values["prefill-max-ratio"]),
     batchInvariant: !values["no-batch-invariance"],
+    decodePriority: choiceOption("decode-priority", values["decode-priority"], DECODE_PRIORITIES),
     exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),
     scrollback: intOption("scrollback", values.scrollback),
   };

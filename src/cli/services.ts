@@ -24,6 +24,7 @@ export async function defaultServices(config: ServeConfig): Promise<Service[]> {
         prefillRatio: config.prefillRatio,
         prefillMaxRatio: config.prefillMaxRatio,
         batchInvariant: config.batchInvariant,
+        decodePriority: config.decodePriority,
         log: config.log,
       }),
     );

@@ -28,7 +28,7 @@
  * every row scan all cells (measured ~25% slower 8-row decodes at 700-token contexts).
  */
 import { Batch, LlamaContext, LlamaModel, Sampler } from "./_llama.ts";
-import type { NativeLibs } from "./_ffi.ts";
+import type { DecodePriority, NativeLibs } from "./_ffi.ts";
 import { TextAssembler } from "./_text.ts";
 import {
   CANCEL_NONE,
@@ -121,6 +121,8 @@ export interface EngineOptions {
   prefillMaxRatio: number;
   /** Pad one-row decodes and keep prompt chunks small, for batch invariance. */
   batchInvariant: boolean;
+  /** The decode threads' priority, as applied (reported in `info`). */
+  decodePriority: DecodePriority;
   log: (level: "info" | "warn" | "error", message: string) => void;
   emit: (events: StreamEvent[], stats?: StepStats) => void;
 }
@@ -231,13 +233,15 @@ export class Engine {
       threads: o.threads,
       chat_template: m.chatTemplate ? "model" : "chatml",
       batch_invariant: o.batchInvariant,
+      decode_priority: o.decodePriority,
     };
     o.log(
       "info",
       `Loaded "${name}" (${m.description}, ${(m.nParams / 1e6).toFixed(1)}M parameters) in ` +
         `${Math.round(performance.now() - t0)} ms; ${o.parallel} parallel streams of ` +
         `${this.#nCtxSeq} tokens, ${o.threads} threads` +
-        (o.batchInvariant ? "" : ", batch invariance off"),
+        (o.batchInvariant ? "" : ", batch invariance off") +
+        `, decode threads at ${o.decodePriority} priority`,
     );
   }
 

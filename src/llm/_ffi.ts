@@ -225,6 +225,9 @@ export const LIBC_SYMBOLS = {
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
   // int sched_getaffinity(pid_t pid, size_t cpusetsize, cpu_set_t * mask);
   sched_getaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+  // int sched_setscheduler(pid_t pid, int policy, const struct sched_param * param);
+  //   (pid 0: the calling thread; struct sched_param is one int)
+  sched_setscheduler: { parameters: ["i32", "i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened libraries. */
@@ -439,16 +442,40 @@ function cgroupCpuQuota(): number | null {
   return null;
 }
 
+/** How decode threads compete for the CPU with the event loop and other programs. */
+export type DecodePriority = "idle" | "low" | "normal";
+
+export const DECODE_PRIORITIES: readonly DecodePriority[] = ["idle", "low", "normal"];
+
+/** Linux `SCHED_IDLE`: runs only when nothing else wants the CPU. */
+const SCHED_IDLE = 5;
+/** The nice increment of `low`. */
+const LOW_NICE = 5;
+
 /**
- * Lowers the calling thread's scheduling priority (Linux: nice is per thread, and
- * threads it creates later inherit it), so the daemon's event loop wins the CPU when it
- * wakes up while decode threads are busy. Returns false where unsupported.
+ * Lowers the calling thread's scheduling priority; threads it creates later (the decode
+ * thread pool) inherit it. Linux only (elsewhere nice is per process): scheduling policy
+ * and nice are per thread there.
+ *
+ * - `idle`: `SCHED_IDLE`. Any other thread that wakes up (the event loop with a ping or a
+ *   keystroke, a client reading its tokens) preempts a decode thread at once. Under a
+ *   normal-priority `low` or `normal` thread, a waking thread waits for the next
+ *   scheduler tick (4 ms at HZ=250), which is the tail of every round trip while the
+ *   model works. The price: other programs that keep every core busy starve decoding.
+ * - `low`: nice 5, a quarter of the weight of a normal thread.
+ *
+ * Neither can be undone by an unprivileged thread. Returns what was applied.
  */
-export function niceThisThread(libs: NativeLibs, nice: number): boolean {
-  if (Deno.build.os !== "linux" || nice === 0) return false;
+export function lowerThisThread(libs: NativeLibs, priority: DecodePriority): DecodePriority {
+  if (Deno.build.os !== "linux" || priority === "normal") return "normal";
   try {
-    return libs.libc.setpriority(0, libs.libc.gettid(), nice) === 0;
+    if (
+      priority === "idle" && libs.libc.sched_setscheduler(0, SCHED_IDLE, new Uint8Array(4)) === 0
+    ) {
+      return "idle";
+    }
+    return libs.libc.setpriority(0, libs.libc.gettid(), LOW_NICE) === 0 ? "low" : "normal";
   } catch {
-    return false;
+    return "normal";
   }
 }

@@ -3,6 +3,7 @@
  * the shared control memory the main thread writes without waiting for the worker.
  */
 
+import type { DecodePriority } from "./_ffi.ts";
 import type { SamplingParams } from "./_llama.ts";
 
 /** Per-slot words in the shared Int32Array. */
@@ -42,8 +43,8 @@ export interface EngineInit {
   prefillRatio: number;
   /** Largest share while prompts wait over a second (== prefillRatio: no ramp). */
   prefillMaxRatio: number;
-  /** Nice increment of the decode threads (Linux), so the event loop preempts them. */
-  nice: number;
+  /** How decode threads compete for the CPU (Linux; see `lowerThisThread`). */
+  decodePriority: DecodePriority;
   /** Same seed, same tokens alone or beside others (costs one-stream speed). */
   batchInvariant: boolean;
 }
@@ -92,6 +93,8 @@ export interface EngineInfo {
   chat_template: string;
   /** Same seed, same tokens alone or beside others (`--no-batch-invariance`: false). */
   batch_invariant: boolean;
+  /** The decode threads' priority as applied (`--decode-priority`). */
+  decode_priority: DecodePriority;
 }
 
 /** One event of a stream. */

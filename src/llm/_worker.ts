@@ -4,7 +4,7 @@
  * postMessage; cancel and backpressure flags arrive through shared memory.
  */
 /// <reference lib="deno.worker" />
-import { availableCpus, findLibDir, niceThisThread, openLibraries } from "./_ffi.ts";
+import { availableCpus, findLibDir, lowerThisThread, openLibraries } from "./_ffi.ts";
 import { Engine } from "./_engine.ts";
 import { CTRL_MAIL, ctrlWord, type EngineInit, type FromEngine, type ToEngine } from "./_wire.ts";
 
@@ -25,7 +25,7 @@ function init(msg: EngineInit) {
   const libs = openLibraries(findLibDir(msg.libDir));
   const threads = msg.threads > 0 ? msg.threads : availableCpus(libs);
   // Before the thread pool exists, so its threads inherit it.
-  if (msg.nice) niceThisThread(libs, msg.nice);
+  const decodePriority = lowerThisThread(libs, msg.decodePriority);
   engine = new Engine(libs, {
     modelPath: msg.modelPath,
     ctx: msg.ctx,
@@ -36,6 +36,7 @@ function init(msg: EngineInit) {
     prefillRatio: msg.prefillRatio,
     prefillMaxRatio: msg.prefillMaxRatio,
     batchInvariant: msg.batchInvariant,
+    decodePriority,
     log,
     emit: (events, stats) => post({ op: "events", events, stats }),
   });

@@ -11,7 +11,7 @@ import {
   type Request,
 } from "../protocol/mod.ts";
 import type { Service, Stream } from "../server/service.ts";
-import { findLibDir } from "./_ffi.ts";
+import { type DecodePriority, findLibDir } from "./_ffi.ts";
 import { readGgufHeader } from "./gguf.ts";
 import { ensureDemoModel } from "./synthetic_model.ts";
 import { Samples } from "./_metrics.ts";
@@ -61,10 +61,13 @@ export interface LlmServiceOptions {
    */
   prefillMaxRatio?: number;
   /**
-   * Nice increment of the decode threads (default 5; Linux), so pings and terminal
-   * traffic get the CPU at once while the model works. 0 leaves them at the daemon's.
+   * How decode threads compete for the CPU (Linux). `low` (default): nice 5, so they
+   * yield to the event loop within a scheduler tick and keep a share of the CPU beside
+   * busy programs; `idle`: `SCHED_IDLE`, so pings, keystrokes and every other program
+   * preempt them at once, but programs that keep all cores busy starve decoding;
+   * `normal`: like the daemon.
    */
-  nice?: number;
+  decodePriority?: DecodePriority;
   /**
    * Batch invariance (default true): the same seed gives the same tokens whether a
    * request runs alone or beside others. It pads one-stream decodes to two rows and
@@ -468,6 +471,7 @@ class GenerateService implements LlmService {
         threads: i.threads,
         chat_template: i.chat_template,
         batch_invariant: i.batch_invariant,
+        decode_priority: i.decode_priority,
       },
     };
   }
@@ -620,7 +624,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
         abort,
         prefillRatio,
         prefillMaxRatio: Math.max(prefillRatio, options.prefillMaxRatio ?? prefillRatio),
-        nice: options.nice ?? 5,
+        decodePriority: options.decodePriority ?? "low",
         batchInvariant: options.batchInvariant ?? true,
       } satisfies ToEngine,
     );
