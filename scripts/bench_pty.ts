@@ -374,10 +374,37 @@ function fmt(x: number, digits = 2): string {
   return Number.isFinite(x) ? x.toFixed(digits) : "n/a";
 }
 
+/** The load client, run in its own process: prints "ready", decodes until killed. */
+const LOAD_CLIENT = `
+import { connect } from "${new URL("../src/client/client.ts", import.meta.url).href}";
+const [socket, streams, maxTokens] = Deno.args;
+const c = await connect({ socket, reconnect: false, client: "bench-pty-llm-load" });
+let tokens = 0;
+for (let i = 0; i < Number(streams); i++) {
+  (async () => {
+    while (true) {
+      const s = c.stream({
+        type: "generate",
+        prompt: "Stream " + i + ": tell a long story about terminals.",
+        max_tokens: Number(maxTokens),
+        priority: "batch",
+      });
+      for await (const ev of s) if (ev.event === "token") tokens++;
+    }
+  })();
+}
+const t0 = Date.now();
+while (tokens < Number(streams) * 4 && Date.now() - t0 < 10000) {
+  await new Promise((r) => setTimeout(r, 20));
+}
+console.log("ready");
+`;
+
 /**
  * A background load for {@linkcode benchPty}: `streams` generate requests decoding at
- * once on the daemon, each restarted when it ends, until the returned function is
- * called. Needs a daemon with a model (`daemonArgs` without `--no-model`).
+ * once on the daemon, each restarted when it ends, from a client in another process
+ * (as other programs' streams would be: its token traffic is not this process's), until
+ * the returned function is called. Needs a daemon with a model.
  *
  * @example
  * ```ts ignore
@@ -389,30 +416,25 @@ export function llmDecodeLoad(
   maxTokens = 256,
 ): (socket: string) => Promise<() => Promise<void>> {
   return async (socket: string) => {
-    const c = await connect({ socket, reconnect: false, client: "bench-pty-llm-load" });
-    let running = true;
-    let tokens = 0;
-    const loops = Array.from({ length: streams }, async (_, i) => {
-      while (running) {
-        const s = c.stream({
-          type: "generate",
-          prompt: `Stream ${i}: tell a long story about terminals.`,
-          max_tokens: maxTokens,
-          priority: "batch",
-        });
-        for await (const ev of s) {
-          if (ev.event === "token") tokens++;
-          if (!running) break;
-        }
-      }
-    });
-    // Let every stream get past its prompt before measuring.
-    const t0 = Date.now();
-    while (tokens < streams * 4 && Date.now() - t0 < 10_000) await sleep(20);
+    const proc = new Deno.Command(Deno.execPath(), {
+      args: ["eval", LOAD_CLIENT, socket, String(streams), String(maxTokens)],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    // Every stream past its prompt before measuring.
+    const reader = proc.stdout.getReader();
+    const { value } = await reader.read();
+    if (!new TextDecoder().decode(value).includes("ready")) {
+      throw new Error("the LLM load client did not start");
+    }
     return async () => {
-      running = false;
-      await Promise.allSettled(loops);
-      await c.close();
+      reader.releaseLock();
+      try {
+        proc.kill("SIGKILL");
+      } catch { /* gone */ }
+      await proc.status;
+      await proc.stdout.cancel().catch(() => {});
     };
   };
 }
@@ -576,6 +598,26 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
         });
       } finally {
         await stop();
+      }
+      // Again on a daemon whose decode threads are SCHED_IDLE.
+      log(`pty bench: echo, umad library, under ${label}, --decode-priority idle`);
+      const idle = await startDaemon([
+        ...(options.daemonArgs ?? []),
+        "--decode-priority",
+        "idle",
+      ]);
+      try {
+        const stopIdle = await options.backgroundLoad(idle.socket);
+        try {
+          echo.push({
+            path: `umad, client library, while ${label}, \`--decode-priority idle\``,
+            samples: await echoUmadClient(idle.socket, n),
+          });
+        } finally {
+          await stopIdle();
+        }
+      } finally {
+        await idle.stop();
       }
     }
   } finally {
