@@ -12,10 +12,22 @@ import { fmt, pct, ROOT } from "./_bench_util.ts";
 const THREADS = 2;
 const PARALLEL = 16;
 const CTX_PER_STREAM = 1024;
-const SINGLE_TOKENS = 128;
+const SINGLE_TOKENS = 256;
 const AGG_TOKENS = 48;
 const STREAM_COUNTS = [1, 4, 8, 16];
 const STORM_SECONDS = 8;
+/** Interleaved throughput rounds; each figure is the median over them. */
+const ROUNDS = 5;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function medianByCount(maps: Map<number, number>[]): Map<number, number> {
+  return new Map(STREAM_COUNTS.map((n) => [n, median(maps.map((m) => m.get(n)!))]));
+}
 
 /** Parts to run: `--only storm` or `--only throughput` while iterating (default: all). */
 const ONLY = (() => {
@@ -164,8 +176,6 @@ async function pingFromAnotherProcess(socket: string, ms: number): Promise<numbe
 }
 
 interface UmadResults {
-  singleDecode: number;
-  aggregate: Map<number, number>;
   itlQuiet: number[];
   itlStorm: number[];
   stormTtft: number[];
@@ -173,42 +183,43 @@ interface UmadResults {
   ping: number[];
 }
 
+interface Throughput {
+  /** Single stream, decode tokens/s (first to last token). */
+  single: number;
+  /** Aggregate tokens/s by number of concurrent streams. */
+  aggregate: Map<number, number>;
+}
+
+/** One throughput pass through a daemon: a single stream, then 1, 4, 8, 16 at once. */
+async function umadThroughput(client: Client, label: string): Promise<Throughput> {
+  const one = await runStream(client, promptOf(8, 1), SINGLE_TOKENS);
+  const single = (one.tokens - 1) / ((one.times.at(-1)! - one.times[0]) / 1000);
+  const aggregate = new Map<number, number>();
+  for (const n of STREAM_COUNTS) {
+    const t0 = performance.now();
+    const runs = await Promise.all(
+      Array.from({ length: n }, (_, i) => runStream(client, promptOf(8, i), AGG_TOKENS)),
+    );
+    const total = runs.reduce((a, r) => a + r.tokens, 0);
+    aggregate.set(n, total / ((performance.now() - t0) / 1000));
+  }
+  log(
+    `${label} tok/s: single ${fmt(single, 1)}, ` +
+      STREAM_COUNTS.map((n) => `${n}: ${fmt(aggregate.get(n)!, 1)}`).join(", "),
+  );
+  return { single, aggregate };
+}
+
+/** The 8-stream phases on a daemon of their own: quiet (with the pinger), then storm. */
 async function benchUmad(
   model: string,
   extra: string[] = [],
-  runThroughput = RUN_THROUGHPUT,
-  /** The 8-stream phases: none, only the quiet one (with the pinger), or both. */
-  phases: "none" | "quiet" | "all" = RUN_STORM ? "all" : "none",
+  phases: "quiet" | "all" = "all",
 ): Promise<UmadResults> {
   const d = await startModelDaemon(model, extra);
   const client = await connect({ socket: d.socket, reconnect: false });
   try {
     await runStream(client, "warm up", 16);
-    let singleDecode = NaN;
-    const aggregate = new Map<number, number>();
-    // Two passes, the better figure of each counting, as for the raw loops (run before
-    // and after umad): on a shared machine one pass against the best of two would favour
-    // the raw side by the noise alone.
-    for (let pass = 1; runThroughput && pass <= 2; pass++) {
-      log(`single stream (pass ${pass})`);
-      const single = await runStream(client, promptOf(8, 1), SINGLE_TOKENS);
-      const tps = (single.tokens - 1) / ((single.times.at(-1)! - single.times[0]) / 1000);
-      singleDecode = Math.max(tps, isNaN(singleDecode) ? 0 : singleDecode);
-      const perPass = [`single ${fmt(tps, 1)}`];
-      for (const n of STREAM_COUNTS) {
-        log(`${n} streams (pass ${pass})`);
-        const t0 = performance.now();
-        const runs = await Promise.all(
-          Array.from({ length: n }, (_, i) => runStream(client, promptOf(8, i), AGG_TOKENS)),
-        );
-        const total = runs.reduce((a, r) => a + r.tokens, 0);
-        const tps = total / ((performance.now() - t0) / 1000);
-        aggregate.set(n, Math.max(tps, aggregate.get(n) ?? 0));
-        perPass.push(`${n}: ${fmt(tps, 1)}`);
-      }
-      log(`umad pass ${pass} tok/s: ${perPass.join(", ")}`);
-    }
-
     // Eight decoding streams, with and without 512-token prompts arriving every 2 s.
     const phase = async (storm: boolean) => {
       log(storm ? "8 streams + a 512-token prompt every 2 s" : "8 streams, no prompts arriving");
@@ -254,11 +265,9 @@ async function benchUmad(
       return { gaps, ttfts, promptTokens, pings };
     };
     const none = { gaps: [], ttfts: [], promptTokens: 0, pings: [] };
-    const quiet = phases !== "none" ? await phase(false) : none;
+    const quiet = await phase(false);
     const storm = phases === "all" ? await phase(true) : none;
     return {
-      singleDecode,
-      aggregate,
       itlQuiet: quiet.gaps,
       itlStorm: storm.gaps,
       stormTtft: storm.ttfts,
@@ -439,8 +448,6 @@ async function benchNodeLlamaCpp(modelPath: string): Promise<Map<number, number>
 export async function benchLlm(): Promise<string> {
   log("generating the bench model (first run only)");
   const modelPath = ensureSyntheticModel(BENCH_MODEL);
-  // Raw loops before and after umad; the better of the two is the baseline (the machine
-  // is shared, so load varies over the run).
   if (!RUN_THROUGHPUT) {
     const u = await benchUmad(modelPath);
     const q = (xs: number[], p: number) => fmt(pct(xs, p), 1);
@@ -451,33 +458,65 @@ export async function benchLlm(): Promise<string> {
       u.stormTtft.map((t) => Math.round(t)).join(", "),
     ].join("\n");
   }
-  log("raw llama.cpp loops");
-  const rawBefore = benchRaw(modelPath);
-  const umad = await benchUmad(modelPath);
-  log("throughput again, with --no-batch-invariance");
-  const free = await benchUmad(modelPath, ["--no-batch-invariance"], true, "none");
-  log("pings beside 8 streams again, with --decode-priority idle");
-  const idle = await benchUmad(modelPath, ["--decode-priority", "idle"], false, "quiet");
-  log("storm again, with --prefill-max-ratio 1");
-  const ramp = await benchUmad(modelPath, ["--prefill-max-ratio", "1"], false);
-  log("raw llama.cpp loops, again");
-  const rawAfter = benchRaw(modelPath);
-  for (const [when, r] of [["before", rawBefore], ["after", rawAfter]] as const) {
-    log(
-      `raw ${when} tok/s: single ${fmt(r.singleDecode, 1)}, padded ${
-        fmt(r.singleDecodePadded, 1)
-      }, ${STREAM_COUNTS.map((n) => `${n}: ${fmt(r.aggregate.get(n)!, 1)}`).join(", ")}`,
-    );
+  // Throughput in interleaved rounds (raw loops, umad, umad --no-batch-invariance), the
+  // median of each figure counting: the machine is shared and its speed drifts over a
+  // run by more than the differences measured.
+  const dflt = await startModelDaemon(modelPath);
+  const free = await startModelDaemon(modelPath, ["--no-batch-invariance"]);
+  const raws: RawResults[] = [];
+  const dflts: Throughput[] = [];
+  const frees: Throughput[] = [];
+  try {
+    const cd = await connect({ socket: dflt.socket, reconnect: false });
+    const cf = await connect({ socket: free.socket, reconnect: false });
+    try {
+      await runStream(cd, "warm up", 16);
+      await runStream(cf, "warm up", 16);
+      for (let r = 1; r <= ROUNDS; r++) {
+        const raw = benchRaw(modelPath);
+        log(
+          `round ${r} raw tok/s: single ${fmt(raw.singleDecode, 1)}, padded ${
+            fmt(raw.singleDecodePadded, 1)
+          }, ${STREAM_COUNTS.map((n) => `${n}: ${fmt(raw.aggregate.get(n)!, 1)}`).join(", ")}`,
+        );
+        raws.push(raw);
+        dflts.push(await umadThroughput(cd, `round ${r} umad`));
+        frees.push(await umadThroughput(cf, `round ${r} umad --no-batch-invariance`));
+      }
+    } finally {
+      await cd.close();
+      await cf.close();
+    }
+  } finally {
+    await dflt.stop();
+    await free.stop();
   }
   const raw: RawResults = {
-    singleDecode: Math.max(rawBefore.singleDecode, rawAfter.singleDecode),
-    singleDecodePadded: Math.max(rawBefore.singleDecodePadded, rawAfter.singleDecodePadded),
-    aggregate: new Map(
-      STREAM_COUNTS.map((
-        n,
-      ) => [n, Math.max(rawBefore.aggregate.get(n)!, rawAfter.aggregate.get(n)!)]),
-    ),
+    singleDecode: median(raws.map((r) => r.singleDecode)),
+    singleDecodePadded: median(raws.map((r) => r.singleDecodePadded)),
+    aggregate: medianByCount(raws.map((r) => r.aggregate)),
   };
+  const umad = {
+    single: median(dflts.map((t) => t.single)),
+    aggregate: medianByCount(dflts.map((t) => t.aggregate)),
+  };
+  const umadFree = {
+    single: median(frees.map((t) => t.single)),
+    aggregate: medianByCount(frees.map((t) => t.aggregate)),
+  };
+  const span = (xs: number[]) => `${fmt(Math.min(...xs), 1)}–${fmt(Math.max(...xs), 1)}`;
+
+  let storm: UmadResults | null = null;
+  let idle: UmadResults | null = null;
+  let ramp: UmadResults | null = null;
+  if (RUN_STORM) {
+    log("8 streams: quiet, then a 512-token prompt every 2 s");
+    storm = await benchUmad(modelPath);
+    log("pings beside 8 streams again, with --decode-priority idle");
+    idle = await benchUmad(modelPath, ["--decode-priority", "idle"], "quiet");
+    log("storm again, with --prefill-max-ratio 1");
+    ramp = await benchUmad(modelPath, ["--prefill-max-ratio", "1"]);
+  }
   const nlc = ONLY ? "skipped (--only)" : await benchNodeLlamaCpp(modelPath);
 
   const r1 = (x: number) => fmt(x, 1);
@@ -489,29 +528,32 @@ export async function benchLlm(): Promise<string> {
     `Model: the generated bench model (${BENCH_MODEL.nEmbd} embd, ${BENCH_MODEL.nLayer} layers, ` +
       `${BENCH_MODEL.nHead} heads, ff ${BENCH_MODEL.nFf}, F16, random weights), ${THREADS} threads, ` +
       `greedy. umad: a daemon with --parallel ${PARALLEL}, measured by a client over the socket; ` +
-      "raw: llama_decode loops in one process with the same library, model, threads and shapes " +
-      "(run before and after umad; the better run counts). umad's throughput figures are " +
-      "likewise the better of two passes.",
+      "raw: llama_decode loops in one process with the same library, model, threads and shapes. " +
+      `Throughput was measured in ${ROUNDS} interleaved rounds (raw loops, umad, umad ` +
+      "`--no-batch-invariance`, both daemons up throughout and idle while not measured); each " +
+      "figure is the median over the rounds.",
     "",
     "### Single stream (decode tokens/s, first to last token)",
     "",
-    "| | tokens/s | vs raw |",
-    "|---|---:|---:|",
-    `| raw decode loop (1 row per decode) | ${r1(raw.singleDecode)} | 1.00 |`,
+    "| | tokens/s (median) | rounds | vs raw |",
+    "|---|---:|---:|---:|",
+    `| raw decode loop (1 row per decode) | ${r1(raw.singleDecode)} | ${
+      span(raws.map((r) => r.singleDecode))
+    } | 1.00 |`,
     `| raw loop padded to 2 rows (umad's batch invariance) | ${r1(raw.singleDecodePadded)} | ${
-      r2(raw.singleDecodePadded / raw.singleDecode)
+      span(raws.map((r) => r.singleDecodePadded))
+    } | ${r2(raw.singleDecodePadded / raw.singleDecode)} |`,
+    `| umad, client to client | ${r1(umad.single)} | ${span(dflts.map((t) => t.single))} | ${
+      r2(umad.single / raw.singleDecode)
     } |`,
-    `| umad, client to client | ${r1(umad.singleDecode)} | ${
-      r2(umad.singleDecode / raw.singleDecode)
-    } |`,
-    `| umad \`--no-batch-invariance\`, client to client | ${r1(free.singleDecode)} | ${
-      r2(free.singleDecode / raw.singleDecode)
-    } |`,
+    `| umad \`--no-batch-invariance\`, client to client | ${r1(umadFree.single)} | ${
+      span(frees.map((t) => t.single))
+    } | ${r2(umadFree.single / raw.singleDecode)} |`,
     "",
     "umad pads every decode to at least two rows so a stream's tokens do not depend on what " +
       "runs beside it (a one-row decode takes another kernel path); the padded raw row is " +
       "what that costs, and the fair baseline for umad's own overhead " +
-      `(${r2(umad.singleDecode / raw.singleDecodePadded)}× of it). A daemon started with ` +
+      `(${r2(umad.single / raw.singleDecodePadded)}× of it). A daemon started with ` +
       "`--no-batch-invariance` decodes a lone stream in one row and gives the guarantee up.",
     "",
     `### Aggregate throughput (${AGG_TOKENS} tokens per stream, short prompts, wall clock)`,
@@ -524,7 +566,7 @@ export async function benchLlm(): Promise<string> {
   for (const n of STREAM_COUNTS) {
     const u = umad.aggregate.get(n)!;
     const w = raw.aggregate.get(n)!;
-    const f = free.aggregate.get(n)!;
+    const f = umadFree.aggregate.get(n)!;
     let row = `| ${n} | ${r1(u)} | ${r1(w)} | ${r2(u / w)} | ${r1(f)} | ${r2(f / w)} |`;
     if (typeof nlc !== "string") {
       row += ` ${r1(nlc.get(n) ?? NaN)} | ${r2(u / (nlc.get(n) ?? NaN))} |`;
@@ -532,21 +574,21 @@ export async function benchLlm(): Promise<string> {
     lines.push(row);
   }
   if (typeof nlc === "string") lines.push("", `node-llama-cpp 3.22.1 was not measured: ${nlc}`);
-  const q99 = pct(umad.itlQuiet, 0.99);
-  const s99 = pct(umad.itlStorm, 0.99);
+  if (!storm || !idle || !ramp) return lines.join("\n");
+  const q99 = pct(storm.itlQuiet, 0.99);
+  const s99 = pct(storm.itlStorm, 0.99);
   lines.push(
     "",
-    `### Inter-token latency of 8 decoding streams while ${umad.stormPromptTokens}-token prompts arrive every 2 s`,
+    `### Inter-token latency of 8 decoding streams while ${storm.stormPromptTokens}-token prompts arrive every 2 s`,
     "",
     "| | p50 ms | p95 ms | p99 ms | samples |",
     "|---|---:|---:|---:|---:|",
-    `| no prompts arriving | ${r2(pct(umad.itlQuiet, 0.5))} | ${r2(pct(umad.itlQuiet, 0.95))} | ${
+    `| no prompts arriving | ${r2(pct(storm.itlQuiet, 0.5))} | ${r2(pct(storm.itlQuiet, 0.95))} | ${
       r2(q99)
-    } | ${umad.itlQuiet.length} |`,
-    `| a prompt every 2 s | ${r2(pct(umad.itlStorm, 0.5))} | ${r2(pct(umad.itlStorm, 0.95))} | ${
+    } | ${storm.itlQuiet.length} |`,
+    `| a prompt every 2 s | ${r2(pct(storm.itlStorm, 0.5))} | ${r2(pct(storm.itlStorm, 0.95))} | ${
       r2(s99)
-    } | ${umad.itlStorm.length} |`,
-    "",
+    } | ${storm.itlStorm.length} |`,
     `| the same, \`--prefill-max-ratio 1\` (another daemon) | ${r2(pct(ramp.itlStorm, 0.5))} | ${
       r2(pct(ramp.itlStorm, 0.95))
     } | ${r2(pct(ramp.itlStorm, 0.99))} | ${ramp.itlStorm.length} |`,
@@ -556,7 +598,7 @@ export async function benchLlm(): Promise<string> {
       "(against that daemon's own quiet run).",
     "",
     "Time to first token of the arriving prompts: default " +
-      `${umad.stormTtft.map((t) => `${Math.round(t)} ms`).join(", ")}; with ` +
+      `${storm.stormTtft.map((t) => `${Math.round(t)} ms`).join(", ")}; with ` +
       `\`--prefill-max-ratio 1\` ${ramp.stormTtft.map((t) => `${Math.round(t)} ms`).join(", ")}.`,
     "",
     "Prompts are cut into chunks sized by a time budget: 40% of a decode step by default " +
@@ -569,10 +611,10 @@ export async function benchLlm(): Promise<string> {
     "",
     "### Control channel while 8 streams decode",
     "",
-    `ping round trip from another process: p50 ${r2(pct(umad.ping, 0.5))} ms, p99 ` +
-      `${r2(pct(umad.ping, 0.99))} ms, max ${
-        r2(Math.max(...umad.ping))
-      } ms over ${umad.ping.length} ` +
+    `ping round trip from another process: p50 ${r2(pct(storm.ping, 0.5))} ms, p99 ` +
+      `${r2(pct(storm.ping, 0.99))} ms, max ${
+        r2(Math.max(...storm.ping))
+      } ms over ${storm.ping.length} ` +
       "pings (target p99 < 5 ms). With `--decode-priority idle` (another daemon): p50 " +
       `${r2(pct(idle.ping, 0.5))} ms, p99 ${r2(pct(idle.ping, 0.99))} ms, max ${
         r2(Math.max(...idle.ping))
