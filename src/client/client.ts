@@ -4,7 +4,7 @@ import { FrameDecoder } from "../protocol/frame.ts";
 import { socketPathFor } from "../protocol/socket_path.ts";
 import { ConnectionClosedError, errorFromEvent, TimeoutError, type UmadError } from "./errors.ts";
 import { EventStream } from "./event_stream.ts";
-import { dial, type Transport } from "./transport.ts";
+import { concat, dial, type Transport } from "./transport.ts";
 
 /** Reconnect policy: exponential backoff with jitter. */
 export interface ReconnectOptions {
@@ -327,19 +327,7 @@ export class Client {
     if (!socket || this.#out.length === 0) return;
     const parts = this.#out;
     this.#out = [];
-    if (parts.length === 1) {
-      socket.write(parts[0]);
-      return;
-    }
-    let n = 0;
-    for (const p of parts) n += p.length;
-    const buf = new Uint8Array(n);
-    let off = 0;
-    for (const p of parts) {
-      buf.set(p, off);
-      off += p.length;
-    }
-    socket.write(buf);
+    socket.write(parts.length === 1 ? parts[0] : concat(parts));
   }
 
   /** Closes the connection for good; streams in flight fail. */

@@ -165,7 +165,8 @@ function dialNode(path: string, events: TransportEvents): Promise<Transport> {
   });
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
+/** The parts in one buffer. */
+export function concat(parts: Uint8Array[]): Uint8Array {
   let n = 0;
   for (const p of parts) n += p.length;
   const out = new Uint8Array(n);
