@@ -3,7 +3,9 @@ import { createLogger } from "../server/log.ts";
 import { Server, SERVER_DEFAULTS } from "../server/server.ts";
 import type { Service } from "../server/service.ts";
 import { ConfigError, prepareSocketDir, resolveSocketPath } from "../server/socket_path.ts";
-import { DECODE_PRIORITIES, type DecodePriority } from "../llm/_ffi.ts";
+import { DECODE_PRIORITIES } from "../llm/_ffi.ts";
+import type { LlmServiceOptions } from "../llm/mod.ts";
+import type { PtyServiceOptions } from "../pty/mod.ts";
 import { choiceOption, intOption, numberOption, parse, UsageError } from "./_args.ts";
 
 function ratioOption(name: string, value: string | undefined): number | undefined {
@@ -64,19 +66,11 @@ Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or configuration error.`
 export interface ServeConfig {
   socket: string;
   log: ReturnType<typeof createLogger>;
-  model?: string;
   noModel: boolean;
-  llamaLib?: string;
-  ctx?: number;
-  parallel?: number;
-  threads?: number;
-  queue?: number;
-  prefillRatio?: number;
-  prefillMaxRatio?: number;
-  batchInvariant?: boolean;
-  decodePriority?: DecodePriority;
-  exitedTtlMs?: number;
-  scrollback?: number;
+  /** The model service's options from the flags (`log` is added by the factory). */
+  llm: Omit<LlmServiceOptions, "log">;
+  /** The terminal service's options from the flags. */
+  pty: Omit<PtyServiceOptions, "log">;
 }
 
 /** Builds the services a daemon runs; replaced in tests, extended as services land. */
@@ -132,21 +126,29 @@ export async function serveCommand(
   const config: ServeConfig = {
     socket,
     log,
-    model: values.model,
     noModel: values["no-model"] ?? false,
-    llamaLib: values["llama-lib"],
-    ctx: intOption("ctx", values.ctx, { min: 16 }),
-    parallel: intOption("parallel", values.parallel, { min: 1, max: 256 }),
-    threads: intOption("threads", values.threads, { min: 1, max: 1024 }),
-    queue: intOption("queue", values.queue),
-    prefillRatio: ratioOption("prefill-ratio", values["prefill-ratio"]),
-    prefillMaxRatio: ratioOption("prefill-max-ratio", values["prefill-max-ratio"]),
-    batchInvariant: !values["no-batch-invariance"],
-    decodePriority: choiceOption("decode-priority", values["decode-priority"], DECODE_PRIORITIES),
-    exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),
-    scrollback: intOption("scrollback", values.scrollback),
+    llm: {
+      model: values.model,
+      libDir: values["llama-lib"],
+      ctx: intOption("ctx", values.ctx, { min: 16 }),
+      parallel: intOption("parallel", values.parallel, { min: 1, max: 256 }),
+      threads: intOption("threads", values.threads, { min: 1, max: 1024 }),
+      queue: intOption("queue", values.queue),
+      prefillRatio: ratioOption("prefill-ratio", values["prefill-ratio"]),
+      prefillMaxRatio: ratioOption("prefill-max-ratio", values["prefill-max-ratio"]),
+      batchInvariant: !values["no-batch-invariance"],
+      decodePriority: choiceOption(
+        "decode-priority",
+        values["decode-priority"],
+        DECODE_PRIORITIES,
+      ),
+    },
+    pty: {
+      exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),
+      scrollback: intOption("scrollback", values.scrollback),
+    },
   };
-  if (config.noModel && config.model) throw new UsageError("--model and --no-model conflict");
+  if (config.noModel && config.llm.model) throw new UsageError("--model and --no-model conflict");
 
   // Fail fast, before a slow model load, on an unsafe directory or a live daemon.
   prepareSocketDir(socket);
