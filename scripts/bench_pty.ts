@@ -113,16 +113,21 @@ async function startDaemon(args: string[]) {
   };
 }
 
-/** Runs argv on a PTY we read directly; resolves with bytes and seconds until exit. */
-function readDirect(argv: string[]): Promise<{ bytes: number; seconds: number }> {
-  const t0 = performance.now();
-  const p = spawnPty({
+/** argv (looked up on PATH) on a new 80x24 PTY that this process reads. */
+function spawnTerminal(argv: string[]): PtyProcess {
+  return spawnPty({
     file: which(argv[0]) ?? argv[0],
     argv,
     env: baseEnv(),
     cols: 80,
     rows: 24,
   });
+}
+
+/** Runs argv on a PTY we read directly; resolves with bytes and seconds until exit. */
+function readDirect(argv: string[]): Promise<{ bytes: number; seconds: number }> {
+  const t0 = performance.now();
+  const p = spawnTerminal(argv);
   let bytes = 0;
   p.onData = (b) => bytes += b.length;
   return new Promise((resolve) => {
@@ -136,13 +141,7 @@ function readDirect(argv: string[]): Promise<{ bytes: number; seconds: number }>
  * it), and times until the client exits.
  */
 async function throughOuterTerminal(argv: string[]): Promise<{ bytes: number; seconds: number }> {
-  const p = spawnPty({
-    file: which(argv[0]) ?? argv[0],
-    argv,
-    env: baseEnv(),
-    cols: 80,
-    rows: 24,
-  });
+  const p = spawnTerminal(argv);
   let bytes = 0;
   let last = performance.now();
   p.onData = (b) => {
@@ -225,7 +224,7 @@ function outputSignal() {
 const RAW_CAT = ["/bin/sh", "-c", "stty raw -echo; printf READY; exec cat"];
 
 async function echoDirect(n: number): Promise<number[]> {
-  const p = spawnPty({ file: "/bin/sh", argv: RAW_CAT, env: baseEnv(), cols: 80, rows: 24 });
+  const p = spawnTerminal(RAW_CAT);
   const sig = outputSignal();
   let text = "";
   p.onData = (b) => {
@@ -339,13 +338,7 @@ async function echoRawConn(socket: string, n: number): Promise<number[]> {
 
 /** Echo through a terminal client (tmux, `umad run`) running on a PTY we own. */
 async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
-  const p = spawnPty({
-    file: which(argv[0]) ?? argv[0],
-    argv,
-    env: baseEnv(),
-    cols: 80,
-    rows: 24,
-  });
+  const p = spawnTerminal(argv);
   const sig = outputSignal();
   let text = "";
   p.onData = (b) => {
