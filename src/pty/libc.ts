@@ -127,32 +127,37 @@ export function libc(): Libc {
   return loaded.symbols;
 }
 
+/** Constants with the same values on Linux and macOS. */
+const POSIX = {
+  F_GETFL: 3,
+  F_SETFL: 4,
+  POSIX_SPAWN_SETSIGDEF: 0x04,
+  POSIX_SPAWN_SETSIGMASK: 0x08,
+  WNOHANG: 1,
+  EINTR: 4,
+  EIO: 5,
+  ESRCH: 3,
+  ECHILD: 10,
+  POLLIN: 0x1,
+  POLLOUT: 0x4,
+  POLLERR: 0x8,
+  POLLHUP: 0x10,
+  POLLNVAL: 0x20,
+} as const;
+
 /** Constants that differ by platform. Linux values are verified; macOS values untested. */
 export const C = Deno.build.os === "darwin"
   ? {
+    ...POSIX,
     O_RDWR: 0x2,
     O_NOCTTY: 0x20000,
     O_CLOEXEC: 0x1000000,
     O_NONBLOCK: 0x4,
-    F_GETFL: 3,
-    F_SETFL: 4,
     TIOCSWINSZ: 0x80087467n,
     TIOCGWINSZ: 0x40087468n,
     POSIX_SPAWN_SETSID: 0x400, // macOS 10.15+
-    POSIX_SPAWN_SETSIGDEF: 0x04,
-    POSIX_SPAWN_SETSIGMASK: 0x08,
     POSIX_SPAWN_CLOEXEC_DEFAULT: 0x4000,
-    WNOHANG: 1,
     EAGAIN: 35,
-    EINTR: 4,
-    EIO: 5,
-    ESRCH: 3,
-    ECHILD: 10,
-    POLLIN: 0x1,
-    POLLOUT: 0x4,
-    POLLERR: 0x8,
-    POLLHUP: 0x10,
-    POLLNVAL: 0x20,
     EFD_CLOEXEC: 0,
     EFD_NONBLOCK: 0,
     EPOLL_CLOEXEC: 0, // no epoll on macOS: the poll() poller is used
@@ -166,29 +171,16 @@ export const C = Deno.build.os === "darwin"
     SPAWNATTR_BYTES: 8,
   }
   : {
+    ...POSIX,
     O_RDWR: 0x2,
     O_NOCTTY: 0x100,
     O_CLOEXEC: 0x80000,
     O_NONBLOCK: 0x800,
-    F_GETFL: 3,
-    F_SETFL: 4,
     TIOCSWINSZ: 0x5414n,
     TIOCGWINSZ: 0x5413n,
     POSIX_SPAWN_SETSID: 0x80,
-    POSIX_SPAWN_SETSIGDEF: 0x04,
-    POSIX_SPAWN_SETSIGMASK: 0x08,
     POSIX_SPAWN_CLOEXEC_DEFAULT: 0,
-    WNOHANG: 1,
     EAGAIN: 11,
-    EINTR: 4,
-    EIO: 5,
-    ESRCH: 3,
-    ECHILD: 10,
-    POLLIN: 0x1,
-    POLLOUT: 0x4,
-    POLLERR: 0x8,
-    POLLHUP: 0x10,
-    POLLNVAL: 0x20,
     EFD_CLOEXEC: 0x80000,
     EFD_NONBLOCK: 0x800,
     EPOLL_CLOEXEC: 0x80000,
