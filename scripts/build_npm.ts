@@ -11,6 +11,7 @@
  */
 import ts from "typescript";
 import { parseArgs } from "node:util";
+import { exists } from "./_fs.ts";
 
 /** The package name on npm. */
 export const PACKAGE_NAME = "umad-client";
@@ -163,15 +164,6 @@ async function inputsDigest(ctx: Context, graph: Graph): Promise<string> {
   }
   for (const file of graph.files) parts.push(file, await Deno.readTextFile(`${root}/${file}`));
   return sha256(parts);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function isFresh(ctx: Context, graph: Graph, digest: string): Promise<boolean> {

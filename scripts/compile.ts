@@ -20,6 +20,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { exists } from "./_fs.ts";
 
 /** Each `deno compile` target and the `@node-llama-cpp/<platform>` package it needs. */
 export const TARGETS: Readonly<Record<string, string>> = {
@@ -142,15 +143,6 @@ async function run(cmd: string, args: string[], opts: Deno.CommandOptions = {}):
     code: out.code,
     text: dec.decode(out.stdout) + dec.decode(out.stderr),
   };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function exeName(target: string): string {
