@@ -1,10 +1,11 @@
 import process from "node:process";
 import { type Codec, decodePayload, encodeMessageFrame, type Message } from "../protocol/codec.ts";
+import { concat } from "../protocol/bytes.ts";
 import { FrameDecoder } from "../protocol/frame.ts";
 import { socketPathFor } from "../protocol/socket_path.ts";
 import { ConnectionClosedError, errorFromEvent, TimeoutError, type UmadError } from "./errors.ts";
 import { EventStream } from "./event_stream.ts";
-import { concat, dial, type Transport } from "./transport.ts";
+import { dial, type Transport } from "./transport.ts";
 
 /** Reconnect policy: exponential backoff with jitter. */
 export interface ReconnectOptions {
@@ -327,7 +328,7 @@ export class Client {
     if (!socket || this.#out.length === 0) return;
     const parts = this.#out;
     this.#out = [];
-    socket.write(parts.length === 1 ? parts[0] : concat(parts));
+    socket.write(concat(parts));
   }
 
   /** Closes the connection for good; streams in flight fail. */

@@ -5,6 +5,7 @@
  * hops): measured here, it halves the client-side share of a keystroke's echo tail.
  */
 import { createConnection, type Socket } from "node:net";
+import { concat } from "../protocol/bytes.ts";
 
 /** What a transport reports. */
 export interface TransportEvents {
@@ -81,7 +82,7 @@ async function dialDeno(
       while (queue.length > 0 && !closed) {
         const parts = queue;
         queue = [];
-        let buf = parts.length === 1 ? parts[0] : concat(parts);
+        let buf = concat(parts);
         while (buf.length > 0) {
           const n = await conn.write(buf);
           buf = buf.subarray(n);
@@ -163,17 +164,4 @@ function dialNode(path: string, events: TransportEvents): Promise<Transport> {
     });
     s.once("error", reject);
   });
-}
-
-/** The parts in one buffer. */
-export function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }

@@ -1,3 +1,4 @@
+import { concat } from "../protocol/bytes.ts";
 import { ProtocolError } from "../protocol/mod.ts";
 import type { Stream } from "../server/service.ts";
 import type { Emulator } from "./emulator.ts";
@@ -357,15 +358,4 @@ export class Session {
     this.onExited();
     if (this.removeOnExit && this.attachments.size === 0) this.onGone();
   }
-}
-
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
