@@ -154,7 +154,7 @@ export async function benchServer(): Promise<string> {
       "|---|---|---|",
       `| bare Deno Unix-socket echo | ${fmt(pct(bare, 0.5))} | ${fmt(pct(bare, 0.99))} |`,
       `| umad \`ping\` | ${fmt(pct(umad, 0.5))} | ${fmt(pct(umad, 0.99))} |`,
-      `| umad \`ping\` via the npm client (node:net) | ${fmt(pct(lib, 0.5))} | ${
+      `| umad \`ping\` via the client library (Deno.connect under Deno) | ${fmt(pct(lib, 0.5))} | ${
         fmt(pct(lib, 0.99))
       } |`,
       "",

@@ -390,8 +390,8 @@ function readme(api: string[], exports: Set<string>): string {
 
 Client for [umad](https://www.npmjs.com/package/${PACKAGE_NAME}), the local runtime
 daemon that shares one LLM and many terminal sessions among all the programs of a
-machine over a Unix socket. It runs on Node 18+, Deno and Bun (it uses only
-\`node:net\`) and speaks umad's framed protocol in MessagePack (default) or JSON.
+machine over a Unix socket. It runs on Node 18+, Deno and Bun (\`node:net\`, or
+\`Deno.connect\` under Deno) and speaks umad's framed protocol in MessagePack (default) or JSON.
 
 Start the daemon first (\`umad serve\`), then:
 
