@@ -43,11 +43,38 @@ withDaemon(
   async (d) => {
     const client = await connect({ socket: d.socket, reconnect: false });
     try {
-      const hello = client.hello as { model?: { batch_invariant: boolean } };
+      const hello = client.hello as {
+        model?: { batch_invariant: boolean; lookup_drafts: boolean };
+      };
       assert.equal(hello.model?.batch_invariant, false);
+      // No padding row, so no lookup drafts either.
+      assert.equal(hello.model?.lookup_drafts, false);
       const r = await generate(client, { prompt: "Hello world", max_tokens: 9, seed: 3 })
         .complete();
       assert.equal(r.usage.completion_tokens, 9);
+    } finally {
+      await client.close();
+    }
+  },
+);
+
+withDaemon(
+  "umad serve --no-lookup leaves the padding row empty: no drafts decoded",
+  [...TINY(), "--no-lookup"],
+  async (d) => {
+    const client = await connect({ socket: d.socket, reconnect: false });
+    try {
+      const hello = client.hello as { model?: { lookup_drafts: boolean } };
+      assert.equal(hello.model?.lookup_drafts, false);
+      const r = await generate(client, { prompt: "Hello world", max_tokens: 40, temperature: 0 })
+        .complete();
+      assert.equal(r.usage.completion_tokens, 40);
+      const m = (await client.metrics()).llm as {
+        decode_steps: number;
+        lookup_drafts: { decoded: number };
+      };
+      assert.equal(m.lookup_drafts.decoded, 0);
+      assert.equal(m.decode_steps, 40);
     } finally {
       await client.close();
     }

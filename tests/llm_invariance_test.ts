@@ -108,3 +108,72 @@ Deno.test("prompt chunking and batch neighbours leave a sequence's logits bit-id
     model.free();
   }
 });
+
+Deno.test("a lookup draft's row gives the logits the next step computes, bit for bit", () => {
+  const libs = openLibraries(findLibDir());
+  const model = LlamaModel.load(
+    libs,
+    tinyModel({ ...DEMO_MODEL, name: "umad-inv", nLayer: 2, nEmbd: 128, nHead: 2, nFf: 256 }),
+  );
+  const ctx = new LlamaContext(model, {
+    nCtx: 2 * 256,
+    nBatch: 64,
+    nSeqMax: 2,
+    threads: 1,
+    kvUnified: false,
+  });
+  const b = new Batch(64);
+  try {
+    const prompt = Array.from({ length: 40 }, (_, i) => 300 + ((i * 7919) % 3000));
+    const prefill = () => {
+      ctx.seqRm(0);
+      ctx.seqRm(1);
+      b.clear();
+      prompt.slice(0, -1).forEach((t, i) => b.add(t, i, 0, false));
+      assert.equal(ctx.decode(b), 0);
+    };
+    const p = prompt.length - 1;
+    const next = [prompt[p], 1234, 77, 2500];
+    // Step by step: each decode is the stream's row plus a filler row on sequence 1.
+    prefill();
+    const steps: Float32Array[] = [];
+    for (let i = 0; i < next.length; i++) {
+      b.clear();
+      const r = b.add(next[i], p + i, 0, true);
+      b.add(0, 0, 1, true);
+      assert.equal(ctx.decode(b), 0);
+      ctx.seqRm(1);
+      steps.push(ctx.logits(r).slice());
+    }
+    // Two rows of the stream per decode: the token, then the next one as a draft.
+    prefill();
+    const drafted: Float32Array[] = [];
+    for (let i = 0; i < next.length; i += 2) {
+      b.clear();
+      const r0 = b.add(next[i], p + i, 0, true);
+      const r1 = b.add(next[i + 1], p + i + 1, 0, true);
+      assert.equal(ctx.decode(b), 0);
+      drafted.push(ctx.logits(r0).slice(), ctx.logits(r1).slice());
+    }
+    // A rejected draft: its cell is trimmed and the step redone as the next one.
+    prefill();
+    b.clear();
+    b.add(next[0], p, 0, true);
+    b.add(999, p + 1, 0, true);
+    assert.equal(ctx.decode(b), 0);
+    ctx.seqRm(0, p + 1, -1);
+    b.clear();
+    const r = b.add(next[1], p + 1, 0, true);
+    b.add(0, 0, 1, true);
+    assert.equal(ctx.decode(b), 0);
+    const afterReject = ctx.logits(r).slice();
+
+    for (let i = 0; i < steps.length; i++) {
+      assert.ok(steps[i].every((v, j) => Object.is(v, drafted[i][j])), `row ${i} differs`);
+    }
+    assert.ok(afterReject.every((v, j) => Object.is(v, steps[1][j])), "after a rejected draft");
+  } finally {
+    ctx.free();
+    model.free();
+  }
+});

@@ -371,6 +371,44 @@ Deno.test("batch invariance pads a lone stream's decodes to two rows; --no-batch
   }
 });
 
+Deno.test("lookup drafts fill a lone stream's padding row: more tokens per decode, the same tokens", async () => {
+  const runs = new Map<boolean, number[][]>();
+  for (const lookup of [true, false]) {
+    await using llm = await tinyService({ lookup });
+    const hello = llm.hello!() as { model: { lookup_drafts: boolean } };
+    assert.equal(hello.model.lookup_drafts, lookup);
+    const out: number[][] = [];
+    for (
+      const [prompt, temperature, n] of [[LONG, 0, 80], [PROMPTS[0], 0.9, 61], [
+        PROMPTS[3],
+        0,
+        3,
+      ]] as const
+    ) {
+      const s = await generate(llm, { prompt, max_tokens: n, temperature, seed: 99 });
+      await s.done();
+      assert.equal(s.tokens().length, n, "exactly max_tokens, drafts or not");
+      out.push(ids(s));
+    }
+    const m = llm.metrics!().llm as {
+      decode_steps: number;
+      tokens_out: number;
+      lookup_drafts: { decoded: number; accepted: number };
+    };
+    if (lookup) {
+      // The tiny model's greedy output repeats itself, so drafts are accepted.
+      assert.ok(m.lookup_drafts.accepted > 0, JSON.stringify(m.lookup_drafts));
+      assert.ok(m.lookup_drafts.accepted <= m.lookup_drafts.decoded);
+      assert.equal(m.decode_steps, m.tokens_out - m.lookup_drafts.accepted);
+    } else {
+      assert.deepEqual(m.lookup_drafts, { decoded: 0, accepted: 0 });
+      assert.equal(m.decode_steps, m.tokens_out);
+    }
+    runs.set(lookup, out);
+  }
+  assert.deepEqual(runs.get(true), runs.get(false));
+});
+
 /** Scheduling policy and nice of each thread of this process (Linux /proc). */
 function threadSched(): { policy: number; nice: number }[] {
   const out: { policy: number; nice: number }[] = [];

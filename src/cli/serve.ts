@@ -54,6 +54,10 @@ Model (llama.cpp):
   --no-batch-invariance  give up "same seed, same tokens alone or beside other streams"
                        for speed: one-stream decodes are not padded to two rows (about
                        1.3x faster alone on CPUs) and prompt chunks may be larger
+  --no-lookup          leave a lone stream's padding row empty instead of filling it
+                       with a prompt-lookup draft (the token that followed the
+                       stream's last tokens before; when it is the one sampled, the
+                       next token comes from the same decode; same tokens either way)
 
 Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
@@ -100,6 +104,7 @@ export async function serveCommand(
     "prefill-ratio": { type: "string" },
     "prefill-max-ratio": { type: "string" },
     "no-batch-invariance": { type: "boolean" },
+    "no-lookup": { type: "boolean" },
     "decode-priority": { type: "string" },
     "exited-ttl": { type: "string" },
     scrollback: { type: "string" },
@@ -137,6 +142,7 @@ export async function serveCommand(
       prefillRatio: ratioOption("prefill-ratio", values["prefill-ratio"]),
       prefillMaxRatio: ratioOption("prefill-max-ratio", values["prefill-max-ratio"]),
       batchInvariant: !values["no-batch-invariance"],
+      lookup: !values["no-lookup"],
       decodePriority: choiceOption(
         "decode-priority",
         values["decode-priority"],

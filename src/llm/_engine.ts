@@ -9,6 +9,8 @@
  * Batch invariance (the same seed gives the same tokens alone or beside others; on
  * unless `batchInvariant` is false, which drops the two-row minimum and the chunk cap):
  * - every decode call has at least two rows: a one-row decode takes another kernel path;
+ *   a lone stream's second row is its lookup draft when it has one (see `_lookup.ts`),
+ *   else a filler on a spare sequence;
  * - sequence ids in a decode call are contiguous (holes get a filler row that is removed
  *   afterwards): with one KV stream per sequence llama.cpp splits a batch at every gap,
  *   which would make one-row ubatches;
@@ -30,6 +32,7 @@
 import { Batch, LlamaContext, LlamaModel, Sampler } from "./_llama.ts";
 import type { DecodePriority, NativeLibs } from "./_ffi.ts";
 import { TextAssembler } from "./_text.ts";
+import { TokenHistory } from "./_lookup.ts";
 import {
   CANCEL_NONE,
   CANCEL_SHUTDOWN,
@@ -80,6 +83,8 @@ class Seq {
   readonly prompt: Int32Array;
   readonly sampler: Sampler;
   readonly text: TextAssembler;
+  /** Prompt and output tokens, for lookup drafts. */
+  readonly history: TokenHistory;
   /** Tokens already in the KV cache. */
   nPast = 0;
   /** The token the next decode row feeds (last prompt token, then each sampled one). */
@@ -100,6 +105,7 @@ class Seq {
     this.prompt = prompt;
     this.sampler = sampler;
     this.text = new TextAssembler(params.stop);
+    this.history = new TokenHistory(prompt, prompt.length + Math.min(params.maxTokens, 1024));
     this.next = prompt[prompt.length - 1];
   }
   /** Prompt tokens still to prefill before the last one (which goes with the decode rows). */
@@ -121,6 +127,8 @@ export interface EngineOptions {
   prefillMaxRatio: number;
   /** Pad one-row decodes and keep prompt chunks small, for batch invariance. */
   batchInvariant: boolean;
+  /** Spend a lone stream's padding row on a prompt-lookup draft (batch invariance only). */
+  lookup: boolean;
   /** The decode threads' priority, as applied (reported in `info`). */
   decodePriority: DecodePriority;
   log: (level: "info" | "warn" | "error", message: string) => void;
@@ -233,6 +241,7 @@ export class Engine {
       threads: o.threads,
       chat_template: m.chatTemplate ? "model" : "chatml",
       batch_invariant: o.batchInvariant,
+      lookup_drafts: o.batchInvariant && o.lookup,
       decode_priority: o.decodePriority,
     };
     o.log(
@@ -363,7 +372,15 @@ export class Engine {
       const code = this.#cancelCode(s);
       if (code !== CANCEL_NONE) this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
     }
-    const stats: StepStats = { rows: 0, prefillTokens: 0, kvCells: 0, decodeMs: 0, prefillMs: 0 };
+    const stats: StepStats = {
+      rows: 0,
+      drafts: 0,
+      draftsAccepted: 0,
+      prefillTokens: 0,
+      kvCells: 0,
+      decodeMs: 0,
+      prefillMs: 0,
+    };
     this.#decodeStep(stats);
     // Tokens go out before the prompt chunks run.
     this.#flush({ ...stats, kvCells: this.#kvCells() });
@@ -372,6 +389,8 @@ export class Engine {
     if (prefilled || this.#out.length) {
       this.#flush({
         rows: 0,
+        drafts: 0,
+        draftsAccepted: 0,
         prefillTokens: prefilled,
         kvCells: this.#kvCells(),
         decodeMs: 0,
@@ -397,8 +416,13 @@ export class Engine {
     // Rows in sequence-id order with no gaps, at least two (see the module comment).
     let lo = ready[0].slot;
     let hi = ready[ready.length - 1].slot;
+    // A lone stream's second row: its lookup draft at the next position, else a filler.
+    let draft: { seq: Seq; token: number; row: number } | null = null;
     if (lo === hi && this.#o.batchInvariant) {
-      if (hi + 1 < this.#slots.length) hi++;
+      const s = ready[0];
+      const token = this.#o.lookup && s.nPast + 1 < this.#nCtxSeq ? s.history.draft() : -1;
+      if (token >= 0) draft = { seq: s, token, row: -1 };
+      else if (hi + 1 < this.#slots.length) hi++;
       else lo--;
     }
     const fillers: [number, number][] = [];
@@ -414,6 +438,7 @@ export class Engine {
         fillers.push([id, pos]);
       }
     }
+    if (draft) draft.row = b.add(draft.token, draft.seq.nPast + 1, draft.seq.slot, true);
     const t0 = performance.now();
     const rc = this.ctx.decode(b);
     const ms = performance.now() - t0;
@@ -430,7 +455,19 @@ export class Engine {
     stats.decodeMs = ms;
     for (const s of ready) {
       s.nPast++;
-      this.#accept(s, s.sampler.sample(this.ctx, rowOf.get(s)!));
+      const token = s.sampler.sample(this.ctx, rowOf.get(s)!);
+      this.#accept(s, token);
+      if (draft?.seq !== s) continue;
+      stats.drafts++;
+      if (this.#slots[s.slot] !== s) continue; // ended: its whole sequence is gone
+      if (token === draft.token) {
+        // The draft row's logits are the ones the next step would compute: sample them.
+        stats.draftsAccepted++;
+        s.nPast++;
+        this.#accept(s, s.sampler.sample(this.ctx, draft.row));
+      } else {
+        this.ctx.seqRm(s.slot, s.nPast, -1);
+      }
     }
   }
 
@@ -447,6 +484,7 @@ export class Engine {
       return;
     }
     s.generated++;
+    s.history.push(token);
     const step = s.text.push(model.piece(token));
     if (step.stopped) {
       this.#out.push({ rid: s.rid, kind: "token", text: step.text, token_id: token });

@@ -47,6 +47,8 @@ export interface EngineInit {
   decodePriority: DecodePriority;
   /** Same seed, same tokens alone or beside others (costs one-stream speed). */
   batchInvariant: boolean;
+  /** Lookup drafts in a lone stream's padding row. */
+  lookup: boolean;
 }
 
 /** Sampling and stopping settings of one stream, defaults applied. */
@@ -93,6 +95,8 @@ export interface EngineInfo {
   chat_template: string;
   /** Same seed, same tokens alone or beside others (`--no-batch-invariance`: false). */
   batch_invariant: boolean;
+  /** A lone stream's padding row carries a prompt-lookup draft (`--no-lookup`: false). */
+  lookup_drafts: boolean;
   /** The decode threads' priority as applied (`--decode-priority`). */
   decode_priority: DecodePriority;
 }
@@ -119,6 +123,9 @@ export type StreamEvent =
 export interface StepStats {
   /** Rows of the decode call (fillers included), 0 when none ran. */
   rows: number;
+  /** Lookup drafts decoded this step, and how many of them were the sampled token. */
+  drafts: number;
+  draftsAccepted: number;
   prefillTokens: number;
   kvCells: number;
   decodeMs: number;

@@ -36,6 +36,7 @@ function init(msg: EngineInit) {
     prefillRatio: msg.prefillRatio,
     prefillMaxRatio: msg.prefillMaxRatio,
     batchInvariant: msg.batchInvariant,
+    lookup: msg.lookup,
     decodePriority,
     log,
     emit: (events, stats) => post({ op: "events", events, stats }),

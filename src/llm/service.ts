@@ -75,6 +75,13 @@ export interface LlmServiceOptions {
    * speed on CPUs; false gives that speed back and gives up the guarantee.
    */
   batchInvariant?: boolean;
+  /**
+   * Lookup drafts (default true; only with batch invariance): a lone stream's decodes
+   * carry a second row anyway, so it holds the token that followed the stream's last
+   * tokens where they occurred before. When the sampled token matches, the row's logits
+   * give the next token in the same step; the tokens are the same either way.
+   */
+  lookup?: boolean;
   /** Where log lines go. */
   log?: (level: LlmLogLevel, message: string) => void;
 }
@@ -168,6 +175,8 @@ class GenerateService implements LlmService {
   #itl = new Samples();
   #rows = new Samples(4096);
   #steps = 0;
+  #drafts = 0;
+  #draftsAccepted = 0;
   #prefillTokens = 0;
   #decodeMs = 0;
   #prefillMs = 0;
@@ -338,6 +347,8 @@ class GenerateService implements LlmService {
       this.#steps++;
       this.#rows.add(s.rows);
     }
+    this.#drafts += s.drafts;
+    this.#draftsAccepted += s.draftsAccepted;
     this.#prefillTokens += s.prefillTokens;
     this.#decodeMs += s.decodeMs;
     this.#prefillMs += s.prefillMs;
@@ -471,6 +482,7 @@ class GenerateService implements LlmService {
         threads: i.threads,
         chat_template: i.chat_template,
         batch_invariant: i.batch_invariant,
+        lookup_drafts: i.lookup_drafts,
         decode_priority: i.decode_priority,
       },
     };
@@ -494,6 +506,7 @@ class GenerateService implements LlmService {
         decode_ms: Math.round(this.#decodeMs),
         prefill_ms: Math.round(this.#prefillMs),
         batch_rows: { p50: rows.p50, p95: rows.p95, max: rows.max },
+        lookup_drafts: { decoded: this.#drafts, accepted: this.#draftsAccepted },
         kv_cells_used: this.#kvCells,
         kv_cells_total: this.info.n_ctx * this.info.parallel,
         backpressure_pauses: this.#paused,
@@ -626,6 +639,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
         prefillMaxRatio: Math.max(prefillRatio, options.prefillMaxRatio ?? prefillRatio),
         decodePriority: options.decodePriority ?? "low",
         batchInvariant: options.batchInvariant ?? true,
+        lookup: options.lookup ?? true,
       } satisfies ToEngine,
     );
   }).catch((err) => {
