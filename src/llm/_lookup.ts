@@ -7,7 +7,7 @@
 
 /** Longest and shortest suffix matched, longest first. */
 const MAX_NGRAM = 3;
-const MIN_NGRAM = 2;
+const MIN_NGRAM = 1;
 
 /** A stream's tokens so far, with lookup of a draft for the next one. */
 export class TokenHistory {
@@ -34,7 +34,8 @@ export class TokenHistory {
 
   /**
    * The token that followed the most recent earlier occurrence of the last 3 tokens
-   * (else the last 2), or -1 when they never occurred before.
+   * (else the last 2, else the last one), or -1 when the last token is new. A weak guess
+   * still beats an empty row: the row is decoded either way.
    */
   draft(): number {
     const t = this.#t;
