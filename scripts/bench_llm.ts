@@ -188,12 +188,23 @@ interface Throughput {
   single: number;
   /** Aggregate tokens/s by number of concurrent streams. */
   aggregate: Map<number, number>;
+  /** Lookup drafts of the single-stream run: decoded, and accepted. */
+  drafts: [number, number];
+}
+
+async function draftCounts(client: Client): Promise<[number, number]> {
+  const m = (await client.metrics()).llm as {
+    lookup_drafts: { decoded: number; accepted: number };
+  };
+  return [m.lookup_drafts.decoded, m.lookup_drafts.accepted];
 }
 
 /** One throughput pass through a daemon: a single stream, then 1, 4, 8, 16 at once. */
 async function umadThroughput(client: Client, label: string): Promise<Throughput> {
+  const before = await draftCounts(client);
   const one = await runStream(client, promptOf(8, 1), SINGLE_TOKENS);
   const single = (one.tokens - 1) / ((one.times.at(-1)! - one.times[0]) / 1000);
+  const after = await draftCounts(client);
   const aggregate = new Map<number, number>();
   for (const n of STREAM_COUNTS) {
     const t0 = performance.now();
@@ -207,7 +218,7 @@ async function umadThroughput(client: Client, label: string): Promise<Throughput
     `${label} tok/s: single ${fmt(single, 1)}, ` +
       STREAM_COUNTS.map((n) => `${n}: ${fmt(aggregate.get(n)!, 1)}`).join(", "),
   );
-  return { single, aggregate };
+  return { single, aggregate, drafts: [after[0] - before[0], after[1] - before[1]] };
 }
 
 /** The 8-stream phases on a daemon of their own: quiet (with the pinger), then storm. */
@@ -458,19 +469,23 @@ export async function benchLlm(): Promise<string> {
       u.stormTtft.map((t) => Math.round(t)).join(", "),
     ].join("\n");
   }
-  // Throughput in interleaved rounds (raw loops, umad, umad --no-batch-invariance), the
-  // median of each figure counting: the machine is shared and its speed drifts over a
-  // run by more than the differences measured.
+  // Throughput in interleaved rounds (raw loops, umad, umad --no-lookup, umad
+  // --no-batch-invariance), the median of each figure counting: the machine is shared and
+  // its speed drifts over a run by more than the differences measured.
   const dflt = await startModelDaemon(modelPath);
+  const plain = await startModelDaemon(modelPath, ["--no-lookup"]);
   const free = await startModelDaemon(modelPath, ["--no-batch-invariance"]);
   const raws: RawResults[] = [];
   const dflts: Throughput[] = [];
+  const plains: Throughput[] = [];
   const frees: Throughput[] = [];
   try {
     const cd = await connect({ socket: dflt.socket, reconnect: false });
+    const cp = await connect({ socket: plain.socket, reconnect: false });
     const cf = await connect({ socket: free.socket, reconnect: false });
     try {
       await runStream(cd, "warm up", 16);
+      await runStream(cp, "warm up", 16);
       await runStream(cf, "warm up", 16);
       for (let r = 1; r <= ROUNDS; r++) {
         const raw = benchRaw(modelPath);
@@ -481,14 +496,17 @@ export async function benchLlm(): Promise<string> {
         );
         raws.push(raw);
         dflts.push(await umadThroughput(cd, `round ${r} umad`));
+        plains.push(await umadThroughput(cp, `round ${r} umad --no-lookup`));
         frees.push(await umadThroughput(cf, `round ${r} umad --no-batch-invariance`));
       }
     } finally {
       await cd.close();
+      await cp.close();
       await cf.close();
     }
   } finally {
     await dflt.stop();
+    await plain.stop();
     await free.stop();
   }
   const raw: RawResults = {
@@ -500,10 +518,16 @@ export async function benchLlm(): Promise<string> {
     single: median(dflts.map((t) => t.single)),
     aggregate: medianByCount(dflts.map((t) => t.aggregate)),
   };
+  const umadPlain = {
+    single: median(plains.map((t) => t.single)),
+    aggregate: medianByCount(plains.map((t) => t.aggregate)),
+  };
   const umadFree = {
     single: median(frees.map((t) => t.single)),
     aggregate: medianByCount(frees.map((t) => t.aggregate)),
   };
+  const draftsDecoded = dflts.reduce((a, t) => a + t.drafts[0], 0);
+  const draftsAccepted = dflts.reduce((a, t) => a + t.drafts[1], 0);
   const span = (xs: number[]) => `${fmt(Math.min(...xs), 1)}–${fmt(Math.max(...xs), 1)}`;
 
   let storm: UmadResults | null = null;
@@ -530,8 +554,8 @@ export async function benchLlm(): Promise<string> {
       `greedy. umad: a daemon with --parallel ${PARALLEL}, measured by a client over the socket; ` +
       "raw: llama_decode loops in one process with the same library, model, threads and shapes. " +
       `Throughput was measured in ${ROUNDS} interleaved rounds (raw loops, umad, umad ` +
-      "`--no-batch-invariance`, both daemons up throughout and idle while not measured); each " +
-      "figure is the median over the rounds.",
+      "`--no-lookup`, umad `--no-batch-invariance`, the three daemons up throughout and idle " +
+      "while not measured); each figure is the median over the rounds.",
     "",
     "### Single stream (decode tokens/s, first to last token)",
     "",
@@ -543,9 +567,12 @@ export async function benchLlm(): Promise<string> {
     `| raw loop padded to 2 rows (umad's batch invariance) | ${r1(raw.singleDecodePadded)} | ${
       span(raws.map((r) => r.singleDecodePadded))
     } | ${r2(raw.singleDecodePadded / raw.singleDecode)} |`,
-    `| umad, client to client | ${r1(umad.single)} | ${span(dflts.map((t) => t.single))} | ${
-      r2(umad.single / raw.singleDecode)
-    } |`,
+    `| umad (default: lookup drafts in the padding row), client to client | ${r1(umad.single)} | ${
+      span(dflts.map((t) => t.single))
+    } | ${r2(umad.single / raw.singleDecode)} |`,
+    `| umad \`--no-lookup\` (padding row empty), client to client | ${r1(umadPlain.single)} | ${
+      span(plains.map((t) => t.single))
+    } | ${r2(umadPlain.single / raw.singleDecode)} |`,
     `| umad \`--no-batch-invariance\`, client to client | ${r1(umadFree.single)} | ${
       span(frees.map((t) => t.single))
     } | ${r2(umadFree.single / raw.singleDecode)} |`,
@@ -553,21 +580,38 @@ export async function benchLlm(): Promise<string> {
     "umad pads every decode to at least two rows so a stream's tokens do not depend on what " +
       "runs beside it (a one-row decode takes another kernel path); the padded raw row is " +
       "what that costs, and the fair baseline for umad's own overhead " +
-      `(${r2(umad.single / raw.singleDecodePadded)}× of it). A daemon started with ` +
-      "`--no-batch-invariance` decodes a lone stream in one row and gives the guarantee up.",
+      `(\`--no-lookup\` is ${r2(umadPlain.single / raw.singleDecodePadded)}× of it). By ` +
+      "default a lone stream's second row carries a lookup draft (the token that followed " +
+      "its last 3, 2 or 1 tokens earlier); when the sampled token matches, that row's " +
+      "logits give the next token in the same decode, with the same tokens as without. " +
+      `Over the rounds' single-stream runs ${draftsDecoded} drafts were decoded and ` +
+      `${draftsAccepted} accepted (${
+        fmt((100 * draftsAccepted) / Math.max(1, draftsDecoded), 0)
+      }%` +
+      `, ${
+        fmt((ROUNDS * SINGLE_TOKENS) / Math.max(1, ROUNDS * SINGLE_TOKENS - draftsAccepted), 2)
+      } ` +
+      "tokens per decode call). **This model has random weights and its greedy output falls " +
+      "into loops, which drafts predict well; real text repeats less** (edited code, quoted " +
+      "passages and lists most), so a real model lands between the `--no-lookup` row and " +
+      "the default row. A daemon started with `--no-batch-invariance` decodes a lone stream " +
+      "in one row and gives the guarantee up.",
     "",
     `### Aggregate throughput (${AGG_TOKENS} tokens per stream, short prompts, wall clock)`,
     "",
-    `| streams | umad tok/s | raw batched tok/s | umad/raw | umad \`--no-batch-invariance\` | its /raw |${
+    `| streams | umad tok/s | raw batched tok/s | umad/raw | umad \`--no-lookup\` | its /raw | umad \`--no-batch-invariance\` | its /raw |${
       typeof nlc === "string" ? "" : " node-llama-cpp tok/s | umad/nlc |"
     }`,
-    `|---:|---:|---:|---:|---:|---:|${typeof nlc === "string" ? "" : "---:|---:|"}`,
+    `|---:|---:|---:|---:|---:|---:|---:|---:|${typeof nlc === "string" ? "" : "---:|---:|"}`,
   );
   for (const n of STREAM_COUNTS) {
     const u = umad.aggregate.get(n)!;
     const w = raw.aggregate.get(n)!;
+    const p = umadPlain.aggregate.get(n)!;
     const f = umadFree.aggregate.get(n)!;
-    let row = `| ${n} | ${r1(u)} | ${r1(w)} | ${r2(u / w)} | ${r1(f)} | ${r2(f / w)} |`;
+    let row = `| ${n} | ${r1(u)} | ${r1(w)} | ${r2(u / w)} | ${r1(p)} | ${r2(p / w)} | ${r1(f)} | ${
+      r2(f / w)
+    } |`;
     if (typeof nlc !== "string") {
       row += ` ${r1(nlc.get(n) ?? NaN)} | ${r2(u / (nlc.get(n) ?? NaN))} |`;
     }
