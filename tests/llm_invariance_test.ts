@@ -2,7 +2,8 @@
  * The kernel facts the scheduler's batch invariance rests on, checked bit for bit on
  * logits with the real library (see the module comment of src/llm/_engine.ts):
  * prompt chunks under 64 tokens give the same KV whatever their sizes, and a decode
- * row gives the same logits among other sequences as beside a filler row.
+ * row gives the same logits among other sequences as beside a filler row, or as the
+ * second row of its own sequence (a lookup draft).
  */
 import assert from "node:assert/strict";
 import { findLibDir, openLibraries } from "../src/llm/_ffi.ts";
@@ -10,21 +11,24 @@ import { Batch, LlamaContext, LlamaModel } from "../src/llm/_llama.ts";
 import { DEMO_MODEL } from "../src/llm/mod.ts";
 import { tinyModel } from "./llm_helpers.ts";
 
-Deno.test("prompt chunking and batch neighbours leave a sequence's logits bit-identical", () => {
-  const libs = openLibraries(findLibDir());
-  // Wide enough (head size 64) to take the same kernel paths as real models.
+/** A small model wide enough (head size 64) to take the same kernel paths as real ones. */
+function openContext(nSeqMax: number, perSeq: number) {
   const model = LlamaModel.load(
-    libs,
+    openLibraries(findLibDir()),
     tinyModel({ ...DEMO_MODEL, name: "umad-inv", nLayer: 2, nEmbd: 128, nHead: 2, nFf: 256 }),
   );
   const ctx = new LlamaContext(model, {
-    nCtx: 6 * 512,
+    nCtx: nSeqMax * perSeq,
     nBatch: 64,
-    nSeqMax: 6,
+    nSeqMax,
     threads: 1,
     kvUnified: false,
   });
-  const b = new Batch(64);
+  return { model, ctx, b: new Batch(64) };
+}
+
+Deno.test("prompt chunking and batch neighbours leave a sequence's logits bit-identical", () => {
+  const { model, ctx, b } = openContext(6, 512);
   try {
     const prompt = Array.from({ length: 150 }, (_, i) => 300 + ((i * 7919) % 3000));
     const otherPrompt = (k: number) =>
@@ -110,19 +114,7 @@ Deno.test("prompt chunking and batch neighbours leave a sequence's logits bit-id
 });
 
 Deno.test("a lookup draft's row gives the logits the next step computes, bit for bit", () => {
-  const libs = openLibraries(findLibDir());
-  const model = LlamaModel.load(
-    libs,
-    tinyModel({ ...DEMO_MODEL, name: "umad-inv", nLayer: 2, nEmbd: 128, nHead: 2, nFf: 256 }),
-  );
-  const ctx = new LlamaContext(model, {
-    nCtx: 2 * 256,
-    nBatch: 64,
-    nSeqMax: 2,
-    threads: 1,
-    kvUnified: false,
-  });
-  const b = new Batch(64);
+  const { model, ctx, b } = openContext(2, 256);
   try {
     const prompt = Array.from({ length: 40 }, (_, i) => 300 + ((i * 7919) % 3000));
     const prefill = () => {
