@@ -4,7 +4,7 @@
  * while streams decode.
  */
 import assert from "node:assert/strict";
-import { connect } from "../src/client/client.ts";
+import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import type { UmadError } from "../src/client/errors.ts";
 import { RawClient, startDaemon, type TestDaemon } from "./_daemon.ts";
@@ -17,19 +17,23 @@ function startLlmDaemon(args: string[], env?: Record<string, string>): Promise<T
   return startDaemon(args, { withModel: true, env });
 }
 
+/** A test against `umad serve` with these arguments, with a client connected to it. */
 function withDaemon(
   name: string,
   args: string[],
-  fn: (d: TestDaemon) => Promise<void>,
+  fn: (d: TestDaemon, client: Client) => Promise<void>,
 ) {
   Deno.test(name, async () => {
     const d = await startLlmDaemon(args);
+    let client: Client | undefined;
     try {
-      await fn(d);
+      client = await connect({ socket: d.socket, reconnect: false });
+      await fn(d, client);
     } catch (err) {
       console.error(d.stderr());
       throw err;
     } finally {
+      await client?.close();
       await d.stop();
     }
   });
@@ -40,93 +44,77 @@ const TINY = () => ["--model", tinyModel(), "--threads", "1", "--parallel", "4",
 withDaemon(
   "umad serve --no-batch-invariance says so in hello and generates",
   [...TINY(), "--no-batch-invariance"],
-  async (d) => {
-    const client = await connect({ socket: d.socket, reconnect: false });
-    try {
-      const hello = client.hello as {
-        model?: { batch_invariant: boolean; lookup_drafts: boolean };
-      };
-      assert.equal(hello.model?.batch_invariant, false);
-      // No padding row, so no lookup drafts either.
-      assert.equal(hello.model?.lookup_drafts, false);
-      const r = await generate(client, { prompt: "Hello world", max_tokens: 9, seed: 3 })
-        .complete();
-      assert.equal(r.usage.completion_tokens, 9);
-    } finally {
-      await client.close();
-    }
+  async (_d, client) => {
+    const hello = client.hello as {
+      model?: { batch_invariant: boolean; lookup_drafts: boolean };
+    };
+    assert.equal(hello.model?.batch_invariant, false);
+    // No padding row, so no lookup drafts either.
+    assert.equal(hello.model?.lookup_drafts, false);
+    const r = await generate(client, { prompt: "Hello world", max_tokens: 9, seed: 3 })
+      .complete();
+    assert.equal(r.usage.completion_tokens, 9);
   },
 );
 
 withDaemon(
   "umad serve --no-lookup leaves the padding row empty: no drafts decoded",
   [...TINY(), "--no-lookup"],
-  async (d) => {
-    const client = await connect({ socket: d.socket, reconnect: false });
-    try {
-      const hello = client.hello as { model?: { lookup_drafts: boolean } };
-      assert.equal(hello.model?.lookup_drafts, false);
-      const r = await generate(client, { prompt: "Hello world", max_tokens: 40, temperature: 0 })
-        .complete();
-      assert.equal(r.usage.completion_tokens, 40);
-      const m = (await client.metrics()).llm as {
-        decode_steps: number;
-        lookup_drafts: { decoded: number };
-      };
-      assert.equal(m.lookup_drafts.decoded, 0);
-      assert.equal(m.decode_steps, 40);
-    } finally {
-      await client.close();
-    }
+  async (_d, client) => {
+    const hello = client.hello as { model?: { lookup_drafts: boolean } };
+    assert.equal(hello.model?.lookup_drafts, false);
+    const r = await generate(client, { prompt: "Hello world", max_tokens: 40, temperature: 0 })
+      .complete();
+    assert.equal(r.usage.completion_tokens, 40);
+    const m = (await client.metrics()).llm as {
+      decode_steps: number;
+      lookup_drafts: { decoded: number };
+    };
+    assert.equal(m.lookup_drafts.decoded, 0);
+    assert.equal(m.decode_steps, 40);
   },
 );
 
 withDaemon(
   "the client's generate() streams exactly max_tokens tokens and cancel() stops it",
   TINY(),
-  async (d) => {
-    const client = await connect({ socket: d.socket, reconnect: false });
-    try {
-      const hello = client.hello as { model?: { n_ctx: number; parallel: number } };
-      assert.equal(hello.model?.parallel, 4);
-      assert.equal(hello.model?.n_ctx, 1024);
-      const r = await generate(client, { prompt: "Hello world", max_tokens: 21, seed: 3 })
-        .complete();
-      assert.equal(r.reason, "length");
-      assert.equal(r.usage.completion_tokens, 21);
+  async (_d, client) => {
+    const hello = client.hello as { model?: { n_ctx: number; parallel: number } };
+    assert.equal(hello.model?.parallel, 4);
+    assert.equal(hello.model?.n_ctx, 1024);
+    const r = await generate(client, { prompt: "Hello world", max_tokens: 21, seed: 3 })
+      .complete();
+    assert.equal(r.reason, "length");
+    assert.equal(r.usage.completion_tokens, 21);
 
-      const gen = generate(client, {
-        prompt: "Once upon a time",
-        max_tokens: 100000,
-        temperature: 0,
-      });
-      let n = 0;
-      let reason = "";
-      for await (const ev of gen) {
-        if (ev.event === "token" && ++n === 5) gen.cancel();
-        if (ev.event === "eos") reason = ev.reason;
-      }
-      assert.equal(reason, "cancelled");
-      assert.ok(n >= 5 && n < 50, `stopped soon after the cancel (${n} tokens)`);
-      const whole = await generate(client, {
-        prompt: "Hello world",
-        max_tokens: 21,
-        seed: 3,
-        stream: false,
-      })
-        .complete();
-      assert.equal(whole.text, r.text, "stream:false gives the streamed text");
-    } finally {
-      await client.close();
+    const gen = generate(client, {
+      prompt: "Once upon a time",
+      max_tokens: 100000,
+      temperature: 0,
+    });
+    let n = 0;
+    let reason = "";
+    for await (const ev of gen) {
+      if (ev.event === "token" && ++n === 5) gen.cancel();
+      if (ev.event === "eos") reason = ev.reason;
     }
+    assert.equal(reason, "cancelled");
+    assert.ok(n >= 5 && n < 50, `stopped soon after the cancel (${n} tokens)`);
+    const whole = await generate(client, {
+      prompt: "Hello world",
+      max_tokens: 21,
+      seed: 3,
+      stream: false,
+    })
+      .complete();
+    assert.equal(whole.text, r.text, "stream:false gives the streamed text");
   },
 );
 
 withDaemon(
   "umad generate prints the streamed text and --json prints each event",
   TINY(),
-  async (d) => {
-    const client = await connect({ socket: d.socket, reconnect: false });
+  async (d, client) => {
     const expected = await generate(client, {
       prompt: "the water",
       max_tokens: 15,
@@ -134,7 +122,6 @@ withDaemon(
       temperature: 0,
     })
       .complete();
-    await client.close();
     const run = async (extra: string[], stdin?: string) => {
       const child = new Deno.Command(Deno.execPath(), {
         args: [
@@ -206,7 +193,7 @@ withDaemon("a client written for UMA Serve works unchanged (Python)", TINY(), as
 withDaemon(
   "a client that disconnects mid-stream frees its sequences for the next request",
   ["--model", tinyModel(), "--threads", "1", "--parallel", "2", "--ctx", "4096"],
-  async (d) => {
+  async (d, client) => {
     const raw = await RawClient.connect(d.socket);
     for (const id of ["x", "y"]) {
       await raw.send(
@@ -215,48 +202,38 @@ withDaemon(
       );
     }
     await raw.next((m) => m.event === "token" && m.id === "y");
-    const client = await connect({ socket: d.socket, reconnect: false });
-    try {
-      const waiting = generate(client, { prompt: "after", max_tokens: 3 }).complete();
-      await new Promise((r) => setTimeout(r, 100));
-      raw.close();
-      const r = await waiting;
-      assert.equal(r.usage.completion_tokens, 3);
-      // Both disconnected streams are counted once the engine has cleared their
-      // sequences; the waiting request may have started on the first one freed.
-      let disconnected = 0;
-      for (let i = 0; i < 100 && disconnected < 2; i++) {
-        const m = (await client.metrics()).llm as { requests: Record<string, number> };
-        disconnected = m.requests.disconnected;
-        if (disconnected < 2) await new Promise((r) => setTimeout(r, 50));
-      }
-      assert.equal(disconnected, 2);
-    } finally {
-      await client.close();
+    const waiting = generate(client, { prompt: "after", max_tokens: 3 }).complete();
+    await new Promise((r) => setTimeout(r, 100));
+    raw.close();
+    const r = await waiting;
+    assert.equal(r.usage.completion_tokens, 3);
+    // Both disconnected streams are counted once the engine has cleared their
+    // sequences; the waiting request may have started on the first one freed.
+    let disconnected = 0;
+    for (let i = 0; i < 100 && disconnected < 2; i++) {
+      const m = (await client.metrics()).llm as { requests: Record<string, number> };
+      disconnected = m.requests.disconnected;
+      if (disconnected < 2) await new Promise((r) => setTimeout(r, 50));
     }
+    assert.equal(disconnected, 2);
   },
 );
 
 withDaemon(
   "a full queue gives E_BUSY over the wire and the connection goes on",
   ["--model", tinyModel(), "--threads", "1", "--parallel", "1", "--queue", "1", "--ctx", "4096"],
-  async (d) => {
-    const client = await connect({ socket: d.socket, reconnect: false });
-    try {
-      const a = generate(client, { prompt: "a", max_tokens: 100000, temperature: 0 });
-      const b = generate(client, { prompt: "b", max_tokens: 2 });
-      const first = await a[Symbol.asyncIterator]().next();
-      assert.equal(first.value?.event, "token");
-      await assert.rejects(
-        () => generate(client, { prompt: "c", max_tokens: 2 }).complete(),
-        (e: UmadError) => e.code === "E_BUSY",
-      );
-      a.cancel();
-      const rb = await b.complete();
-      assert.equal(rb.usage.completion_tokens, 2);
-    } finally {
-      await client.close();
-    }
+  async (_d, client) => {
+    const a = generate(client, { prompt: "a", max_tokens: 100000, temperature: 0 });
+    const b = generate(client, { prompt: "b", max_tokens: 2 });
+    const first = await a[Symbol.asyncIterator]().next();
+    assert.equal(first.value?.event, "token");
+    await assert.rejects(
+      () => generate(client, { prompt: "c", max_tokens: 2 }).complete(),
+      (e: UmadError) => e.code === "E_BUSY",
+    );
+    a.cancel();
+    const rb = await b.complete();
+    assert.equal(rb.usage.completion_tokens, 2);
   },
 );
 
@@ -269,41 +246,31 @@ withDaemon("pings stay fast while eight streams decode", [
   "8",
   "--ctx",
   "16384",
-], async (d) => {
-  const client = await connect({ socket: d.socket, reconnect: false });
-  try {
-    const gens = Array.from(
-      { length: 8 },
-      (_, i) => generate(client, { prompt: `stream ${i}`, max_tokens: 100000, temperature: 0 }),
-    );
-    const started = gens.map((g) => g[Symbol.asyncIterator]().next());
-    await Promise.all(started);
-    const rtts: number[] = [];
-    for (let i = 0; i < 200; i++) rtts.push(await client.ping());
-    for (const g of gens) g.cancel();
-    rtts.sort((a, b) => a - b);
-    const p99 = rtts[Math.floor(rtts.length * 0.99)];
-    // Generous bound for a shared 2-core test machine; the bench measures the real figure.
-    assert.ok(p99 < 25, `ping p99 ${p99.toFixed(2)} ms`);
-  } finally {
-    await client.close();
-  }
+], async (_d, client) => {
+  const gens = Array.from(
+    { length: 8 },
+    (_, i) => generate(client, { prompt: `stream ${i}`, max_tokens: 100000, temperature: 0 }),
+  );
+  const started = gens.map((g) => g[Symbol.asyncIterator]().next());
+  await Promise.all(started);
+  const rtts: number[] = [];
+  for (let i = 0; i < 200; i++) rtts.push(await client.ping());
+  for (const g of gens) g.cancel();
+  rtts.sort((a, b) => a - b);
+  const p99 = rtts[Math.floor(rtts.length * 0.99)];
+  // Generous bound for a shared 2-core test machine; the bench measures the real figure.
+  assert.ok(p99 < 25, `ping p99 ${p99.toFixed(2)} ms`);
 });
 
 withDaemon(
   "a daemon started with --no-model answers generate with E_NO_MODEL",
   ["--no-model"],
-  async (d) => {
-    const client = await connect({ socket: d.socket, reconnect: false });
-    try {
-      await assert.rejects(
-        () => generate(client, { prompt: "hi" }).complete(),
-        (e: UmadError) => e.code === "E_NO_MODEL",
-      );
-      assert.equal(await client.ping() >= 0, true, "the connection goes on");
-    } finally {
-      await client.close();
-    }
+  async (_d, client) => {
+    await assert.rejects(
+      () => generate(client, { prompt: "hi" }).complete(),
+      (e: UmadError) => e.code === "E_NO_MODEL",
+    );
+    assert.equal(await client.ping() >= 0, true, "the connection goes on");
   },
 );
 
