@@ -73,6 +73,18 @@ export function prefillShare(base: number, max: number, waitMs: number): number 
   return base + f * (max - base);
 }
 
+function noStats(): StepStats {
+  return {
+    rows: 0,
+    drafts: 0,
+    draftsAccepted: 0,
+    prefillTokens: 0,
+    kvCells: 0,
+    decodeMs: 0,
+    prefillMs: 0,
+  };
+}
+
 type EndReason = "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
 
 /** One stream holding a sequence. */
@@ -192,6 +204,8 @@ export class Engine {
   readonly #nCtxSeq: number;
   /** Largest prompt chunk of one stream. */
   readonly #maxChunk: number;
+  /** Lookup drafts in use: only with batch invariance, which pads lone streams. */
+  readonly #lookup: boolean;
   #prefillQueue: Seq[] = [];
   #interactiveStreak = 0;
   #decodeMs = new Ema(0.2);
@@ -224,6 +238,7 @@ export class Engine {
     this.#nCtxSeq = Math.min(perSeq, this.ctx.nCtxSeq);
     this.#batch = new Batch(this.ctx.nBatch);
     this.#maxChunk = o.batchInvariant ? MAX_CHUNK : this.ctx.nBatch;
+    this.#lookup = o.batchInvariant && o.lookup;
     this.#slots = new Array(nSeqMax).fill(null);
     const name = m.meta("general.name") ?? o.modelPath.split("/").pop() ?? "model";
     this.info = {
@@ -241,7 +256,7 @@ export class Engine {
       threads: o.threads,
       chat_template: m.chatTemplate ? "model" : "chatml",
       batch_invariant: o.batchInvariant,
-      lookup_drafts: o.batchInvariant && o.lookup,
+      lookup_drafts: this.#lookup,
       decode_priority: o.decodePriority,
     };
     o.log(
@@ -372,15 +387,7 @@ export class Engine {
       const code = this.#cancelCode(s);
       if (code !== CANCEL_NONE) this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
     }
-    const stats: StepStats = {
-      rows: 0,
-      drafts: 0,
-      draftsAccepted: 0,
-      prefillTokens: 0,
-      kvCells: 0,
-      decodeMs: 0,
-      prefillMs: 0,
-    };
+    const stats = noStats();
     this.#decodeStep(stats);
     // Tokens go out before the prompt chunks run.
     this.#flush({ ...stats, kvCells: this.#kvCells() });
@@ -388,12 +395,9 @@ export class Engine {
     const prefilled = this.#prefillStep(stats.rows > 0);
     if (prefilled || this.#out.length) {
       this.#flush({
-        rows: 0,
-        drafts: 0,
-        draftsAccepted: 0,
+        ...noStats(),
         prefillTokens: prefilled,
         kvCells: this.#kvCells(),
-        decodeMs: 0,
         prefillMs: performance.now() - t0,
       });
     }
@@ -420,7 +424,7 @@ export class Engine {
     let draft: { seq: Seq; token: number; row: number } | null = null;
     if (lo === hi && this.#o.batchInvariant) {
       const s = ready[0];
-      const token = this.#o.lookup && s.nPast + 1 < this.#nCtxSeq ? s.history.draft() : -1;
+      const token = this.#lookup && s.nPast + 1 < this.#nCtxSeq ? s.history.draft() : -1;
       if (token >= 0) draft = { seq: s, token, row: -1 };
       else if (hi + 1 < this.#slots.length) hi++;
       else lo--;
