@@ -1,14 +1,13 @@
 // Shared pieces of the benchmarks: percentiles, a framed ping client on raw Deno
 // sockets (the same client for umad and for the baselines), and process helpers.
 import { encodeFrame, encodePayload, FrameDecoder } from "../src/protocol/mod.ts";
+import { percentileOf } from "../src/protocol/samples.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
 /** Nearest-rank percentile of an unsorted sample, in the sample's unit. */
 export function pct(sample: number[], q: number): number {
-  if (sample.length === 0) return NaN;
-  const s = [...sample].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+  return percentileOf(sample, q);
 }
 
 /** Rounds for tables. */

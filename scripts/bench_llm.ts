@@ -5,8 +5,8 @@
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
-import { findLibDir, openLibraries } from "../src/llm/_ffi.ts";
-import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/_llama.ts";
+import { findLibDir, openLibraries } from "../src/llm/ffi.ts";
+import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/llama.ts";
 import { fmt, pct, ROOT } from "./_bench_util.ts";
 
 const THREADS = 2;

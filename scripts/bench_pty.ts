@@ -16,6 +16,7 @@ import {
   type Message,
 } from "../src/protocol/mod.ts";
 import { type PtyProcess, spawnPty } from "../src/pty/mod.ts";
+import { percentile } from "../src/protocol/samples.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = `${ROOT}main.ts`;
@@ -65,11 +66,6 @@ function which(cmd: string): string | undefined {
     }
   }
   return undefined;
-}
-
-function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
 function baseEnv(): Record<string, string> {

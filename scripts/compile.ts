@@ -408,7 +408,7 @@ async function unusedNpmDirs(): Promise<string[]> {
 }
 
 /** Modules started as Workers (`new Worker(new URL(...))`), which compile must embed. */
-const WORKERS = ["src/pty/emulator_worker.ts", "src/llm/_worker.ts"];
+const WORKERS = ["src/pty/emulator_worker.ts", "src/llm/engine_worker.ts"];
 
 function compileArgs(target: string, llama: string | null, exclude: string[]): string[] {
   const args = [

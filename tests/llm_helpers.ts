@@ -1,6 +1,6 @@
 /** Shared pieces of the LLM tests: tiny models in temp dirs and a fake server Stream. */
 import type { Codec, ErrorCode, Message } from "../src/protocol/mod.ts";
-import type { Stream } from "../src/server/service.ts";
+import type { Stream } from "../src/protocol/service.ts";
 import { type SyntheticModelSpec, TINY_MODEL, writeSyntheticModel } from "../src/llm/mod.ts";
 import { createLlmService, type LlmService, type LlmServiceOptions } from "../src/llm/mod.ts";
 import { validateRequest } from "../src/protocol/mod.ts";

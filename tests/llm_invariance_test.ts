@@ -1,13 +1,13 @@
 /**
  * The kernel facts the scheduler's batch invariance rests on, checked bit for bit on
- * logits with the real library (see the module comment of src/llm/_engine.ts):
+ * logits with the real library (see the module comment of src/llm/engine.ts):
  * prompt chunks under 64 tokens give the same KV whatever their sizes, and a decode
  * row gives the same logits among other sequences as beside a filler row, or as the
  * second row of its own sequence (a lookup draft).
  */
 import assert from "node:assert/strict";
-import { findLibDir, openLibraries } from "../src/llm/_ffi.ts";
-import { Batch, LlamaContext, LlamaModel } from "../src/llm/_llama.ts";
+import { findLibDir, openLibraries } from "../src/llm/ffi.ts";
+import { Batch, LlamaContext, LlamaModel } from "../src/llm/llama.ts";
 import { DEMO_MODEL } from "../src/llm/mod.ts";
 import { tinyModel } from "./llm_helpers.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { TokenHistory } from "../src/llm/_lookup.ts";
+import { TokenHistory } from "../src/llm/lookup.ts";
 
 Deno.test("a lookup draft is the token after the latest earlier match of the last 3, 2, or 1 tokens", () => {
   // The last token never occurred before: no draft.

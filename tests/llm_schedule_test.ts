@@ -1,6 +1,6 @@
 /** The prefill share of a step grows only while a prompt has waited past the grace time. */
 import assert from "node:assert/strict";
-import { BACKLOG_GRACE_MS, BACKLOG_RAMP_MS, prefillShare } from "../src/llm/_engine.ts";
+import { BACKLOG_GRACE_MS, BACKLOG_RAMP_MS, prefillShare } from "../src/llm/engine.ts";
 
 Deno.test("prefill share: the configured ratio, ramping to the maximum under backlog", () => {
   assert.equal(prefillShare(0.5, 1, 0), 0.5);

@@ -6,8 +6,8 @@ import {
   encodeFrame,
   encodePayload,
   FrameDecoder,
-  ProtocolError,
   socketPathFor,
+  UmadError,
   validateRequest,
 } from "../src/protocol/mod.ts";
 
@@ -68,7 +68,7 @@ Deno.test("frame decoder rejects a zero length", () => {
   const dec = new FrameDecoder();
   assert.throws(
     () => [...dec.push(new Uint8Array([0, 0, 0, 0]))],
-    (e: unknown) => e instanceof ProtocolError && e.code === "E_PROTO_INVALID_LEN",
+    (e: unknown) => e instanceof UmadError && e.code === "E_PROTO_INVALID_LEN",
   );
 });
 
@@ -77,7 +77,7 @@ Deno.test("frame decoder rejects an oversize length from the header alone", () =
   const header = new Uint8Array([0x01, 0x04, 0, 0]); // 1025, little-endian
   assert.throws(
     () => [...dec.push(header)],
-    (e: unknown) => e instanceof ProtocolError && e.code === "E_PROTO_FRAME_TOO_LARGE",
+    (e: unknown) => e instanceof UmadError && e.code === "E_PROTO_FRAME_TOO_LARGE",
   );
   // Exactly at the limit is fine.
   const ok = new FrameDecoder(4);
@@ -90,7 +90,7 @@ Deno.test("payloads that are not maps or not decodable get the protocol's codes"
       decodePayload(bytes);
       return "ok";
     } catch (e) {
-      return (e as ProtocolError).code;
+      return (e as UmadError).code;
     }
   };
   assert.equal(codeOf(new TextEncoder().encode("{nope")), "E_PROTO_INVALID_JSON");
@@ -129,7 +129,7 @@ Deno.test("validation rejects ill-typed fields with E_PROTO_BAD_REQUEST", () => 
   for (const m of bad) {
     assert.throws(
       () => validateRequest(m as Record<string, unknown>, "json"),
-      (e: unknown) => e instanceof ProtocolError && e.code === "E_PROTO_BAD_REQUEST",
+      (e: unknown) => e instanceof UmadError && e.code === "E_PROTO_BAD_REQUEST",
       JSON.stringify(m),
     );
   }
@@ -143,7 +143,7 @@ Deno.test("NaN and infinite numbers are rejected in MessagePack requests", () =>
           { type: "generate", id: "1", prompt: "x", temperature },
           "msgpack",
         ),
-      (e: unknown) => e instanceof ProtocolError && e.code === "E_PROTO_BAD_REQUEST",
+      (e: unknown) => e instanceof UmadError && e.code === "E_PROTO_BAD_REQUEST",
     );
   }
 });

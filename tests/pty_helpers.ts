@@ -1,7 +1,7 @@
 // Test helpers for the PTY service: fake streams that record events, and waiting.
 import type { ErrorCode, Message, Request } from "../src/protocol/mod.ts";
 import { validateRequest } from "../src/protocol/mod.ts";
-import type { Service, Stream } from "../src/server/service.ts";
+import type { Service, Stream } from "../src/protocol/service.ts";
 
 /** One recorded event. */
 export interface Recorded extends Message {

@@ -1,12 +1,8 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
-/** A usage problem: the command prints it with its help and exits 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
+import { UsageError } from "../protocol/errors.ts";
+
+export { UsageError };
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 

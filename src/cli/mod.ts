@@ -1,5 +1,5 @@
 import { UmadError } from "../client/errors.ts";
-import { ConfigError } from "../server/socket_path.ts";
+import { ConfigError } from "../protocol/errors.ts";
 import { UsageError } from "./_args.ts";
 import { pingCommand } from "./ping.ts";
 import { serveCommand, type ServiceFactory } from "./serve.ts";

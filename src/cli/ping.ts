@@ -1,4 +1,5 @@
 import { connect } from "../client/client.ts";
+import { percentile } from "../protocol/samples.ts";
 import { intOption, parse, UsageError } from "./_args.ts";
 
 export const PING_HELP = `umad ping — measure the round trip to the daemon
@@ -6,12 +7,6 @@ export const PING_HELP = `umad ping — measure the round trip to the daemon
 Usage: umad ping [--count N] [--socket PATH] [--json]
 
 Sends N pings one after another (default 10) and prints n, p50 and p99 in milliseconds.`;
-
-/** Sorted-array percentile (nearest rank). */
-export function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
 
 /** `umad ping`. */
 export async function pingCommand(args: string[]): Promise<number> {

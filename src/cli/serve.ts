@@ -1,9 +1,10 @@
 import { LOG_LEVELS, type LogLevel } from "../server/log.ts";
 import { createLogger } from "../server/log.ts";
 import { Server, SERVER_DEFAULTS } from "../server/server.ts";
-import type { Service } from "../server/service.ts";
-import { ConfigError, prepareSocketDir, resolveSocketPath } from "../server/socket_path.ts";
-import { DECODE_PRIORITIES } from "../llm/_ffi.ts";
+import type { Service } from "../protocol/service.ts";
+import { ConfigError } from "../protocol/errors.ts";
+import { prepareSocketDir, resolveSocketPath } from "../server/socket_path.ts";
+import { DECODE_PRIORITIES } from "../llm/ffi.ts";
 import type { LlmServiceOptions } from "../llm/mod.ts";
 import type { PtyServiceOptions } from "../pty/mod.ts";
 import { choiceOption, intOption, numberOption, parse, UsageError } from "./_args.ts";

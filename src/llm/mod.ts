@@ -20,7 +20,7 @@ export {
   type LlmService,
   type LlmServiceOptions,
 } from "./service.ts";
-export type { EngineInfo } from "./_wire.ts";
+export type { EngineInfo } from "./engine_messages.ts";
 export { GgufError, readGgufHeader, writeGgufSync } from "./gguf.ts";
 export type { GgufHeader, GgufTensorSource, GgufValue } from "./gguf.ts";
 export {

@@ -7,14 +7,15 @@
 import {
   type GenerateRequest,
   type Message,
-  ProtocolError,
   type Request,
+  UmadError,
+  type Usage,
 } from "../protocol/mod.ts";
-import type { Service, Stream } from "../server/service.ts";
-import { type DecodePriority, findLibDir } from "./_ffi.ts";
+import type { Service, Stream } from "../protocol/service.ts";
+import { type DecodePriority, findLibDir } from "./ffi.ts";
 import { readGgufHeader } from "./gguf.ts";
 import { ensureDemoModel } from "./synthetic_model.ts";
-import { Samples } from "./_metrics.ts";
+import { Samples } from "../protocol/samples.ts";
 import {
   CANCEL_CANCELLED,
   CANCEL_SHUTDOWN,
@@ -31,7 +32,7 @@ import {
   type StepStats,
   type StreamEvent,
   type ToEngine,
-} from "./_wire.ts";
+} from "./engine_messages.ts";
 
 /** Log levels the service writes. */
 export type LlmLogLevel = "debug" | "info" | "warn" | "error";
@@ -217,16 +218,16 @@ class GenerateService implements LlmService {
       const messages = this.#outbox;
       this.#outbox = [];
       this.#worker.postMessage(messages.length === 1 ? messages[0] : { op: "batch", messages });
-      // The busy engine checks this count to know a message waits for it (see _worker.ts).
+      // The busy engine checks this count to know a message waits for it (see engine_worker.ts).
       Atomics.add(this.#control, ctrlWord(this.#control, CTRL_MAIL), 1);
     });
   }
 
   handle(request: Request, stream: Stream): void {
     if (request.type !== "generate") {
-      throw new ProtocolError("E_PROTO_BAD_REQUEST", `generate service got "${request.type}"`);
+      throw new UmadError("E_PROTO_BAD_REQUEST", `generate service got "${request.type}"`);
     }
-    if (this.#fatal !== null) throw new ProtocolError("E_INTERNAL", this.#fatal);
+    if (this.#fatal !== null) throw new UmadError("E_INTERNAL", this.#fatal);
     if (this.#closing) {
       stream.send("eos", { reason: "shutdown", usage: usage(0, 0, 0, 0) });
       stream.end();
@@ -236,7 +237,7 @@ class GenerateService implements LlmService {
     const busy = this.#slots.every((s) => s !== null);
     if (busy && this.#interactive.length + this.#batch.length >= this.#queueMax) {
       this.#outcomes.busy++;
-      throw new ProtocolError(
+      throw new UmadError(
         "E_BUSY",
         `All ${this.#slots.length} streams are busy and ${this.#queueMax} requests are ` +
           `already waiting; retry later`,
@@ -544,10 +545,11 @@ class GenerateService implements LlmService {
   }
 }
 
-function usage(prompt: number, completion: number, ttft: number, total: number): Message {
+function usage(prompt: number, completion: number, ttft: number, total: number): Usage {
   const r = (x: number) => Math.round(x * 100) / 100;
   return {
     prompt_tokens: prompt,
+    cached_tokens: 0,
     completion_tokens: completion,
     ttft_ms: r(ttft),
     total_ms: r(total),
@@ -613,7 +615,9 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
   }
   const control = new SharedArrayBuffer((parallel * SLOT_WORDS + CTRL_WORDS) * 4);
   const abort = new SharedArrayBuffer(8);
-  const worker = new Worker(new URL("./_worker.ts", import.meta.url).href, { type: "module" });
+  const worker = new Worker(new URL("./engine_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
   const info = await new Promise<EngineInfo>((resolve, reject) => {
     worker.onmessage = (e: MessageEvent<FromEngine>) => {
       const m = e.data;
@@ -667,9 +671,9 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
  */
 export function createNoModelService(): Service {
   return {
-    types: ["generate"],
+    types: ["generate", "tokenize", "detokenize", "embed"],
     handle() {
-      throw new ProtocolError(
+      throw new UmadError(
         "E_NO_MODEL",
         "No model is loaded (the daemon runs with --no-model); start it with --model FILE.gguf",
       );

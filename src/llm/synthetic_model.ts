@@ -11,7 +11,7 @@ import {
   type GgufValue,
   writeGgufSync,
 } from "./gguf.ts";
-import { buildVocab } from "./_vocab.ts";
+import { buildVocab } from "./synthetic_vocab.ts";
 
 /** The shape of a generated llama model. */
 export interface SyntheticModelSpec {

@@ -1,6 +1,6 @@
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { encodeBase64 } from "./base64.ts";
-import { ProtocolError } from "./errors.ts";
+import { UmadError } from "./errors.ts";
 
 /** How one frame's payload is encoded. */
 export type Codec = "json" | "msgpack";
@@ -45,7 +45,7 @@ export function decodePayload(payload: Uint8Array): { codec: Codec; message: Mes
   try {
     value = codec === "json" ? JSON.parse(utf8Decode(payload)) : decoder.decode(payload);
   } catch (e) {
-    throw new ProtocolError(
+    throw new UmadError(
       "E_PROTO_INVALID_JSON",
       codec === "json"
         ? `Payload is not valid JSON: ${(e as Error).message}`
@@ -53,7 +53,7 @@ export function decodePayload(payload: Uint8Array): { codec: Codec; message: Mes
     );
   }
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
-    throw new ProtocolError("E_PROTO_BAD_REQUEST", "A message must be a map");
+    throw new UmadError("E_PROTO_BAD_REQUEST", "A message must be a map");
   }
   return { codec, message: value as Message };
 }

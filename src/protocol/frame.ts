@@ -1,4 +1,4 @@
-import { ProtocolError } from "./errors.ts";
+import { UmadError } from "./errors.ts";
 
 /** Bytes in a frame header: a u32 little-endian payload length. */
 export const HEADER_BYTES = 4;
@@ -25,7 +25,7 @@ export function encodeFrame(payload: Uint8Array): Uint8Array {
 /**
  * A streaming frame decoder: feed it chunks as they arrive (one byte at a time or
  * many frames at once) and it yields whole payloads. A zero or oversize length throws
- * a {@linkcode ProtocolError} as soon as the header is complete, before any payload
+ * a {@linkcode UmadError} as soon as the header is complete, before any payload
  * byte is buffered; the decoder is then unusable (the connection must close).
  *
  * @example
@@ -79,9 +79,9 @@ export class FrameDecoder {
   #readLength(bytes: Uint8Array, at: number): number {
     const len = (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16)) +
       bytes[at + 3] * 0x1000000;
-    if (len === 0) throw new ProtocolError("E_PROTO_INVALID_LEN", "Frame length is 0");
+    if (len === 0) throw new UmadError("E_PROTO_INVALID_LEN", "Frame length is 0");
     if (len > this.maxFrame) {
-      throw new ProtocolError(
+      throw new UmadError(
         "E_PROTO_FRAME_TOO_LARGE",
         `Frame length ${len} is above the limit of ${this.maxFrame} bytes`,
       );

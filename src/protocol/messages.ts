@@ -1,6 +1,6 @@
 import { decodeBase64 } from "./base64.ts";
 import type { Codec, Message } from "./codec.ts";
-import { ProtocolError } from "./errors.ts";
+import { UmadError } from "./errors.ts";
 
 /** The protocol version this code speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -49,11 +49,37 @@ export const SIGNAL_NAMES = [
 /** A signal name `pty.kill` accepts. */
 export type SignalName = typeof SIGNAL_NAMES[number];
 
-/** One chat message of a `generate` request. */
+/** A tool call inside an assistant message sent back in a chat (OpenAI's shape). */
+export interface ChatToolCall {
+  id?: string;
+  type?: "function";
+  function: { name: string; arguments: string };
+}
+
+/**
+ * One chat message of a `generate` request. `content` may be empty for an assistant
+ * turn that only called tools; `tool_call_id` and `name` belong to `role: "tool"`
+ * answers.
+ */
 export interface ChatMessage {
   role: string;
   content: string;
+  name?: string;
+  tool_call_id?: string;
+  tool_calls?: ChatToolCall[];
 }
+
+/** A tool the model may call (OpenAI's shape). */
+export interface ToolSpec {
+  type: "function";
+  function: { name: string; description?: string; parameters?: Record<string, unknown> };
+}
+
+/** Which tool the model must call: any (`auto`), none, at least one, or a named one. */
+export type ToolChoice = "auto" | "none" | "required" | {
+  type: "function";
+  function: { name: string };
+};
 
 export interface HelloRequest {
   type: "hello";
@@ -84,6 +110,20 @@ export interface GenerateRequest {
   stop: string[];
   stream: boolean;
   priority: "interactive" | "batch";
+  /** Reuse the longest cached prefix of the prompt (default true). */
+  cache_prompt: boolean;
+  /**
+   * Parse control-token text in a raw `prompt` (default true, as before; false keeps
+   * `<|im_end|>` and the like as text). Message content is never parsed for them.
+   */
+  special: boolean;
+  /** A GBNF grammar the output must match. */
+  grammar?: string;
+  /** A JSON Schema the output must validate against (converted to a grammar). */
+  json_schema?: Record<string, unknown>;
+  /** Tools the model may call, passed to the chat template. */
+  tools?: ToolSpec[];
+  tool_choice?: ToolChoice;
 }
 export interface CancelRequest {
   type: "cancel";
@@ -136,6 +176,51 @@ export interface PtyListRequest {
   type: "pty.list";
   id: string;
 }
+export interface PtyCaptureRequest {
+  type: "pty.capture";
+  id: string;
+  session: string;
+  format: "text" | "ansi";
+  /** First line (0 = top of the screen, negative = scrollback); default the screen's top. */
+  start?: number;
+  /** Last line, inclusive; default the screen's bottom. */
+  end?: number;
+}
+export interface PtyWaitRequest {
+  type: "pty.wait";
+  id: string;
+  session: string;
+  pattern: string;
+  regex: boolean;
+  timeout_ms: number;
+}
+export interface WatchRequest {
+  type: "watch";
+  id: string;
+  /** Sessions to watch (ids or names); default all, those created later included. */
+  sessions?: string[];
+}
+export interface TokenizeRequest {
+  type: "tokenize";
+  id: string;
+  text: string;
+  /** Parse control-token text (default false: it stays text). */
+  special: boolean;
+  /** Add the model's BOS (default false). */
+  add_special: boolean;
+  /** Also return each token's text. */
+  pieces: boolean;
+}
+export interface DetokenizeRequest {
+  type: "detokenize";
+  id: string;
+  tokens: number[];
+}
+export interface EmbedRequest {
+  type: "embed";
+  id: string;
+  input: string[];
+}
 
 /** Every request the daemon understands, validated and normalized. */
 export type Request =
@@ -150,13 +235,22 @@ export type Request =
   | PtyResizeRequest
   | PtyDetachRequest
   | PtyKillRequest
-  | PtyListRequest;
+  | PtyListRequest
+  | PtyCaptureRequest
+  | PtyWaitRequest
+  | WatchRequest
+  | TokenizeRequest
+  | DetokenizeRequest
+  | EmbedRequest;
+
+/** The validated request of type `T`. */
+export type RequestOf<T extends RequestType> = Extract<Request, { type: T }>;
 
 /** A request's `type`. */
 export type RequestType = Request["type"];
 
-function bad(message: string): ProtocolError {
-  return new ProtocolError("E_PROTO_BAD_REQUEST", message);
+function bad(message: string): UmadError {
+  return new UmadError("E_PROTO_BAD_REQUEST", message);
 }
 
 /** The request's id if it has a usable one, for addressing an error reply. */
@@ -244,25 +338,122 @@ function stringArray(value: unknown, where: string, max: number): string[] {
   return value as string[];
 }
 
+/** Largest GBNF grammar accepted, in characters. */
+export const MAX_GRAMMAR_LENGTH = 256 * 1024;
+/** Most tools one request may offer. */
+export const MAX_TOOLS = 128;
+/** Most texts one `embed` request may carry. */
+export const MAX_EMBED_INPUTS = 2048;
+/** Most tokens one `detokenize` request may carry. */
+export const MAX_DETOKENIZE_TOKENS = 1 << 20;
+/** Longest `pty.wait` (24 hours). */
+export const MAX_WAIT_MS = 24 * 3600 * 1000;
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+function validateToolCalls(v: unknown, where: string): ChatToolCall[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v)) throw bad(`${where} must be an array`);
+  return v.map((c: unknown, i: number) => {
+    const fn = isMap(c) ? c.function : undefined;
+    if (!isMap(c) || !isMap(fn) || typeof fn.name !== "string") {
+      throw bad(`${where}[${i}] must be {id?, type: "function", function: {name, arguments}}`);
+    }
+    const args = fn.arguments;
+    const call: ChatToolCall = {
+      type: "function",
+      function: {
+        name: fn.name,
+        arguments: typeof args === "string" ? args : JSON.stringify(args ?? {}),
+      },
+    };
+    if (typeof c.id === "string") call.id = c.id;
+    return call;
+  });
+}
+
+function validateMessages(v: unknown): ChatMessage[] {
+  if (!Array.isArray(v) || v.length === 0) {
+    throw bad('generate: field "messages" must be a non-empty array of {role, content}');
+  }
+  return v.map((msg: unknown, i: number) => {
+    const where = `generate: messages[${i}]`;
+    if (!isMap(msg) || typeof msg.role !== "string") {
+      throw bad(`${where} must be {role: string, content: string}`);
+    }
+    const toolCalls = validateToolCalls(msg.tool_calls, `${where}.tool_calls`);
+    let content = msg.content;
+    // An assistant turn that only called tools may carry no content (OpenAI sends null).
+    if ((content === null || content === undefined) && toolCalls) content = "";
+    if (typeof content !== "string") throw bad(`${where}: field "content" must be a string`);
+    const out: ChatMessage = { role: msg.role, content };
+    if (typeof msg.name === "string") out.name = msg.name;
+    if (typeof msg.tool_call_id === "string") out.tool_call_id = msg.tool_call_id;
+    if (toolCalls) out.tool_calls = toolCalls;
+    return out;
+  });
+}
+
+function validateTools(v: unknown): ToolSpec[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v)) throw bad('generate: field "tools" must be an array of tools');
+  if (v.length > MAX_TOOLS) throw bad(`generate: field "tools" has more than ${MAX_TOOLS} tools`);
+  return v.map((t: unknown, i: number) => {
+    const fn = isMap(t) ? t.function : undefined;
+    if (!isMap(t) || (t.type !== undefined && t.type !== "function") || !isMap(fn)) {
+      throw bad(`generate: tools[${i}] must be {type: "function", function: {name, ...}}`);
+    }
+    if (typeof fn.name !== "string" || !/^[A-Za-z0-9_.:-]{1,128}$/.test(fn.name)) {
+      throw bad(
+        `generate: tools[${i}].function.name must be 1 to 128 letters, digits or _.:-, got ${
+          JSON.stringify(fn.name)
+        }`,
+      );
+    }
+    if (fn.description !== undefined && typeof fn.description !== "string") {
+      throw bad(`generate: tools[${i}].function.description must be a string`);
+    }
+    if (fn.parameters !== undefined && !isMap(fn.parameters)) {
+      throw bad(`generate: tools[${i}].function.parameters must be a JSON Schema object`);
+    }
+    const spec: ToolSpec = { type: "function", function: { name: fn.name } };
+    if (fn.description !== undefined) spec.function.description = fn.description as string;
+    if (fn.parameters !== undefined) {
+      spec.function.parameters = fn.parameters as Record<string, unknown>;
+    }
+    return spec;
+  });
+}
+
+function validateToolChoice(v: unknown, tools: ToolSpec[] | undefined): ToolChoice | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (v === "auto" || v === "none" || v === "required") {
+    if (v === "required" && !tools?.length) {
+      throw bad('generate: tool_choice "required" needs a non-empty "tools"');
+    }
+    return v;
+  }
+  const fn = isMap(v) ? v.function : undefined;
+  if (isMap(v) && isMap(fn) && typeof fn.name === "string") {
+    if (!tools?.some((t) => t.function.name === fn.name)) {
+      throw bad(`generate: tool_choice names ${JSON.stringify(fn.name)}, which is not in "tools"`);
+    }
+    return { type: "function", function: { name: fn.name } };
+  }
+  throw bad(
+    'generate: field "tool_choice" must be "auto", "none", "required" or ' +
+      '{type: "function", function: {name}}',
+  );
+}
+
 function validateGenerate(f: Fields): GenerateRequest {
   const m = f.m;
   const prompt = f.str("prompt");
-  let messages: ChatMessage[] | undefined;
-  if (m.messages !== undefined && m.messages !== null) {
-    if (!Array.isArray(m.messages) || m.messages.length === 0) {
-      throw bad('generate: field "messages" must be a non-empty array of {role, content}');
-    }
-    messages = m.messages.map((msg: unknown, i: number) => {
-      const r = msg as Record<string, unknown> | null;
-      if (
-        r === null || typeof r !== "object" || typeof r.role !== "string" ||
-        typeof r.content !== "string"
-      ) {
-        throw bad(`generate: messages[${i}] must be {role: string, content: string}`);
-      }
-      return { role: r.role, content: r.content };
-    });
-  }
+  const messages = m.messages !== undefined && m.messages !== null
+    ? validateMessages(m.messages)
+    : undefined;
   if ((prompt === undefined) === (messages === undefined)) {
     throw bad('generate: exactly one of "prompt" or "messages" is required');
   }
@@ -282,7 +473,18 @@ function validateGenerate(f: Fields): GenerateRequest {
       }`,
     );
   }
-  return {
+  const grammar = f.str("grammar", { max: MAX_GRAMMAR_LENGTH });
+  let jsonSchema: Record<string, unknown> | undefined;
+  if (m.json_schema !== undefined && m.json_schema !== null) {
+    if (typeof m.json_schema === "boolean") jsonSchema = m.json_schema ? {} : { not: {} };
+    else if (isMap(m.json_schema)) jsonSchema = m.json_schema;
+    else throw bad('generate: field "json_schema" must be a JSON Schema object');
+  }
+  if (grammar !== undefined && jsonSchema !== undefined) {
+    throw bad('generate: give "grammar" or "json_schema", not both');
+  }
+  const tools = validateTools(m.tools);
+  const req: GenerateRequest = {
     type: "generate",
     id: f.id(true)!,
     prompt,
@@ -297,7 +499,39 @@ function validateGenerate(f: Fields): GenerateRequest {
     stop,
     stream: f.bool("stream", true),
     priority,
+    cache_prompt: f.bool("cache_prompt", true),
+    special: f.bool("special", true),
   };
+  if (grammar !== undefined) req.grammar = grammar;
+  if (jsonSchema !== undefined) req.json_schema = jsonSchema;
+  if (tools !== undefined) req.tools = tools;
+  const toolChoice = validateToolChoice(m.tool_choice, tools);
+  if (toolChoice !== undefined) req.tool_choice = toolChoice;
+  return req;
+}
+
+function validateEmbedInput(v: unknown): string[] {
+  const list = typeof v === "string" ? [v] : v;
+  if (!Array.isArray(list) || list.length === 0 || list.some((s) => typeof s !== "string")) {
+    throw bad('embed: field "input" must be a string or a non-empty array of strings');
+  }
+  if (list.length > MAX_EMBED_INPUTS) {
+    throw bad(`embed: field "input" has more than ${MAX_EMBED_INPUTS} texts`);
+  }
+  return list as string[];
+}
+
+function validateTokens(v: unknown): number[] {
+  if (!Array.isArray(v)) throw bad('detokenize: field "tokens" must be an array of integers');
+  if (v.length > MAX_DETOKENIZE_TOKENS) {
+    throw bad(`detokenize: field "tokens" has more than ${MAX_DETOKENIZE_TOKENS} tokens`);
+  }
+  for (const t of v) {
+    if (!(typeof t === "number" && Number.isInteger(t) && t >= 0 && t <= 0x7fffffff)) {
+      throw bad(`detokenize: token ${JSON.stringify(t)} is not a non-negative integer`);
+    }
+  }
+  return v as number[];
 }
 
 function validateEnv(value: unknown): Record<string, string> | undefined {
@@ -340,7 +574,7 @@ function validateSignal(value: unknown): SignalName {
 
 /**
  * Validates a decoded message and returns the typed request, or throws a
- * {@linkcode ProtocolError} with `E_PROTO_BAD_REQUEST`. A map with `prompt` and no
+ * {@linkcode UmadError} with `E_PROTO_BAD_REQUEST`. A map with `prompt` and no
  * `type` is a `generate` request (UMA Serve's form); `{"event":"cancel","id":X}`
  * is a cancel of X.
  *
@@ -436,7 +670,110 @@ export function validateRequest(message: Message, codec: Codec): Request {
       };
     case "pty.list":
       return { type, id: f.id(true)! };
+    case "pty.capture": {
+      const format = message.format ?? "text";
+      if (format !== "text" && format !== "ansi") {
+        throw bad(
+          `pty.capture: field "format" must be "text" or "ansi", got ${JSON.stringify(format)}`,
+        );
+      }
+      const line = { int: true, min: -1_000_000, max: 1_000_000 };
+      const req: PtyCaptureRequest = { type, id: f.id(true)!, session: f.session(), format };
+      const start = f.num("start", line);
+      const end = f.num("end", line);
+      if (start !== undefined) req.start = start;
+      if (end !== undefined) req.end = end;
+      if (start !== undefined && end !== undefined && end < start) {
+        throw bad(`pty.capture: "end" (${end}) is before "start" (${start})`);
+      }
+      return req;
+    }
+    case "pty.wait": {
+      const pattern = f.str("pattern", { required: true, max: 4096 })!;
+      if (pattern.length === 0) throw bad('pty.wait: field "pattern" must not be empty');
+      const regex = f.bool("regex", false);
+      if (regex) {
+        try {
+          new RegExp(pattern);
+        } catch (e) {
+          throw bad(
+            `pty.wait: "pattern" is not a valid regular expression: ${(e as Error).message}`,
+          );
+        }
+      }
+      return {
+        type,
+        id: f.id(true)!,
+        session: f.session(),
+        pattern,
+        regex,
+        timeout_ms: f.num("timeout_ms", { int: true, min: 0, max: MAX_WAIT_MS }) ?? 30_000,
+      };
+    }
+    case "watch": {
+      const req: WatchRequest = { type, id: f.id(true)! };
+      if (message.sessions !== undefined && message.sessions !== null) {
+        req.sessions = stringArray(message.sessions, 'watch: field "sessions"', 4096);
+      }
+      return req;
+    }
+    case "tokenize":
+      return {
+        type,
+        id: f.id(true)!,
+        text: f.str("text", { required: true })!,
+        special: f.bool("special", false),
+        add_special: f.bool("add_special", false),
+        pieces: f.bool("pieces", false),
+      };
+    case "detokenize":
+      return { type, id: f.id(true)!, tokens: validateTokens(message.tokens) };
+    case "embed":
+      return { type, id: f.id(true)!, input: validateEmbedInput(message.input) };
     default:
       throw bad(`Unknown request type ${JSON.stringify(type).slice(0, 80)}`);
   }
 }
+
+/** The fields a client must give for each request type (the rest have defaults). */
+interface RequiredInput {
+  hello: never;
+  ping: never;
+  metrics: never;
+  generate: never;
+  cancel: "target";
+  tokenize: "text";
+  detokenize: "tokens";
+  embed: never;
+  "pty.spawn": never;
+  "pty.attach": "session";
+  "pty.input": "session";
+  "pty.resize": "session" | "cols" | "rows";
+  "pty.detach": "session";
+  "pty.kill": "session";
+  "pty.list": never;
+  "pty.capture": "session";
+  "pty.wait": "session" | "pattern";
+  watch: never;
+}
+
+/** Fields whose wire form is looser than the validated one. */
+interface LooseInput {
+  embed: { input: string | string[] };
+  "pty.input": { data: Uint8Array | string };
+  "pty.kill": { signal?: SignalName | string };
+  generate: { json_schema?: Record<string, unknown> | boolean };
+}
+
+/**
+ * A request of type `T` as a client writes it: `type`, the fields without defaults,
+ * and any of the others. `id` is chosen by the client library when left out.
+ */
+export type RequestInput<T extends RequestType = RequestType> = T extends RequestType ?
+    & { type: T; id?: string }
+    & Partial<Omit<RequestOf<T>, "type" | "id" | keyof LooseOf<T>>>
+    & Pick<RequestOf<T>, RequiredInput[T] & keyof RequestOf<T>>
+    & LooseOf<T>
+  : never;
+
+type LooseOf<T extends RequestType> = T extends keyof LooseInput ? LooseInput[T] : unknown;

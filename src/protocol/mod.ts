@@ -1,6 +1,7 @@
 /**
- * The umad wire protocol: frames, codecs, message validation and error codes.
- * Runtime-neutral: nothing here touches `Deno.*`.
+ * The umad wire protocol: frames, codecs, requests and their validation, the typed
+ * events, the error tree, the service interface, socket path rules and latency
+ * summaries. Runtime-neutral: nothing here touches `Deno.*`.
  *
  * @module
  */
@@ -8,5 +9,8 @@ export * from "./errors.ts";
 export * from "./frame.ts";
 export * from "./codec.ts";
 export * from "./messages.ts";
+export * from "./events.ts";
+export * from "./service.ts";
 export * from "./base64.ts";
 export * from "./socket_path.ts";
+export * from "./samples.ts";

@@ -1,6 +1,6 @@
-import { type Message, ProtocolError, type Request, type RequestType } from "../protocol/mod.ts";
-import type { PtySpawnRequest } from "../protocol/mod.ts";
-import type { Service, Stream } from "../server/service.ts";
+import { type Message, type Request, type RequestType, UmadError } from "../protocol/mod.ts";
+import type { PtySpawnRequest, SessionInfo } from "../protocol/mod.ts";
+import type { Service, Stream } from "../protocol/service.ts";
 import { Emulator } from "./emulator.ts";
 import { poller } from "./poller.ts";
 import { liveChildren, spawnPty } from "./pty_process.ts";
@@ -95,7 +95,7 @@ function resolveProgram(program: string, path: string | undefined, cwd: string):
   if (program.includes("/")) {
     const full = program.startsWith("/") ? program : `${cwd}/${program}`;
     if (!isExecutable(full)) {
-      throw new ProtocolError("E_NOT_FOUND", `Cannot spawn "${program}": not an executable file`);
+      throw new UmadError("E_NOT_FOUND", `Cannot spawn "${program}": not an executable file`);
     }
     return full;
   }
@@ -103,7 +103,7 @@ function resolveProgram(program: string, path: string | undefined, cwd: string):
     const full = `${dir === "" ? "." : dir}/${program}`;
     if (isExecutable(full)) return full;
   }
-  throw new ProtocolError("E_NOT_FOUND", `Cannot spawn "${program}": not found in PATH`);
+  throw new UmadError("E_NOT_FOUND", `Cannot spawn "${program}": not found in PATH`);
 }
 
 /**
@@ -141,7 +141,7 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
     if (s !== undefined) return s;
     const named = [...sessions.values()].filter((x) => x.name === ref);
     if (named.length === 1) return named[0];
-    throw new ProtocolError(
+    throw new UmadError(
       "E_NOT_FOUND",
       named.length > 1
         ? `Cannot ${verb} session "${ref}": several sessions have that name; use the id`
@@ -159,14 +159,14 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
   }
 
   function spawn(req: PtySpawnRequest): Session {
-    if (closing) throw new ProtocolError("E_BUSY", "The daemon is shutting down");
+    if (closing) throw new UmadError("E_BUSY", "The daemon is shutting down");
     const daemonEnv = Deno.env.toObject();
     const home = daemonEnv.HOME ?? "/";
     const cwd = req.cwd ?? home;
     try {
       if (!Deno.statSync(cwd).isDirectory) throw new Error();
     } catch {
-      throw new ProtocolError("E_NOT_FOUND", `Cannot spawn in "${cwd}": no such directory`);
+      throw new UmadError("E_NOT_FOUND", `Cannot spawn in "${cwd}": no such directory`);
     }
     const argv = req.argv ?? [userShell()];
     let id = newId();
@@ -184,7 +184,7 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
     try {
       proc = spawnPty({ file, argv, env, cwd, cols, rows });
     } catch (e) {
-      throw new ProtocolError("E_INTERNAL", (e as Error).message);
+      throw new UmadError("E_INTERNAL", (e as Error).message);
     }
     const name = req.name ?? argv[0].split("/").pop()!;
     const s = new Session({ id, name, proc, scrollback }, emulator, counters);
@@ -239,6 +239,7 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
           remove(s);
         } else {
           s.removeOnExit = true;
+          s.exitReason = "killed";
           s.proc.kill(request.signal);
         }
         stream.send("pty.killed", { session: s.id });
@@ -246,7 +247,9 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
         return;
       }
       case "pty.list": {
-        const list = [...sessions.values()].sort((a, b) => a.created - b.created).map((s) => ({
+        const list = [...sessions.values()].sort((a, b) => a.created - b.created).map((
+          s,
+        ): SessionInfo => ({
           session: s.id,
           name: s.name,
           pid: s.proc.pid,
@@ -262,7 +265,7 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
         return;
       }
       default:
-        throw new ProtocolError("E_PROTO_BAD_REQUEST", `pty: cannot handle "${request.type}"`);
+        throw new UmadError("E_PROTO_BAD_REQUEST", `pty: cannot handle "${request.type}"`);
     }
   }
 
@@ -314,7 +317,10 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
     },
     async close(): Promise<void> {
       closing = true;
-      for (const s of running()) s.proc.hangUp();
+      for (const s of running()) {
+        s.exitReason = "shutdown";
+        s.proc.hangUp();
+      }
       await waitExits(2000);
       for (const s of running()) s.proc.kill("SIGKILL");
       await waitExits(2000);

@@ -1,6 +1,7 @@
 import { concat } from "../protocol/bytes.ts";
-import { ProtocolError } from "../protocol/mod.ts";
-import type { Stream } from "../server/service.ts";
+import { UmadError } from "../protocol/mod.ts";
+import type { ExitReason } from "../protocol/events.ts";
+import type { Stream } from "../protocol/service.ts";
 import type { Emulator } from "./emulator.ts";
 import type { ExitStatus, PtyProcess } from "./pty_process.ts";
 
@@ -70,6 +71,8 @@ export class Session {
   status: ExitStatus | undefined;
   /** Remove the session as soon as its exit is reported (it was killed). */
   removeOnExit = false;
+  /** What `pty.exit` gives as its reason: set before the daemon ends the program. */
+  exitReason: ExitReason = "exited";
   /** Called when the session is done and should be forgotten. */
   onGone: () => void = () => {};
   /** Called once, when the program has exited and its output was relayed. */
@@ -151,7 +154,7 @@ export class Session {
     if (this.exited) return; // typed into a closing session: nobody reads it
     if (mine !== undefined) this.#touch(mine);
     if (!this.proc.write(data)) {
-      throw new ProtocolError(
+      throw new UmadError(
         "E_BUSY",
         `Cannot write to session "${this.id}": the program is not reading its input`,
       );
@@ -191,7 +194,7 @@ export class Session {
     if (mine.length === 0) return undefined;
     const writers = mine.filter((a) => !a.readonly);
     if (writers.length === 0) {
-      throw new ProtocolError(
+      throw new UmadError(
         "E_PROTO_BAD_REQUEST",
         `Cannot ${verb} session "${this.id}": this client is attached read-only`,
       );
@@ -344,6 +347,7 @@ export class Session {
       session: this.id,
       code: this.status?.code ?? null,
       signal: this.status?.signal ?? null,
+      reason: this.exitReason,
     });
     att.stream.end();
     if (this.removeOnExit && this.attachments.size === 0) this.onGone();

@@ -3,16 +3,17 @@ import {
   decodePayload,
   detectCodec,
   encodeMessageFrame,
-  type ErrorCode,
   FrameDecoder,
   isFramingError,
+  isWireCode,
   type Message,
-  ProtocolError,
   type Request,
   requestIdOf,
+  UmadError,
   validateRequest,
 } from "../protocol/mod.ts";
-import type { AbortReason, Stream } from "./service.ts";
+import type { AbortReason, Stream, WireErrorCode } from "../protocol/service.ts";
+import type { EventFields, EventName } from "../protocol/events.ts";
 
 /** Limits one connection enforces. */
 export interface ConnectionLimits {
@@ -36,7 +37,7 @@ export interface ConnectionHost {
   /** Counts a request, by type. */
   countRequest(type: string): void;
   /** Counts an error sent, by code. */
-  countError(code: ErrorCode): void;
+  countError(code: WireErrorCode): void;
   /** Counts traffic. */
   countIn(frames: number, bytes: number): void;
   countOut(frames: number, bytes: number): void;
@@ -74,11 +75,11 @@ class RequestStream implements Stream {
   get queuedBytes(): number {
     return this.#conn.queuedBytes;
   }
-  send(event: string, fields?: Message): boolean {
+  send<E extends EventName>(event: E, fields: EventFields[E]): boolean {
     const msg: Message = { event, id: this.id || null, ...fields };
     return this.#conn.sendMessage(msg, this.codec);
   }
-  fail(code: ErrorCode, message: string): void {
+  fail(code: WireErrorCode, message: string): void {
     if (this.#ended) return;
     this.#conn.sendError(this.id || null, code, message, this.codec);
     this.end();
@@ -196,7 +197,7 @@ export class Connection {
         if (this.#closed) return;
       }
     } catch (e) {
-      if (e instanceof ProtocolError && isFramingError(e.code)) {
+      if (e instanceof UmadError && isWireCode(e.code) && isFramingError(e.code)) {
         // The header alone decides this: nothing of the payload is read.
         this.sendError(null, e.code, e.message, "json");
         this.#host.log("debug", `connection ${this.id}: ${e.message}; closing`);
@@ -217,7 +218,7 @@ export class Connection {
       codec = decoded.codec;
       id = requestIdOf(decoded.message) ?? null;
       if (!this.#takeToken()) {
-        throw new ProtocolError(
+        throw new UmadError(
           "E_RATE_LIMITED",
           `Connection exceeded ${this.#limits.rateLimit} requests per second`,
         );
@@ -235,13 +236,13 @@ export class Connection {
       const rid = request.id ?? "";
       if (rid !== "") {
         if (this.#inflight.has(rid)) {
-          throw new ProtocolError(
+          throw new UmadError(
             "E_PROTO_BAD_REQUEST",
             `Request id ${JSON.stringify(rid)} is already in flight on this connection`,
           );
         }
         if (this.#inflight.size >= this.#limits.maxInflight) {
-          throw new ProtocolError(
+          throw new UmadError(
             "E_BUSY",
             `Connection has ${this.#limits.maxInflight} requests in flight already`,
           );
@@ -251,7 +252,7 @@ export class Connection {
       if (rid !== "") this.#inflight.set(rid, stream);
       this.#host.dispatch(this, request, stream);
     } catch (e) {
-      if (e instanceof ProtocolError) {
+      if (e instanceof UmadError && isWireCode(e.code)) {
         this.sendError(id, e.code, e.message, codec);
       } else {
         this.#host.log("error", `connection ${this.id}: ${(e as Error).stack ?? e}`);
@@ -293,7 +294,7 @@ export class Connection {
   }
 
   /** Queues an error reply. */
-  sendError(id: string | null, code: ErrorCode, message: string, codec: Codec): void {
+  sendError(id: string | null, code: WireErrorCode, message: string, codec: Codec): void {
     this.#host.countError(code);
     this.sendMessage({ event: "error", id, code, message }, codec);
   }

@@ -4,6 +4,6 @@
  * @module
  */
 export * from "./server.ts";
-export * from "./service.ts";
+export type { AbortReason, Service, Stream, WireErrorCode } from "../protocol/service.ts";
 export * from "./log.ts";
 export * from "./socket_path.ts";

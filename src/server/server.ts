@@ -1,11 +1,12 @@
 import { PROTOCOL_VERSION } from "../protocol/mod.ts";
-import type { ErrorCode, Message, Request, RequestType } from "../protocol/mod.ts";
-import { ProtocolError } from "../protocol/mod.ts";
+import type { Message, Request, RequestType } from "../protocol/mod.ts";
+import { isWireCode, UmadError } from "../protocol/mod.ts";
 import { VERSION } from "../version.ts";
 import { Connection, type ConnectionHost, type ConnectionLimits } from "./connection.ts";
 import type { Logger } from "./log.ts";
-import type { Service, Stream } from "./service.ts";
-import { ConfigError, prepareSocketDir } from "./socket_path.ts";
+import type { Service, Stream, WireErrorCode } from "../protocol/service.ts";
+import { ConfigError } from "../protocol/errors.ts";
+import { prepareSocketDir } from "./socket_path.ts";
 
 /** How a server is set up. */
 export interface ServerOptions extends Partial<ConnectionLimits> {
@@ -159,15 +160,11 @@ export class Server implements ConnectionHost {
     }
     const service = this.#routes.get(request.type);
     if (!service) {
-      if (request.type === "generate") {
-        stream.fail("E_NO_MODEL", "No model is loaded (the daemon was started with --no-model)");
-      } else {
-        stream.fail("E_PROTO_BAD_REQUEST", `Request type "${request.type}" is not served here`);
-      }
+      stream.fail("E_PROTO_BAD_REQUEST", `Request type "${request.type}" is not served here`);
       return;
     }
     const fail = (e: unknown) => {
-      if (e instanceof ProtocolError) return stream.fail(e.code, e.message);
+      if (e instanceof UmadError && isWireCode(e.code)) return stream.fail(e.code, e.message);
       this.log("error", `${request.type} failed: ${(e as Error)?.stack ?? e}`);
       stream.fail("E_INTERNAL", `${request.type} failed: ${(e as Error)?.message ?? e}`);
     };
@@ -178,7 +175,7 @@ export class Server implements ConnectionHost {
       fail(e);
     }
   }
-  countError(code: ErrorCode): void {
+  countError(code: WireErrorCode): void {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
   }
   countIn(frames: number, bytes: number): void {

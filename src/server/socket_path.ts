@@ -1,4 +1,5 @@
 import { dirname } from "node:path";
+import { ConfigError } from "../protocol/errors.ts";
 import { socketPathFor } from "../protocol/socket_path.ts";
 
 /**
@@ -12,14 +13,6 @@ import { socketPathFor } from "../protocol/socket_path.ts";
  */
 export function resolveSocketPath(flag?: string): string {
   return socketPathFor(flag, Deno.env.toObject(), Deno.uid() ?? 0);
-}
-
-/** A configuration problem that stops the daemon with exit code 2. */
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfigError";
-  }
 }
 
 /**

@@ -3,8 +3,8 @@
  * the shared control memory the main thread writes without waiting for the worker.
  */
 
-import type { DecodePriority } from "./_ffi.ts";
-import type { SamplingParams } from "./_llama.ts";
+import type { DecodePriority } from "./ffi.ts";
+import type { SamplingParams } from "./llama.ts";
 
 /** Per-slot words in the shared Int32Array. */
 export const SLOT_WORDS = 2;

@@ -4,9 +4,15 @@
  * postMessage; cancel and backpressure flags arrive through shared memory.
  */
 /// <reference lib="deno.worker" />
-import { availableCpus, findLibDir, lowerThisThread, openLibraries } from "./_ffi.ts";
-import { Engine } from "./_engine.ts";
-import { CTRL_MAIL, ctrlWord, type EngineInit, type FromEngine, type ToEngine } from "./_wire.ts";
+import { availableCpus, findLibDir, lowerThisThread, openLibraries } from "./ffi.ts";
+import { Engine } from "./engine.ts";
+import {
+  CTRL_MAIL,
+  ctrlWord,
+  type EngineInit,
+  type FromEngine,
+  type ToEngine,
+} from "./engine_messages.ts";
 
 let engine: Engine | null = null;
 let closing = false;

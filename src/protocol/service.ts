@@ -1,4 +1,18 @@
-import type { Codec, ErrorCode, Message, Request, RequestType } from "../protocol/mod.ts";
+/**
+ * What the server asks of a service and gives it: {@linkcode Service} answers some
+ * request types; {@linkcode Stream} is one request's reply channel. Here, beside the
+ * message types, so services (`llm/`, `pty/`) and the server import it without pointing
+ * up the folder tree.
+ *
+ * @module
+ */
+import type { Codec, Message } from "./codec.ts";
+import type { ErrorCode, UmaErrorCode } from "./errors.ts";
+import type { EventFields, EventName } from "./events.ts";
+import type { Request, RequestType } from "./messages.ts";
+
+/** A code an error reply may carry. */
+export type WireErrorCode = ErrorCode | UmaErrorCode;
 
 /**
  * The reply channel of one request on one connection. Events are sent in the codec
@@ -18,9 +32,9 @@ export interface Stream {
   /** The codec replies use. */
   readonly codec: Codec;
   /** Queues `{event, id, ...fields}`; false when the connection is over its cap. */
-  send(event: string, fields?: Message): boolean;
+  send<E extends EventName>(event: E, fields: EventFields[E]): boolean;
   /** Sends `error {id, code, message}` and ends the request. */
-  fail(code: ErrorCode, message: string): void;
+  fail(code: WireErrorCode, message: string): void;
   /** Ends the request: its id is free again. Idempotent. */
   end(): void;
   /** True while the connection's outbound queue is under its cap and it is open. */
@@ -49,8 +63,8 @@ export interface Service {
   readonly types: readonly RequestType[];
   /**
    * Handles one validated request. The request stays in flight (its id taken) until
-   * `stream.end()` or `stream.fail()`. A thrown `ProtocolError` becomes an error reply;
-   * any other throw becomes `E_INTERNAL`.
+   * `stream.end()` or `stream.fail()`. A thrown `UmadError` with a wire code becomes an
+   * error reply; any other throw becomes `E_INTERNAL`.
    */
   handle(request: Request, stream: Stream): void | Promise<void>;
   /** Fields added to the `hello` reply (e.g. `model`). */

@@ -29,10 +29,10 @@
  * plus compaction through llama_state_seq_get/set_data, and the unified cache makes
  * every row scan all cells (measured ~25% slower 8-row decodes at 700-token contexts).
  */
-import { Batch, LlamaContext, LlamaModel, Sampler } from "./_llama.ts";
-import type { DecodePriority, NativeLibs } from "./_ffi.ts";
-import { TextAssembler } from "./_text.ts";
-import { TokenHistory } from "./_lookup.ts";
+import { Batch, LlamaContext, LlamaModel, Sampler } from "./llama.ts";
+import type { DecodePriority, NativeLibs } from "./ffi.ts";
+import { Detokenizer } from "./detokenizer.ts";
+import { TokenHistory } from "./lookup.ts";
 import {
   CANCEL_NONE,
   CANCEL_SHUTDOWN,
@@ -46,7 +46,7 @@ import {
   SLOT_WORDS,
   type StepStats,
   type StreamEvent,
-} from "./_wire.ts";
+} from "./engine_messages.ts";
 
 /** Largest prompt chunk: from 64 rows on, flash attention takes a path with other rounding. */
 export const MAX_CHUNK = 63;
@@ -94,7 +94,7 @@ class Seq {
   readonly params: GenerateParams;
   readonly prompt: Int32Array;
   readonly sampler: Sampler;
-  readonly text: TextAssembler;
+  readonly text: Detokenizer;
   /** Prompt and output tokens, for lookup drafts. */
   readonly history: TokenHistory;
   /** Tokens already in the KV cache. */
@@ -116,7 +116,7 @@ class Seq {
     this.params = params;
     this.prompt = prompt;
     this.sampler = sampler;
-    this.text = new TextAssembler(params.stop);
+    this.text = new Detokenizer(params.stop);
     this.history = new TokenHistory(prompt, prompt.length + Math.min(params.maxTokens, 1024));
     this.next = prompt[prompt.length - 1];
   }

@@ -12,7 +12,7 @@ export interface TextStep {
 }
 
 /** Incremental detokenizer with stop strings. */
-export class TextAssembler {
+export class Detokenizer {
   #decoder = new TextDecoder("utf-8");
   #held = "";
   readonly #stops: readonly string[];

@@ -12,7 +12,7 @@ import {
   nativeFunction,
   type NativeLibs,
   THREADPOOL_PARAMS,
-} from "./_ffi.ts";
+} from "./ffi.ts";
 
 /** Addresses of buffers that must not move while native code holds them. */
 function addressOf(view: ArrayBufferView): bigint {

@@ -1,0 +1,104 @@
+/**
+ * Latency figures: one percentile definition (nearest rank) for the daemon's metrics,
+ * the CLI and the benchmarks, and a ring of recent samples summarized the way the
+ * `metrics` reply reports them.
+ *
+ * @module
+ */
+
+/**
+ * The nearest-rank percentile of an ascending array: the smallest value with at least
+ * `q` of the samples at or below it. NaN for an empty array.
+ *
+ * @example
+ * ```ts
+ * import { percentile } from "./samples.ts";
+ * console.log(percentile([1, 2, 3, 4], 0.5)); // 2
+ * ```
+ */
+export function percentile(sorted: ArrayLike<number>, q: number): number {
+  const n = sorted.length;
+  if (n === 0) return NaN;
+  return sorted[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))];
+}
+
+/**
+ * {@linkcode percentile} of an unsorted sample (sorted on a copy).
+ *
+ * @example
+ * ```ts
+ * import { percentileOf } from "./samples.ts";
+ * console.log(percentileOf([4, 1, 3, 2], 0.99)); // 4
+ * ```
+ */
+export function percentileOf(sample: readonly number[], q: number): number {
+  return percentile([...sample].sort((a, b) => a - b), q);
+}
+
+/** A latency summary as `metrics` reports it, in milliseconds. */
+export interface LatencySummary {
+  /** Samples ever added (the percentiles cover the most recent ones). */
+  count: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+}
+
+/**
+ * The most recent samples in a ring, summarized on demand.
+ *
+ * @example
+ * ```ts
+ * import { Samples } from "./samples.ts";
+ * const s = new Samples(4);
+ * for (const x of [5, 1, 9, 3, 7]) s.add(x); // the ring keeps 1, 9, 3, 7
+ * console.log(s.summary()); // { count: 5, p50: 3, p95: 9, p99: 9, max: 9 }
+ * ```
+ */
+export class Samples {
+  readonly #ring: Float64Array;
+  #n = 0;
+  #count = 0;
+
+  /** Keeps the most recent `size` samples. */
+  constructor(size = 8192) {
+    this.#ring = new Float64Array(size);
+  }
+
+  /** Adds one sample. */
+  add(x: number): void {
+    this.#ring[this.#n] = x;
+    this.#n = (this.#n + 1) % this.#ring.length;
+    this.#count++;
+  }
+
+  /** Total samples ever added. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** The kept samples, ascending. */
+  sorted(): Float64Array {
+    return this.#ring.slice(0, Math.min(this.#count, this.#ring.length)).sort();
+  }
+
+  /** p50/p95/p99/max over the most recent samples, rounded to 0.01 (zeros when empty). */
+  summary(): LatencySummary {
+    const sorted = this.sorted();
+    const r = (x: number) => Number.isNaN(x) ? 0 : Math.round(x * 100) / 100;
+    return {
+      count: this.#count,
+      p50: r(percentile(sorted, 0.5)),
+      p95: r(percentile(sorted, 0.95)),
+      p99: r(percentile(sorted, 0.99)),
+      max: r(percentile(sorted, 1)),
+    };
+  }
+
+  /** Forgets every sample. */
+  clear(): void {
+    this.#n = 0;
+    this.#count = 0;
+  }
+}
