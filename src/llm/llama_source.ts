@@ -1,0 +1,145 @@
+/**
+ * The llama.cpp source that matches the prebuilt libraries: `npm:node-llama-cpp` ships
+ * it as a git bundle (`llama/gitRelease.bundle`). Fetched once from the npm registry,
+ * checked against the published integrity hash, cloned into the user cache directory,
+ * and shared by `umad llama build`, the benchmarks (llama-server, llama-bench) and the
+ * tests (real vocabularies in `models/ggml-vocab-*.gguf`, real chat templates in
+ * `models/templates/`).
+ *
+ * @module
+ */
+import { cacheDir } from "./synthetic_model.ts";
+
+/** The npm package whose bundled source matches the prebuilt libraries. */
+export const LLAMA_SOURCE_PACKAGE = {
+  name: "node-llama-cpp",
+  version: "3.21.1",
+  /** The registry's `dist.integrity` of that version's tarball. */
+  integrity:
+    "sha512-E3N0Ev2Va0wzydvXYFwM9Hvyo07PoWjt8T/9GMc43Cvt8YkV/NU/tYUgEMC1grTPv2o9PRjQi0G3Wb5P/awiMg==",
+} as const;
+
+/** Options of {@linkcode ensureLlamaSource}. */
+export interface LlamaSourceOptions {
+  /** Where checkouts are kept (default: the user cache directory, `…/umad/llama.cpp`). */
+  dir?: string;
+  /** npm registry base URL (default `$npm_config_registry`, else registry.npmjs.org). */
+  registry?: string;
+  /** Progress lines. */
+  log?: (message: string) => void;
+}
+
+/**
+ * The directory a checkout of the source lives in (it may not exist yet).
+ *
+ * @example
+ * ```ts
+ * import { llamaSourceDir } from "./llama_source.ts";
+ * console.log(llamaSourceDir("/tmp/cache")); // "/tmp/cache/src-node-llama-cpp-3.21.1"
+ * ```
+ */
+export function llamaSourceDir(dir: string = `${cacheDir()}/llama.cpp`): string {
+  return `${dir}/src-${LLAMA_SOURCE_PACKAGE.name}-${LLAMA_SOURCE_PACKAGE.version}`;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function run(cmd: string, args: string[], what: string): Promise<void> {
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
+  } catch (e) {
+    throw new Error(
+      `Cannot ${what}: "${cmd}" is not installed (${(e as Error).message}); ` +
+        `install it (Debian/Ubuntu: apt-get install ${cmd}; macOS: xcode-select --install)`,
+      { cause: e },
+    );
+  }
+  if (!out.success) {
+    const text = new TextDecoder().decode(out.stderr).trim();
+    throw new Error(`Cannot ${what}: ${cmd} ${args.join(" ")} failed (exit ${out.code}): ${text}`);
+  }
+}
+
+async function sha512Base64(path: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-512", await Deno.readFile(path));
+  let bin = "";
+  for (const b of new Uint8Array(digest)) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+/**
+ * Returns the path of a llama.cpp source checkout matching the prebuilt libraries,
+ * fetching it first if it is not in the cache (about 35 MB from the npm registry, a few
+ * seconds; needs `tar` and `git`). Concurrent callers are safe: each works in its own
+ * temporary directory and the checkout appears with one rename.
+ *
+ * @example
+ * ```ts ignore
+ * import { ensureLlamaSource } from "./llama_source.ts";
+ * const src = await ensureLlamaSource({ log: console.error });
+ * console.log(Deno.statSync(`${src}/include/llama.h`).isFile); // true
+ * ```
+ */
+export async function ensureLlamaSource(options: LlamaSourceOptions = {}): Promise<string> {
+  const target = llamaSourceDir(options.dir);
+  if (exists(`${target}/include/llama.h`)) return target;
+  const log = options.log ?? (() => {});
+  const parent = target.slice(0, target.lastIndexOf("/"));
+  Deno.mkdirSync(parent, { recursive: true });
+  const tmp = Deno.makeTempDirSync({ dir: parent, prefix: ".fetch-" });
+  try {
+    const { name, version, integrity } = LLAMA_SOURCE_PACKAGE;
+    const registry = (options.registry ?? Deno.env.get("npm_config_registry") ??
+      "https://registry.npmjs.org").replace(/\/+$/, "");
+    const url = `${registry}/${name}/-/${name}-${version}.tgz`;
+    log(`fetching the llama.cpp source from ${url}`);
+    let res: Response;
+    try {
+      res = await fetch(url);
+    } catch (e) {
+      throw new Error(`Cannot fetch ${url}: ${(e as Error).message}`, { cause: e });
+    }
+    if (!res.ok || !res.body) {
+      await res.body?.cancel();
+      throw new Error(`Cannot fetch ${url}: HTTP ${res.status}`);
+    }
+    const tgz = `${tmp}/package.tgz`;
+    await Deno.writeFile(tgz, res.body);
+    const actual = `sha512-${await sha512Base64(tgz)}`;
+    if (actual !== integrity) {
+      throw new Error(`${url} does not match its published integrity (${actual})`);
+    }
+    await run("tar", ["-xzf", tgz, "-C", tmp, "package/llama/gitRelease.bundle"], "unpack it");
+    log("cloning the bundled llama.cpp source");
+    await run(
+      "git",
+      [
+        "clone",
+        "-q",
+        "-c",
+        "advice.detachedHead=false",
+        `${tmp}/package/llama/gitRelease.bundle`,
+        `${tmp}/src`,
+      ],
+      "clone the llama.cpp source",
+    );
+    try {
+      Deno.renameSync(`${tmp}/src`, target);
+    } catch (e) {
+      // Another process finished first: its checkout is the same.
+      if (!exists(`${target}/include/llama.h`)) throw e;
+    }
+    log(`llama.cpp source ready in ${target}`);
+    return target;
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+}
