@@ -15,6 +15,8 @@ export type EndReason = "stop" | "length" | "stop_string" | "cancelled" | "shutd
 /** Token counts and timings of a finished generation. */
 export interface Usage {
   prompt_tokens: number;
+  /** Prompt tokens reused from the daemon's prefix cache. */
+  cached_tokens: number;
   completion_tokens: number;
   ttft_ms: number;
   total_ms: number;

@@ -5,6 +5,8 @@
 
 import type { DecodePriority } from "./ffi.ts";
 import type { SamplingParams } from "./llama.ts";
+import type { CacheStats } from "./scheduler.ts";
+import type { CostCoefficients } from "./cost_model.ts";
 
 /** Per-slot words in the shared Int32Array. */
 export const SLOT_WORDS = 2;
@@ -12,7 +14,7 @@ export const SLOT_WORDS = 2;
 export const SLOT_CANCEL = 0; // 0 none, 1 cancelled, 2 shutdown
 export const SLOT_PAUSED = 1; // 1 while the stream's connection is over its byte cap
 /** Global words after the slots. */
-export const CTRL_PREFILL = 0; // slot+1 whose prompt chunk is decoding now, -1 several, else 0
+export const CTRL_PREFILL = 0; // slot+1 whose prompt-only call is decoding now, -1 several, else 0
 export const CTRL_MAIL = 1; // messages the main thread has posted to the engine so far
 export const CTRL_WORDS = 2;
 
@@ -31,7 +33,7 @@ export interface EngineInit {
   op: "init";
   libDir?: string;
   modelPath: string;
-  /** Context per stream (tokens), or 0 for the default. */
+  /** KV cells in all (tokens), shared by the streams. */
   ctx: number;
   parallel: number;
   threads: number;
@@ -39,15 +41,15 @@ export interface EngineInit {
   control: SharedArrayBuffer;
   /** 2 bytes: byte 0 nonzero aborts the decode in progress. */
   abort: SharedArrayBuffer;
-  /** Fraction of a decode step's time that prompt chunks may add (latency guard). */
-  prefillRatio: number;
-  /** Largest share while prompts wait over a second (== prefillRatio: no ramp). */
-  prefillMaxRatio: number;
+  /** A step may take this many times its decode rows' cost alone (Infinity: no limit). */
+  latencyBudget: number;
   /** How decode threads compete for the CPU (Linux; see `lowerThisThread`). */
   decodePriority: DecodePriority;
-  /** Same seed, same tokens alone or beside others (costs one-stream speed). */
-  batchInvariant: boolean;
-  /** Lookup drafts in a lone stream's padding row. */
+  /** Same seed, same tokens alone or beside others: the batch-invariant path. */
+  deterministic: boolean;
+  /** Reuse prompt prefixes already in KV. */
+  prefixCache: boolean;
+  /** Lookup drafts in a lone stream's padding row (deterministic mode). */
   lookup: boolean;
 }
 
@@ -56,6 +58,8 @@ export interface GenerateParams extends SamplingParams {
   maxTokens: number;
   stop: string[];
   priority: "interactive" | "batch";
+  /** Reuse and leave behind cached prompt prefixes. */
+  cachePrompt: boolean;
 }
 
 /** Starts a stream in a slot. */
@@ -90,11 +94,20 @@ export interface EngineInfo {
   n_ctx: number;
   n_ctx_total: number;
   n_batch: number;
+  /** Sequence ids of the context: streams plus cached prefixes. */
+  n_seq_max: number;
   parallel: number;
   threads: number;
   chat_template: string;
-  /** Same seed, same tokens alone or beside others (`--no-batch-invariance`: false). */
+  /** Which scheduler runs: `default` (unified KV, mixed steps) or `deterministic`. */
+  mode: "default" | "deterministic";
+  kv_unified: boolean;
+  /** Same seed, same tokens alone or beside others: true in deterministic mode only. */
   batch_invariant: boolean;
+  /** A step may take this many times its decode rows' cost alone; null: no limit. */
+  latency_budget: number | null;
+  /** Prompt prefixes already in KV are reused (`--no-prefix-cache`: false). */
+  prefix_cache: boolean;
   /** A lone stream's padding row carries a prompt-lookup draft (`--no-lookup`: false). */
   lookup_drafts: boolean;
   /** The decode threads' priority as applied (`--decode-priority`). */
@@ -110,6 +123,8 @@ export type StreamEvent =
     kind: "end";
     reason: "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
     prompt_tokens: number;
+    /** Prompt tokens found in KV (prefix cache). */
+    cached_tokens: number;
     completion_tokens: number;
   }
   | {
@@ -121,16 +136,22 @@ export type StreamEvent =
 
 /** Per-step figures for metrics. */
 export interface StepStats {
-  /** Rows of the decode call (fillers included), 0 when none ran. */
+  /** Decode rows of the step (fillers and drafts included), 0 when none ran. */
   rows: number;
   /** Lookup drafts decoded this step, and how many of them were the sampled token. */
   drafts: number;
   draftsAccepted: number;
   prefillTokens: number;
+  /** KV cells in use (cached prefixes included). */
   kvCells: number;
+  /** Time of calls holding decode rows (their prompt rows included), through sampling. */
   decodeMs: number;
-  /** Time spent in prompt chunk decodes. */
+  /** Time of calls holding prompt rows only. */
   prefillMs: number;
+  /** The prefix cache's counters so far. */
+  cache: CacheStats;
+  /** The cost model's current fit (null before the first call). */
+  cost: CostCoefficients | null;
 }
 
 /** Worker → main. */

@@ -1,0 +1,228 @@
+/**
+ * What a decode call costs, learned online from the calls the engine makes: the
+ * scheduler asks it how many prompt tokens fit beside the decoding rows of a step
+ * within the latency budget.
+ *
+ * A call's time is modelled as `a + b·tokens + r·outputs + c·tokens·nKv/1024`:
+ * - `a`, one pass over the weights (memory-bound on CPUs; launch overhead on GPUs);
+ * - `b`, the matmuls of one more token (a prompt token costs about one decode row);
+ * - `r`, one more row of logits and its sampling (large for big vocabularies);
+ * - `c`, attention: with a unified KV cache every row scans all `nKv` cells in use,
+ *   masked or not, so a 30k-token cache makes every row slower, not only long ones.
+ * The time measured is the whole call, decode through sampling, so it stays right on a
+ * GPU where `llama_decode` returns before the work ends (reading the logits waits).
+ *
+ * @module
+ */
+
+/** The shape of one decode call, as far as its cost goes. */
+export interface CallShape {
+  /** Tokens in the call (decode rows and prompt tokens). */
+  tokens: number;
+  /** Rows whose logits are read and sampled. */
+  outputs: number;
+  /** KV cells every row attends over (llama.cpp's `n_kv`, padded to 256). */
+  nKv: number;
+}
+
+/** Predicts a call's time from its shape and learns from measured calls. */
+export interface CostModel {
+  /** Predicted milliseconds of a call of this shape. */
+  predict(shape: CallShape): number;
+  /** A call of this shape took `ms`. */
+  observe(shape: CallShape, ms: number): void;
+  /** The most tokens of any call observed so far (0 before the first). */
+  readonly maxTokensSeen: number;
+}
+
+/** The fitted coefficients (ms), for metrics and the docs. */
+export interface CostCoefficients {
+  fixed: number;
+  perToken: number;
+  perOutput: number;
+  /** Per token per 1024 cells of attention span. */
+  perTokenKcell: number;
+}
+
+const FEATURES = 4;
+/** Calls are grouped by log2(tokens); each group keeps a moving average of its calls. */
+const BUCKETS = 14;
+/** Weight of a new call in its group's average (after the group's first few). */
+const ALPHA = 0.1;
+
+function features(s: CallShape): number[] {
+  return [1, s.tokens, s.outputs, (s.tokens * s.nKv) / 1024];
+}
+
+function bucketOf(tokens: number): number {
+  return Math.min(BUCKETS - 1, Math.max(0, Math.floor(Math.log2(Math.max(1, tokens)))));
+}
+
+/**
+ * Least squares over per-size averages: each group of similar call sizes (1, 2–3,
+ * 4–7, ... tokens) keeps a moving average of its features and times, so what was
+ * learned about big calls during one storm of prompts survives the quiet steps that
+ * follow, and recent calls of a size outweigh old ones. Coefficients are kept
+ * non-negative. With calls of one size only, the time is taken as proportional to
+ * tokens, which overstates what extra tokens cost: the safe side of a latency budget.
+ *
+ * @example
+ * ```ts
+ * import { FittedCostModel } from "./cost_model.ts";
+ * const m = new FittedCostModel();
+ * for (const t of [1, 8, 64]) m.observe({ tokens: t, outputs: 1, nKv: 256 }, 10 + 2 * t);
+ * console.log(Math.round(m.predict({ tokens: 32, outputs: 1, nKv: 256 }))); // 74
+ * ```
+ */
+export class FittedCostModel implements CostModel {
+  #x: number[][] = Array.from({ length: BUCKETS }, () => new Array(FEATURES).fill(0));
+  #y = new Array(BUCKETS).fill(0);
+  #n = new Array(BUCKETS).fill(0);
+  #theta: number[] | null = null;
+  #dirty = false;
+  #maxTokens = 0;
+
+  get maxTokensSeen(): number {
+    return this.#maxTokens;
+  }
+
+  observe(shape: CallShape, ms: number): void {
+    if (!(ms >= 0) || !Number.isFinite(ms) || shape.tokens <= 0) return;
+    const b = bucketOf(shape.tokens);
+    const n = ++this.#n[b];
+    // The first calls of a group average plainly; then recent ones count more.
+    const w = Math.max(ALPHA, 1 / n);
+    const f = features(shape);
+    for (let j = 0; j < FEATURES; j++) this.#x[b][j] += w * (f[j] - this.#x[b][j]);
+    this.#y[b] += w * (ms - this.#y[b]);
+    this.#maxTokens = Math.max(this.#maxTokens, shape.tokens);
+    this.#dirty = true;
+  }
+
+  predict(shape: CallShape): number {
+    const t = this.coefficients();
+    if (!t) return 0;
+    const f = features(shape);
+    return t.fixed * f[0] + t.perToken * f[1] + t.perOutput * f[2] + t.perTokenKcell * f[3];
+  }
+
+  /** The current fit, or null before any call was observed. */
+  coefficients(): CostCoefficients | null {
+    if (this.#dirty) {
+      this.#theta = this.#fit();
+      this.#dirty = false;
+    }
+    const t = this.#theta;
+    return t ? { fixed: t[0], perToken: t[1], perOutput: t[2], perTokenKcell: t[3] } : null;
+  }
+
+  #fit(): number[] | null {
+    const rows: number[] = [];
+    for (let b = 0; b < BUCKETS; b++) if (this.#n[b] > 0) rows.push(b);
+    if (rows.length === 0) return null;
+    if (rows.length === 1) {
+      const b = rows[0];
+      return [0, this.#y[b] / Math.max(1e-9, this.#x[b][1]), 0, 0];
+    }
+    // Weighted least squares over the groups (weight: calls seen, capped), features
+    // scaled to one magnitude, a small ridge so that directions the data does not
+    // tell apart share the load instead of blowing up; negative coefficients are
+    // dropped and the rest refitted (a small active-set NNLS).
+    const scale = new Array(FEATURES).fill(0);
+    for (const b of rows) {
+      for (let j = 0; j < FEATURES; j++) scale[j] = Math.max(scale[j], Math.abs(this.#x[b][j]));
+    }
+    const active = scale.map((s) => s > 0);
+    for (let iter = 0; iter <= FEATURES; iter++) {
+      const idx = active.flatMap((a, j) => (a ? [j] : []));
+      const k = idx.length;
+      const A = Array.from({ length: k }, () => new Array(k).fill(0));
+      const v = new Array(k).fill(0);
+      for (const b of rows) {
+        const w = Math.min(this.#n[b], 20);
+        const f = idx.map((j) => this.#x[b][j] / scale[j]);
+        for (let p = 0; p < k; p++) {
+          v[p] += w * f[p] * this.#y[b];
+          for (let q = 0; q < k; q++) A[p][q] += w * f[p] * f[q];
+        }
+      }
+      let trace = 0;
+      for (let p = 0; p < k; p++) trace += A[p][p];
+      // Outputs and attention span move with tokens in most calls: they get a coefficient
+      // only where the data asks for one, so the model does not extrapolate a guess.
+      for (let p = 0; p < k; p++) A[p][p] += (idx[p] < 2 ? 1e-6 : 1e-3) * trace + 1e-12;
+      const sol = solve(A, v);
+      const theta = new Array(FEATURES).fill(0);
+      let negative = -1;
+      for (let p = 0; p < k; p++) {
+        theta[idx[p]] = sol[p] / scale[idx[p]];
+        if (sol[p] < 0 && (negative < 0 || sol[p] < sol[idx.indexOf(negative)])) {
+          negative = idx[p];
+        }
+      }
+      if (negative < 0) return theta;
+      active[negative] = false;
+    }
+    return [0, 0, 0, 0];
+  }
+}
+
+/** Gaussian elimination with partial pivoting (k ≤ 4). */
+function solve(A: number[][], v: number[]): number[] {
+  const k = v.length;
+  const M = A.map((row, i) => [...row, v[i]]);
+  for (let c = 0; c < k; c++) {
+    let p = c;
+    for (let r = c + 1; r < k; r++) if (Math.abs(M[r][c]) > Math.abs(M[p][c])) p = r;
+    [M[c], M[p]] = [M[p], M[c]];
+    if (Math.abs(M[c][c]) < 1e-300) continue;
+    for (let r = c + 1; r < k; r++) {
+      const f = M[r][c] / M[c][c];
+      for (let q = c; q <= k; q++) M[r][q] -= f * M[c][q];
+    }
+  }
+  const x = new Array(k).fill(0);
+  for (let r = k - 1; r >= 0; r--) {
+    let s = M[r][k];
+    for (let q = r + 1; q < k; q++) s -= M[r][q] * x[q];
+    x[r] = Math.abs(M[r][r]) < 1e-300 ? 0 : s / M[r][r];
+  }
+  return x;
+}
+
+/**
+ * The most prompt tokens that fit beside `rows` decode rows within `budget` times the
+ * cost of those rows alone (their quiet step), under `model`. `nKv` is the attention span
+ * now; every prompt token adds a cell. Zero when even one token would break the budget.
+ *
+ * @example
+ * ```ts
+ * import { FittedCostModel, promptTokensWithin } from "./cost_model.ts";
+ * const m = new FittedCostModel();
+ * for (const t of [1, 8, 64]) m.observe({ tokens: t, outputs: 1, nKv: 256 }, 10 + 2 * t);
+ * // 8 rows cost 26 ms; 1.5× leaves 13 ms: 6 tokens at 2 ms each.
+ * console.log(promptTokensWithin(m, 8, 256, 1.5, 512)); // 6
+ * ```
+ */
+export function promptTokensWithin(
+  model: CostModel,
+  rows: number,
+  nKv: number,
+  budget: number,
+  maxTokens: number,
+): number {
+  if (maxTokens <= 0) return 0;
+  if (rows === 0 || budget === Infinity) return maxTokens;
+  const quiet = model.predict({ tokens: rows, outputs: rows, nKv });
+  const limit = budget * quiet;
+  const cost = (p: number) => model.predict({ tokens: rows + p, outputs: rows + 1, nKv: nKv + p });
+  if (!(quiet > 0) || cost(1) > limit) return 0;
+  let lo = 1; // fits
+  let hi = maxTokens + 1; // does not fit (or beyond the cap)
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (cost(mid) <= limit) lo = mid;
+    else hi = mid;
+  }
+  return Math.min(lo, maxTokens);
+}
