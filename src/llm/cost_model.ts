@@ -45,8 +45,13 @@ export interface CostCoefficients {
 }
 
 const FEATURES = 4;
-/** Calls are grouped by log2(tokens); each group keeps a moving average of its calls. */
-const BUCKETS = 14;
+/**
+ * Calls are grouped by log2(tokens) and log2(nKv / 256); each group keeps a moving
+ * average of its calls.
+ */
+const TOKEN_BUCKETS = 14;
+const SPAN_BUCKETS = 9;
+const BUCKETS = TOKEN_BUCKETS * SPAN_BUCKETS;
 /** Weight of a new call in its group's average (after the group's first few). */
 const ALPHA = 0.1;
 
@@ -54,15 +59,17 @@ function features(s: CallShape): number[] {
   return [1, s.tokens, s.outputs, (s.tokens * s.nKv) / 1024];
 }
 
-function bucketOf(tokens: number): number {
-  return Math.min(BUCKETS - 1, Math.max(0, Math.floor(Math.log2(Math.max(1, tokens)))));
+function bucketOf(s: CallShape): number {
+  const t = Math.min(TOKEN_BUCKETS - 1, Math.floor(Math.log2(Math.max(1, s.tokens))));
+  const k = Math.min(SPAN_BUCKETS - 1, Math.floor(Math.log2(Math.max(1, s.nKv / 256))));
+  return t * SPAN_BUCKETS + k;
 }
 
 /**
- * Least squares over per-size averages: each group of similar call sizes (1, 2–3,
- * 4–7, ... tokens) keeps a moving average of its features and times, so what was
- * learned about big calls during one storm of prompts survives the quiet steps that
- * follow, and recent calls of a size outweigh old ones. Coefficients are kept
+ * Least squares over per-shape averages: each group of similar calls (1, 2–3, 4–7, ...
+ * tokens; spans of 256, 512–767, 1024–2047, ... cells) keeps a moving average of its
+ * features and times, so what was learned about big calls during one storm of prompts
+ * survives the quiet steps that follow, and recent calls of a shape outweigh old ones. Coefficients are kept
  * non-negative. With calls of one size only, the time is taken as proportional to
  * tokens, which overstates what extra tokens cost: the safe side of a latency budget.
  *
@@ -88,7 +95,7 @@ export class FittedCostModel implements CostModel {
 
   observe(shape: CallShape, ms: number): void {
     if (!(ms >= 0) || !Number.isFinite(ms) || shape.tokens <= 0) return;
-    const b = bucketOf(shape.tokens);
+    const b = bucketOf(shape);
     const n = ++this.#n[b];
     // The first calls of a group average plainly; then recent ones count more.
     const w = Math.max(ALPHA, 1 / n);
@@ -120,9 +127,12 @@ export class FittedCostModel implements CostModel {
     const rows: number[] = [];
     for (let b = 0; b < BUCKETS; b++) if (this.#n[b] > 0) rows.push(b);
     if (rows.length === 0) return null;
-    if (rows.length === 1) {
-      const b = rows[0];
-      return [0, this.#y[b] / Math.max(1e-9, this.#x[b][1]), 0, 0];
+    if (new Set(rows.map((b) => Math.floor(b / SPAN_BUCKETS))).size === 1) {
+      // One call size only: nothing tells a fixed cost from a per-token one.
+      let y = 0;
+      let t = 0;
+      for (const b of rows) [y, t] = [y + this.#y[b], t + this.#x[b][1]];
+      return [0, y / Math.max(1e-9, t), 0, 0];
     }
     // Weighted least squares over the groups (weight: calls seen, capped), features
     // scaled to one magnitude, a small ridge so that directions the data does not

@@ -370,6 +370,10 @@ export class Engine {
     }
     const plan = this.scheduler.plan(this.#paused);
     this.#apply(plan.memory);
+    for (const a of plan.admitted) {
+      const s = this.#streams[a.key];
+      if (s) this.#out.push({ rid: s.rid, kind: "admitted", cached_tokens: a.cachedTokens });
+    }
     for (const e of plan.ended) {
       const s = this.#streams[e.key];
       if (!s) continue;

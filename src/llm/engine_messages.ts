@@ -117,6 +117,8 @@ export interface EngineInfo {
 /** One event of a stream. */
 export type StreamEvent =
   | { rid: number; kind: "started"; prompt_tokens: number }
+  /** The stream got a sequence; this many prompt tokens come from the prefix cache. */
+  | { rid: number; kind: "admitted"; cached_tokens: number }
   | { rid: number; kind: "token"; text: string; token_id: number }
   | {
     rid: number;

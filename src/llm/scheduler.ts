@@ -52,6 +52,8 @@ export const EXPLORE_TOKENS = 4;
  * being prefilled waits for them and shares them, instead of computing them twice.
  */
 export const FOLLOW_MIN = 16;
+/** Shorter matches (a BOS token, a common first word) are not worth a shared prefix. */
+export const MIN_REUSE = 4;
 
 /** Settings of a {@linkcode Scheduler}. */
 export interface SchedulerOptions {
@@ -119,6 +121,8 @@ export interface PlannedEnd {
 /** A step: memory operations first, then the decode calls in order. */
 export interface StepPlan {
   memory: MemoryOp[];
+  /** Streams that got a sequence this step, with the prompt tokens they take from KV. */
+  admitted: { key: number; cachedTokens: number }[];
   ended: PlannedEnd[];
   calls: DecodeCall[];
 }
@@ -306,7 +310,7 @@ export class Scheduler {
   /** Plans the next step. `paused(key)`: the stream's connection is full, skip its row. */
   plan(paused: (key: number) => boolean): StepPlan {
     this.#steps++;
-    const plan: StepPlan = { memory: [], ended: [], calls: [] };
+    const plan: StepPlan = { memory: [], admitted: [], ended: [], calls: [] };
     this.#admit(plan);
     if (this.o.deterministic) this.#planDeterministic(plan, paused);
     else this.#planUnified(plan, paused);
@@ -359,6 +363,7 @@ export class Scheduler {
         return;
       }
       if (!s.follow) this.#countReuse(s);
+      plan.admitted.push({ key: s.key, cachedTokens: s.follow ? s.followN : s.cached });
     }
   }
 
@@ -373,7 +378,7 @@ export class Scheduler {
         const c = this.#cached.get(id);
         if (!c) continue;
         const n = commonPrefix(c.tokens, s.prompt, s.prompt.length - 1);
-        if (n > bestN) [best, bestN] = [id, n];
+        if (n >= MIN_REUSE && n > bestN) [best, bestN] = [id, n];
       }
     }
     if (best < 0) best = this.#leastRecentFree();
@@ -416,12 +421,12 @@ export class Scheduler {
       const limit = s.prompt.length - 1;
       for (const c of this.#cached.values()) {
         const m = commonPrefix(c.tokens, s.prompt, limit);
-        if (m > n) [src, n, fromCache] = [c.seq, m, c];
+        if (m >= MIN_REUSE && m > n) [src, n, fromCache] = [c.seq, m, c];
       }
       for (const o of this.#live.values()) {
         if (o.state === "waiting" || !o.cachePrompt || o.follow || o.seq < 0) continue;
         const m = commonPrefix(s.prompt, o.tokens.view(o.nPast), limit);
-        if (m > n) [src, n, fromCache] = [o.seq, m, null];
+        if (m >= MIN_REUSE && m > n) [src, n, fromCache] = [o.seq, m, null];
         if (o.state !== "prefill") continue;
         const ahead = commonPrefix(s.prompt, o.prompt, limit);
         if (ahead > leadN) [lead, leadN] = [o, ahead];
@@ -440,7 +445,11 @@ export class Scheduler {
     while (kv.free - this.#reserved() < need + watermark) {
       if (!this.#evictLru(plan, keep)) return false;
     }
-    // Take the cached sequence over when nothing of it would be lost, else share into a new id.
+    // Take the cached sequence over when little of it would be lost, or when no other one
+    // can give up its id; else share it into a new id.
+    if (this.#freeIds.length === 0 && fromCache && fromCache.tokens.length > n + 1) {
+      this.#evictLru(plan, keep);
+    }
     let id: number;
     if (fromCache && (fromCache.tokens.length <= n + 1 || this.#freeIds.length === 0)) {
       id = fromCache.seq;

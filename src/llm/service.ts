@@ -387,6 +387,9 @@ class GenerateService implements LlmService {
       case "started":
         job.promptTokens = ev.prompt_tokens;
         return;
+      case "admitted":
+        job.cachedTokens = ev.cached_tokens;
+        return;
       case "token": {
         job.completionTokens++;
         this.#tokensOut++;
