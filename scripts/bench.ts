@@ -1,5 +1,6 @@
 // `deno task bench`: every benchmark side by side in one run, written to
-// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm` picks some.
+// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm` picks some;
+// `--only llm.storm,llm.sweep` picks parts of the LLM one (see bench_llm.ts).
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
 
@@ -8,6 +9,9 @@ const { values } = parseArgs({
   options: { only: { type: "string" }, out: { type: "string" } },
 });
 const only = new Set((values.only ?? "server,pty,llm").split(","));
+/** LLM parts named as `llm.<part>` (none: every part). */
+const llmParts = new Set([...only].filter((o) => o.startsWith("llm.")).map((o) => o.slice(4)));
+if (llmParts.size) only.add("llm");
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
 
 function machine(): string {
@@ -41,7 +45,7 @@ if (only.has("pty")) {
 if (only.has("llm")) {
   console.error("bench: llm");
   const { benchLlm } = await import("./bench_llm.ts");
-  sections.push(await benchLlm());
+  sections.push(await benchLlm(llmParts));
 }
 
 const doc = [
