@@ -10,7 +10,8 @@ import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/llama.ts";
 import { fmt, pct, prebuiltLibs, ROOT } from "./_bench_util.ts";
 import { benchScheduler } from "./bench_scheduler.ts";
 
-const THREADS = 2;
+/** Decode threads of both servers (`BENCH_THREADS=1` is steadier on a machine others use: a 2-thread pool waits at every barrier for a thread the OS took away). */
+const THREADS = Number(Deno.env.get("BENCH_THREADS") ?? 2);
 const PARALLEL = 16;
 const CTX_PER_STREAM = 1024;
 const SINGLE_TOKENS = 256;
@@ -19,7 +20,7 @@ const STREAM_COUNTS = [1, 4, 8, 16];
 /** Length of the ping phase beside 8 decoding streams. */
 const PING_SECONDS = 8;
 /** Interleaved throughput rounds; each figure is the median over them. */
-const ROUNDS = 5;
+const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? 5);
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -22,7 +22,8 @@ import {
   startLlamaServer,
 } from "./_llama_server.ts";
 
-const THREADS = 2;
+/** Decode threads of both servers (`BENCH_THREADS=1` is steadier on a machine others use: a 2-thread pool waits at every barrier for a thread the OS took away). */
+const THREADS = Number(Deno.env.get("BENCH_THREADS") ?? 2);
 const PARALLEL = 16;
 const CTX = 32768;
 const STREAMS = 8;
@@ -126,6 +127,9 @@ async function startUmad(model: string, extra: string[] = []): Promise<Daemon> {
       "256",
       "--log-level",
       "warn",
+      // The same thread priority as llama-server's: the machine may be shared.
+      "--decode-priority",
+      "normal",
       ...extra,
     ],
     stdin: "null",
@@ -592,7 +596,9 @@ export async function benchScheduler(parts: Set<string>): Promise<string> {
         const rows: string[] = [];
         const results: StormResult[] = [];
         let salt = 1;
-        for (const every of [null, 8, 4, 2]) {
+        const intervals = (Deno.env.get("BENCH_STORMS") ?? "none,8,4,2").split(",")
+          .map((x) => x === "none" ? null : Number(x));
+        for (const every of intervals) {
           for (const t of [umad, ls!]) {
             log(`storm ${every ?? "none"}: ${t.label}`);
             results.push(await storm(t, every, salt++));
@@ -605,13 +611,15 @@ export async function benchScheduler(parts: Set<string>): Promise<string> {
         lsQuiet = results.find((r) => r.label === "llama-server" && r.every === null)!;
         lsStorm4 = results.find((r) => r.label === "llama-server" && r.every === 4)!;
         const uStorm4 = results.find((r) => r.label === "umad" && r.every === 4)!;
+        const uQuiet = results.find((r) => r.label === "umad" && r.every === null)!;
         out.push(
           "### Storm: 8 streams decoding while long prompts arrive",
           "",
           `${STREAMS} streams of ${STREAM_TOKENS} tokens at temperature ${TEMPERATURE}, one ` +
             `${STORM_LETTERS}-letter prompt (max 1 token) every 8, 4 or 2 s; both servers with ` +
             `\`-np ${PARALLEL} -c ${CTX} -t ${THREADS}\` (umad: \`--parallel ${PARALLEL} --ctx ${CTX} ` +
-            `--threads ${THREADS}\`, default scheduler, latency budget 1.5), the phases interleaved ` +
+            `--threads ${THREADS} --decode-priority normal\`, the default scheduler and latency ` +
+            "budget 1.5), the phases interleaved " +
             `(umad, llama-server, umad, ...), ${PHASE_SECONDS} s each (a stream that ends is replaced). ` +
             libNote +
             ` llama-server gets \`logit_bias\` banning the ${banned.length} lone high-byte tokens: ` +
@@ -625,7 +633,7 @@ export async function benchScheduler(parts: Set<string>): Promise<string> {
             ms(pct(uStorm4.ttft, 0.5))
           } ms against llama-server's ` +
             `${ms(pct(lsStorm4.ttft, 0.5))} ms, p99 ratio ${
-              r2(pct(uStorm4.itl, 0.99) / pct(results[0].itl, 0.99))
+              r2(pct(uStorm4.itl, 0.99) / pct(uQuiet.itl, 0.99))
             }× against ` +
             `${
               r2(pct(lsStorm4.itl, 0.99) / pct(lsQuiet.itl, 0.99))

@@ -22,6 +22,10 @@ class FakeCost implements CostModel {
   predict(s: CallShape): number {
     return this.fixed + this.perToken * s.tokens + (this.perKcell * s.tokens * s.nKv) / 1024;
   }
+  /** A call's shape as the scheduler would describe it (attention is not priced here). */
+  static rows(tokens: number, nKv: number): CallShape {
+    return { tokens, outputs: tokens, nKv, attended: 0 };
+  }
   observe(): void {}
 }
 
@@ -114,7 +118,7 @@ Deno.test("scheduler: beside decoding streams, each step holds every row and the
     const call = p.calls[0];
     // Every decoding stream got its row in this very call.
     for (const k of [0, 1, 2, 3]) assert.ok(decodeRows(call).includes(k), `step ${steps} row ${k}`);
-    const quiet = cost.predict({ tokens: 4, outputs: 4, nKv: call.shape.nKv });
+    const quiet = cost.predict(FakeCost.rows(4, call.shape.nKv));
     assert.ok(cost.predict(call.shape) <= 1.5 * quiet + 1e-9, "within the latency budget");
     if (p.sampled.includes(9)) break;
     // The most that fits: 4 rows cost 18 ms, 1.5x leaves 9 ms, 4 tokens at 2 ms.

@@ -3,12 +3,15 @@
  * scheduler asks it how many prompt tokens fit beside the decoding rows of a step
  * within the latency budget.
  *
- * A call's time is modelled as `a + b·tokens + r·outputs + c·tokens·nKv/1024`:
+ * A call's time is modelled as `a + b·tokens + r·outputs + c·attended/1024 + m·tokens·nKv/1024`:
  * - `a`, one pass over the weights (memory-bound on CPUs; launch overhead on GPUs);
  * - `b`, the matmuls of one more token (a prompt token costs about one decode row);
  * - `r`, one more row of logits and its sampling (large for big vocabularies);
- * - `c`, attention: with a unified KV cache every row scans all `nKv` cells in use,
- *   masked or not, so a 30k-token cache makes every row slower, not only long ones.
+ * - `c`, attention over the cells each row really attends (its own sequence so far:
+ *   a decode row at position 2000 costs more than a prompt token at position 10);
+ * - `m`, the scan of the cells masked out: with a unified KV cache every row looks at all
+ *   `nKv` cells in use (measured: ~1/50 of an attended cell on a CPU), so a big cache of
+ *   other sequences makes every row a little slower.
  * The time measured is the whole call, decode through sampling, so it stays right on a
  * GPU where `llama_decode` returns before the work ends (reading the logits waits).
  *
@@ -21,8 +24,10 @@ export interface CallShape {
   tokens: number;
   /** Rows whose logits are read and sampled. */
   outputs: number;
-  /** KV cells every row attends over (llama.cpp's `n_kv`, padded to 256). */
+  /** KV cells every row scans (llama.cpp's `n_kv`, padded to 256). */
   nKv: number;
+  /** Cells the rows attend to, summed over rows (a row at position p: p + 1). */
+  attended: number;
 }
 
 /** Predicts a call's time from its shape and learns from measured calls. */
@@ -37,14 +42,19 @@ export interface CostModel {
 
 /** The fitted coefficients (ms), for metrics and the docs. */
 export interface CostCoefficients {
+  /** One pass over the weights. */
   fixed: number;
+  /** One more token. */
   perToken: number;
+  /** One more row of logits sampled. */
   perOutput: number;
-  /** Per token per 1024 cells of attention span. */
+  /** Per 1024 cells attended (summed over rows). */
+  perKcellAttended: number;
+  /** Per token per 1024 cells of span scanned. */
   perTokenKcell: number;
 }
 
-const FEATURES = 4;
+const FEATURES = 5;
 /**
  * Calls are grouped by log2(tokens) and log2(nKv / 256); each group keeps a moving
  * average of its calls.
@@ -56,7 +66,7 @@ const BUCKETS = TOKEN_BUCKETS * SPAN_BUCKETS;
 const ALPHA = 0.1;
 
 function features(s: CallShape): number[] {
-  return [1, s.tokens, s.outputs, (s.tokens * s.nKv) / 1024];
+  return [1, s.tokens, s.outputs, s.attended / 1024, (s.tokens * s.nKv) / 1024];
 }
 
 function bucketOf(s: CallShape): number {
@@ -77,8 +87,9 @@ function bucketOf(s: CallShape): number {
  * ```ts
  * import { FittedCostModel } from "./cost_model.ts";
  * const m = new FittedCostModel();
- * for (const t of [1, 8, 64]) m.observe({ tokens: t, outputs: 1, nKv: 256 }, 10 + 2 * t);
- * console.log(Math.round(m.predict({ tokens: 32, outputs: 1, nKv: 256 }))); // 74
+ * const shape = (t: number) => ({ tokens: t, outputs: 1, nKv: 256, attended: t * 100 });
+ * for (const t of [1, 8, 64]) m.observe(shape(t), 10 + 2 * t);
+ * console.log(Math.round(m.predict(shape(32)))); // 74
  * ```
  */
 export class FittedCostModel implements CostModel {
@@ -110,7 +121,8 @@ export class FittedCostModel implements CostModel {
     const t = this.coefficients();
     if (!t) return 0;
     const f = features(shape);
-    return t.fixed * f[0] + t.perToken * f[1] + t.perOutput * f[2] + t.perTokenKcell * f[3];
+    return t.fixed * f[0] + t.perToken * f[1] + t.perOutput * f[2] +
+      t.perKcellAttended * f[3] + t.perTokenKcell * f[4];
   }
 
   /** The current fit, or null before any call was observed. */
@@ -120,7 +132,15 @@ export class FittedCostModel implements CostModel {
       this.#dirty = false;
     }
     const t = this.#theta;
-    return t ? { fixed: t[0], perToken: t[1], perOutput: t[2], perTokenKcell: t[3] } : null;
+    return t
+      ? {
+        fixed: t[0],
+        perToken: t[1],
+        perOutput: t[2],
+        perKcellAttended: t[3],
+        perTokenKcell: t[4],
+      }
+      : null;
   }
 
   #fit(): number[] | null {
@@ -132,7 +152,7 @@ export class FittedCostModel implements CostModel {
       let y = 0;
       let t = 0;
       for (const b of rows) [y, t] = [y + this.#y[b], t + this.#x[b][1]];
-      return [0, y / Math.max(1e-9, t), 0, 0];
+      return [0, y / Math.max(1e-9, t), 0, 0, 0];
     }
     // Weighted least squares over the groups (weight: calls seen, capped), features
     // scaled to one magnitude, a small ridge so that directions the data does not
@@ -173,7 +193,7 @@ export class FittedCostModel implements CostModel {
       if (negative < 0) return theta;
       active[negative] = false;
     }
-    return [0, 0, 0, 0];
+    return new Array(FEATURES).fill(0);
   }
 }
 
@@ -201,32 +221,35 @@ function solve(A: number[][], v: number[]): number[] {
 }
 
 /**
- * The most prompt tokens that fit beside `rows` decode rows within `budget` times the
- * cost of those rows alone (their quiet step), under `model`. `nKv` is the attention span
- * now; every prompt token adds a cell. Zero when even one token would break the budget.
+ * The most prompt tokens that fit beside a step's decode rows within `budget` times the
+ * cost of those rows alone (their quiet step), under `model`. `quiet` is the call the
+ * rows alone would make; `withPrompt(p)` the call with p prompt tokens added. Zero when
+ * even one token would break the budget (or nothing is known yet); all of `maxTokens`
+ * when nothing decodes or the budget is unlimited.
  *
  * @example
  * ```ts
  * import { FittedCostModel, promptTokensWithin } from "./cost_model.ts";
  * const m = new FittedCostModel();
- * for (const t of [1, 8, 64]) m.observe({ tokens: t, outputs: 1, nKv: 256 }, 10 + 2 * t);
+ * const shape = (t: number) => ({ tokens: t, outputs: 1, nKv: 256, attended: t });
+ * for (const t of [1, 8, 64]) m.observe(shape(t), 10 + 2 * t);
  * // 8 rows cost 26 ms; 1.5× leaves 13 ms: 6 tokens at 2 ms each.
- * console.log(promptTokensWithin(m, 8, 256, 1.5, 512)); // 6
+ * console.log(promptTokensWithin(m, shape(8), (p) => shape(8 + p), 1.5, 512)); // 6
  * ```
  */
 export function promptTokensWithin(
   model: CostModel,
-  rows: number,
-  nKv: number,
+  quiet: CallShape,
+  withPrompt: (p: number) => CallShape,
   budget: number,
   maxTokens: number,
 ): number {
   if (maxTokens <= 0) return 0;
-  if (rows === 0 || budget === Infinity) return maxTokens;
-  const quiet = model.predict({ tokens: rows, outputs: rows, nKv });
-  const limit = budget * quiet;
-  const cost = (p: number) => model.predict({ tokens: rows + p, outputs: rows + 1, nKv: nKv + p });
-  if (!(quiet > 0) || cost(1) > limit) return 0;
+  if (quiet.tokens === 0 || budget === Infinity) return maxTokens;
+  const quietMs = model.predict(quiet);
+  const limit = budget * quietMs;
+  const cost = (p: number) => model.predict(withPrompt(p));
+  if (!(quietMs > 0) || cost(1) > limit) return 0;
   let lo = 1; // fits
   let hi = maxTokens + 1; // does not fit (or beyond the cap)
   while (hi - lo > 1) {

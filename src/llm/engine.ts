@@ -65,6 +65,8 @@ class Stream {
   readonly sampler: Sampler;
   readonly text: Detokenizer;
   generated = 0;
+  /** Prompt tokens taken from the prefix cache (known once admitted). */
+  cached = 0;
   constructor(
     slot: number,
     rid: number,
@@ -83,31 +85,43 @@ class Stream {
 
 /** Engine settings. */
 export interface EngineOptions {
+  /** The GGUF file. */
   modelPath: string;
   /** KV cells in all, shared by the streams (0: 1024 per stream). */
   ctx: number;
+  /** Streams holding a sequence at once. */
   parallel: number;
+  /** Decode threads. */
   threads: number;
+  /** The shared control words (see engine_messages.ts). */
   control: Int32Array;
+  /** Byte 0 nonzero aborts the decode in progress. */
   abort: Uint8Array;
   /** A step may take this many times its decode rows' cost alone (Infinity: no limit). */
   latencyBudget: number;
   /** The batch-invariant path: same seed, same tokens alone or beside others. */
   deterministic: boolean;
+  /** Reuse prompt prefixes already in KV. */
   prefixCache: boolean;
   /** Spend a lone stream's padding row on a prompt-lookup draft (deterministic mode). */
   lookup: boolean;
   /** The decode threads' priority, as applied (reported in `info`). */
   decodePriority: DecodePriority;
+  /** Log lines for the daemon's log. */
   log: (level: "info" | "warn" | "error", message: string) => void;
+  /** Stream events (and a call's figures) for the service. */
   emit: (events: StreamEvent[], stats?: StepStats) => void;
 }
 
 /** The model, its context and the scheduler's executor. */
 export class Engine {
+  /** The loaded model. */
   readonly model: LlamaModel;
+  /** Its one context. */
   readonly ctx: LlamaContext;
+  /** What `hello` reports. */
   readonly info: EngineInfo;
+  /** The policy this engine executes. */
   readonly scheduler: Scheduler;
   readonly #o: EngineOptions;
   readonly #streams: (Stream | null)[];
@@ -116,6 +130,7 @@ export class Engine {
   #out: StreamEvent[] = [];
   #stats: StepStats;
 
+  /** Loads the model and creates the context for the mode chosen. */
   constructor(libs: NativeLibs, o: EngineOptions) {
     this.#o = o;
     o.log("info", `Loading model "${o.modelPath}"...`);
@@ -218,6 +233,7 @@ export class Engine {
     return this.scheduler.hasWork(this.#paused);
   }
 
+  /** Streams started and not ended. */
   get activeCount(): number {
     return this.#streams.filter((s) => s !== null).length;
   }
@@ -311,7 +327,6 @@ export class Engine {
 
   /** Ends a stream; `keep`: its tokens may stay in KV as a cached prefix. */
   #end(s: Stream, reason: EndReason, keep: boolean) {
-    const cached = this.scheduler.cachedTokens(s.slot);
     this.#apply(this.scheduler.finish(s.slot, keep));
     this.#close(s);
     this.#out.push({
@@ -319,7 +334,7 @@ export class Engine {
       kind: "end",
       reason,
       prompt_tokens: s.promptTokens,
-      cached_tokens: cached,
+      cached_tokens: s.cached,
       completion_tokens: s.generated,
     });
   }
@@ -372,7 +387,9 @@ export class Engine {
     this.#apply(plan.memory);
     for (const a of plan.admitted) {
       const s = this.#streams[a.key];
-      if (s) this.#out.push({ rid: s.rid, kind: "admitted", cached_tokens: a.cachedTokens });
+      if (!s) continue;
+      s.cached = a.cachedTokens;
+      this.#out.push({ rid: s.rid, kind: "admitted", cached_tokens: a.cachedTokens });
     }
     for (const e of plan.ended) {
       const s = this.#streams[e.key];
@@ -407,7 +424,10 @@ export class Engine {
         const s = this.#streams[k];
         if (s && this.#cancelCode(s) !== CANCEL_NONE) {
           Atomics.store(control, prefillWord, 0);
-          return false; // ended at the next step's sweep, before anything is decoded
+          // Not run: the scheduler takes back the cells it had placed for the call; the
+          // stream ends at the next step's sweep.
+          this.#apply(this.scheduler.commit(call, 2));
+          return false;
         }
       }
     }
@@ -518,6 +538,7 @@ export class Engine {
     return true;
   }
 
+  /** Frees the samplers, the context and the model. */
   close() {
     for (const s of this.#streams) if (s) s.sampler.free();
     this.ctx.free();

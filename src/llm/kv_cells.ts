@@ -32,6 +32,7 @@ export const KV_PAD = 256;
  * ```
  */
 export class KvCells {
+  /** Cells in the cache (llama_n_ctx). */
   readonly size: number;
   /** Sequences holding each cell. */
   #refs: Uint16Array;
@@ -42,6 +43,7 @@ export class KvCells {
   /** One past the highest cell in use (0 when empty). */
   #top = 0;
 
+  /** An empty cache of `size` cells. */
   constructor(size: number) {
     if (!(Number.isInteger(size) && size > 0)) throw new RangeError(`size ${size}`);
     this.size = size;
@@ -53,6 +55,7 @@ export class KvCells {
     return this.#used;
   }
 
+  /** Cells no sequence holds. */
   get free(): number {
     return this.size - this.#used;
   }

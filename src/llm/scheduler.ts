@@ -33,6 +33,7 @@
  */
 import type { CallShape, CostModel } from "./cost_model.ts";
 import { promptTokensWithin } from "./cost_model.ts";
+export type { CallShape, CostModel } from "./cost_model.ts";
 import { KV_PAD, KvCells } from "./kv_cells.ts";
 import { TokenHistory } from "./lookup.ts";
 
@@ -57,6 +58,7 @@ export const MIN_REUSE = 4;
 
 /** Settings of a {@linkcode Scheduler}. */
 export interface SchedulerOptions {
+  /** The batch-invariant mode (one KV stream per sequence), else the unified default. */
   deterministic: boolean;
   /** KV cells in all (unified cache) or per sequence × sequences (deterministic). */
   nCtx: number;
@@ -70,16 +72,21 @@ export interface SchedulerOptions {
   nBatch: number;
   /** A step may take this many times the cost of its decode rows alone; Infinity: no limit. */
   latencyBudget: number;
+  /** Reuse prompt prefixes already in KV (requests may still opt out). */
   prefixCache: boolean;
   /** Lookup drafts in a lone stream's padding row (deterministic mode). */
   lookup: boolean;
+  /** What a decode call costs: predicted for plans, taught by `observe`. */
   cost: CostModel;
 }
 
 /** A stream to schedule: its key (the engine's slot), prompt tokens and class. */
 export interface StreamSpec {
+  /** The engine's handle for the stream (its slot). */
   key: number;
+  /** Prompt tokens, 1 to `maxPrompt` of them. */
   prompt: Int32Array;
+  /** Interactive before batch. */
   priority: Priority;
   /** Reuse and leave behind cached prefixes (the request's `cache_prompt`). */
   cachePrompt: boolean;
@@ -90,18 +97,25 @@ export type RowKind = "decode" | "prompt" | "draft" | "filler";
 
 /** One row (token) of a decode call. */
 export interface Row {
+  /** What the row is for. */
   kind: RowKind;
   /** The stream's key; -1 for fillers. */
   key: number;
+  /** The llama.cpp sequence id. */
   seq: number;
+  /** The token fed. */
   token: number;
+  /** Its position in the sequence. */
   pos: number;
+  /** Whether the row's logits are computed (and sampled, for decode and prompt rows). */
   logits: boolean;
 }
 
 /** One `llama_decode` call. */
 export interface DecodeCall {
+  /** The batch, in order. */
   rows: Row[];
+  /** Its shape, for the cost model. */
   shape: CallShape;
   /** Only prompt rows: a cancel may abort it inside llama_decode. */
   promptOnly: boolean;
@@ -114,16 +128,21 @@ export type MemoryOp =
 
 /** A stream the scheduler ended before the step (the context cannot hold another token). */
 export interface PlannedEnd {
+  /** The stream. */
   key: number;
+  /** Always `length`: it cannot continue. */
   reason: "length";
 }
 
 /** A step: memory operations first, then the decode calls in order. */
 export interface StepPlan {
+  /** `llama_memory_*` calls to make first, in order. */
   memory: MemoryOp[];
   /** Streams that got a sequence this step, with the prompt tokens they take from KV. */
   admitted: { key: number; cachedTokens: number }[];
+  /** Streams ended before the step. */
   ended: PlannedEnd[];
+  /** The decode calls, in order (one in the default mode). */
   calls: DecodeCall[];
 }
 
@@ -133,10 +152,13 @@ export interface CacheStats {
   hits: number;
   /** Admitted streams that looked and found nothing. */
   misses: number;
+  /** Prompt tokens taken from KV instead of computed. */
   tokensReused: number;
+  /** Cached sequences dropped (for cells, ids, or their rent). */
   evictions: number;
   /** Cached sequences held now, and the cells only they hold. */
   sequences: number;
+  /** Cells only cached sequences hold. */
   cells: number;
 }
 
@@ -216,6 +238,7 @@ function classRank(p: Priority): number {
  * ```
  */
 export class Scheduler {
+  /** The settings it was made with. */
   readonly o: SchedulerOptions;
   readonly #kv: KvCells | null;
   readonly #live = new Map<number, Live>();
@@ -235,7 +258,10 @@ export class Scheduler {
   #spare = 0;
   /** Admission failed and nothing was freed since: waiting streams are no work yet. */
   #stalled = false;
+  /** Followers that prefill the shared part themselves after all: 0 cached tokens. */
+  #uncached: number[] = [];
 
+  /** A scheduler with nothing to do yet. */
   constructor(o: SchedulerOptions) {
     if (o.maxLive > o.nSeqMax) throw new RangeError("maxLive > nSeqMax");
     this.o = o;
@@ -291,6 +317,7 @@ export class Scheduler {
     return n;
   }
 
+  /** The prefix cache's counters, and what it holds now. */
   get cacheStats(): CacheStats {
     let cells = 0;
     for (const c of this.#cached.values()) {
@@ -311,6 +338,7 @@ export class Scheduler {
   plan(paused: (key: number) => boolean): StepPlan {
     this.#steps++;
     const plan: StepPlan = { memory: [], admitted: [], ended: [], calls: [] };
+    for (const key of this.#uncached.splice(0)) plan.admitted.push({ key, cachedTokens: 0 });
     this.#admit(plan);
     if (this.o.deterministic) this.#planDeterministic(plan, paused);
     else this.#planUnified(plan, paused);
@@ -498,6 +526,7 @@ export class Scheduler {
         s.state = s.promptLeft(false) > 0 ? "prefill" : "decode";
       } else if (!alive || lead) {
         s.follow = null;
+        this.#uncached.push(s.key);
         if (this.#kv!.free < this.#reserved()) {
           // Its lead was cancelled and its whole prompt does not fit now: wait again.
           s.state = "waiting";
@@ -566,10 +595,20 @@ export class Scheduler {
     }));
     const d = rows.length;
     const span = kv.span;
+    const quiet: CallShape = { tokens: d, outputs: d, nKv: span, attended: attendedBy(rows) };
     let budget = this.o.nBatch - d;
     if (d > 0) {
       const max = budget;
-      budget = promptTokensWithin(this.o.cost, d, span, this.o.latencyBudget, max);
+      // Prompt tokens, as if they all continued the first prompt in order.
+      const first = this.#ordered(["prefill"], false).find((s) => !s.follow);
+      const at = first?.nPast ?? 0;
+      const withPrompt = (p: number): CallShape => ({
+        tokens: d + p,
+        outputs: d + 1,
+        nKv: kv.spanAfter(p),
+        attended: quiet.attended + p * at + (p * (p + 1)) / 2,
+      });
+      budget = promptTokensWithin(this.o.cost, quiet, withPrompt, this.o.latencyBudget, max);
       if (this.o.latencyBudget !== Infinity) {
         budget = Math.min(budget, Math.max(EXPLORE_TOKENS, 2 * this.o.cost.maxTokensSeen - d));
       }
@@ -598,27 +637,27 @@ export class Scheduler {
       return;
     }
     if (!kv.place(rows.map((r) => r.seq))) throw new Error("planned more rows than free cells");
-    const shape = { tokens: rows.length, outputs, nKv: kv.span };
+    const shape = { tokens: rows.length, outputs, nKv: kv.span, attended: attendedBy(rows) };
     plan.calls.push({ rows, shape, promptOnly: d === 0 });
-    this.#spare = this.#spareAfter(d, span, shape);
+    this.#spare = this.#spareAfter(quiet, shape);
   }
 
   /** What recomputing a cached sequence's own cells would take (ms). */
   #recomputeMs(c: Cached): number {
     const own = this.#kv!.ownCells(c.seq);
-    return this.o.cost.predict({ tokens: own, outputs: 0, nKv: this.#kv!.span }) -
-      this.o.cost.predict({ tokens: 0, outputs: 0, nKv: 0 });
+    const len = c.tokens.length;
+    const attended = (len * (len + 1)) / 2 - ((len - own) * (len - own + 1)) / 2;
+    return this.o.cost.predict({ tokens: own, outputs: 0, nKv: this.#kv!.span, attended }) -
+      this.o.cost.predict({ tokens: 0, outputs: 0, nKv: 0, attended: 0 });
   }
 
-  #spareAfter(d: number, span: number, shape: CallShape): number {
-    if (d === 0 || this.o.latencyBudget === Infinity) return this.o.nBatch;
+  /** Tokens another pass (on another context) may take before the next step. */
+  #spareAfter(quiet: CallShape, shape: CallShape): number {
+    if (quiet.tokens === 0 || this.o.latencyBudget === Infinity) return this.o.nBatch;
     const cost = this.o.cost;
-    const slack = this.o.latencyBudget * cost.predict({ tokens: d, outputs: d, nKv: span }) -
-      cost.predict(shape);
+    const slack = this.o.latencyBudget * cost.predict(quiet) - cost.predict(shape);
     let t = 0;
-    while (t < this.o.nBatch && cost.predict({ tokens: t + 1, outputs: 0, nKv: KV_PAD }) <= slack) {
-      t++;
-    }
+    while (t < this.o.nBatch && cost.predict(alonePass(t + 1)) <= slack) t++;
     return t;
   }
 
@@ -660,6 +699,7 @@ export class Scheduler {
       const call = this.#decodeCall(ready);
       plan.calls.push(call);
       decodeMs = this.o.cost.predict(call.shape);
+      this.#spare = 0;
     }
     // Prompt chunks, each its own call: one per step while streams decode, within the
     // budget's share; while nobody decodes, a batch's worth.
@@ -673,8 +713,7 @@ export class Scheduler {
       const slack = (this.o.latencyBudget - 1) * decodeMs;
       budget = 0;
       while (
-        budget < DETERMINISTIC_MAX_CHUNK &&
-        this.o.cost.predict({ tokens: budget + 1, outputs: 0, nKv: KV_PAD }) <= slack
+        budget < DETERMINISTIC_MAX_CHUNK && this.o.cost.predict(alonePass(budget + 1)) <= slack
       ) budget++;
       budget = Math.max(2, budget); // never starved
     }
@@ -710,7 +749,12 @@ export class Scheduler {
       }
       plan.calls.push({
         rows,
-        shape: { tokens: rows.length, outputs: 0, nKv: spanOf(s.nPast + k) },
+        shape: {
+          tokens: rows.length,
+          outputs: 0,
+          nKv: spanOf(s.nPast + k),
+          attended: attendedBy(rows),
+        },
         promptOnly: true,
       });
       // Later calls of this step see the chunk as done (commit confirms it).
@@ -772,7 +816,12 @@ export class Scheduler {
     }
     return {
       rows,
-      shape: { tokens: rows.length, outputs: rows.length, nKv: spanOf(maxPos) },
+      shape: {
+        tokens: rows.length,
+        outputs: rows.length,
+        nKv: spanOf(maxPos),
+        attended: attendedBy(rows),
+      },
       promptOnly: false,
     };
   }
@@ -823,8 +872,9 @@ export class Scheduler {
   observe(call: DecodeCall, ms: number): void {
     this.o.cost.observe(call.shape, ms);
     // Cached sequences pay rent for the attention their cells cost this call.
-    const coeff = this.o.cost.predict({ tokens: call.shape.tokens, outputs: 0, nKv: 1024 }) -
-      this.o.cost.predict({ tokens: call.shape.tokens, outputs: 0, nKv: 0 });
+    const t = call.shape.tokens;
+    const coeff = this.o.cost.predict({ tokens: t, outputs: 0, nKv: 1024, attended: 0 }) -
+      this.o.cost.predict({ tokens: t, outputs: 0, nKv: 0, attended: 0 });
     if (this.#kv && coeff > 0) {
       for (const c of this.#cached.values()) c.rent += (coeff * this.#kv.ownCells(c.seq)) / 1024;
     }
@@ -912,6 +962,18 @@ export class Scheduler {
     for (const c of [...this.#cached.values()]) this.#drop(c, memory);
     return memory;
   }
+}
+
+/** Cells the rows attend to: a row at position p sees p + 1 cells of its sequence. */
+function attendedBy(rows: Row[]): number {
+  let n = 0;
+  for (const r of rows) n += r.pos + 1;
+  return n;
+}
+
+/** A pass of t fresh tokens of its own (another context: embeddings, a prompt alone). */
+function alonePass(t: number): CallShape {
+  return { tokens: t, outputs: 0, nKv: KV_PAD, attended: (t * (t + 1)) / 2 };
 }
 
 function spanOf(top: number): number {

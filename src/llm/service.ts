@@ -551,6 +551,7 @@ class GenerateService implements LlmService {
           fixed_ms: round3(this.#cost.fixed),
           per_token_ms: round3(this.#cost.perToken),
           per_output_ms: round3(this.#cost.perOutput),
+          per_kcell_attended_ms: round3(this.#cost.perKcellAttended),
           per_token_kcell_ms: round3(this.#cost.perTokenKcell),
         },
         backpressure_pauses: this.#paused,
