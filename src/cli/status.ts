@@ -6,12 +6,15 @@ export const STATUS_HELP = `umad status — show the daemon's state and counters
 
 Usage: umad status [--json] [--socket PATH]
 
-Prints the daemon's version, pid, model, connections, traffic, errors and the
+Prints the daemon's version, pid, model, HTTP endpoints (the socket itself, and the
+--http address with where its bearer token is), connections, traffic, errors and the
 services' counters and latency percentiles. --json prints hello and metrics as JSON.`;
 
 function flatten(prefix: string, value: unknown, out: [string, string][]): void {
   if (value !== null && typeof value === "object" && !Array.isArray(value)) {
     for (const [k, v] of Object.entries(value as Message)) {
+      // Histogram buckets are for Prometheus (GET /metrics); the percentiles say it here.
+      if (k === "buckets") continue;
       flatten(prefix ? `${prefix}.${k}` : k, v, out);
     }
   } else {
@@ -41,6 +44,13 @@ export async function statusCommand(args: string[]): Promise<number> {
     const rows: [string, string][] = [];
     flatten("", { server: `${hello.server} ${hello.version}`, socket: client.socketPath }, rows);
     if (hello.model) flatten("model", hello.model, rows);
+    const http = hello.http as Message | undefined;
+    if (http) {
+      rows.push(["http.socket", `http://localhost (curl --unix-socket ${http.socket})`]);
+      rows.push(["http.tcp", http.tcp ? String(http.tcp) : "off (umad serve --http HOST:PORT)"]);
+      if (http.tcp) rows.push(["http.auth", String(http.auth)]);
+      if (http.token_file) rows.push(["http.token_file", String(http.token_file)]);
+    }
     flatten("", metrics, rows);
     const width = Math.max(...rows.map(([k]) => k.length));
     for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);

@@ -7,6 +7,26 @@ import type { Logger } from "./log.ts";
 import type { Service, Stream, WireErrorCode } from "../protocol/service.ts";
 import { ConfigError } from "../protocol/errors.ts";
 import { prepareSocketDir } from "./socket_path.ts";
+import {
+  HTTP_ROUTES,
+  HttpGateway,
+  type HttpSession,
+  listenTcp,
+  type TcpAddress,
+  type TcpEndpoint,
+} from "../http/mod.ts";
+
+/** HTTP beside the framed protocol: always on the socket, on TCP with `--http`. */
+export interface ServerHttpOptions {
+  /** `--http HOST:PORT`: also serve HTTP on this TCP address. */
+  tcp?: TcpAddress;
+  /** The bearer token TCP requests must carry; null with `--http-no-auth`. */
+  token: string | null;
+  /** Where the token is kept (reported in `hello`). */
+  tokenPath?: string;
+  /** The daemon's default `max_tokens`, reported by `/props`. */
+  defaultMaxTokens?: number;
+}
 
 /** How a server is set up. */
 export interface ServerOptions extends Partial<ConnectionLimits> {
@@ -16,6 +36,8 @@ export interface ServerOptions extends Partial<ConnectionLimits> {
   maxClients?: number;
   services?: Service[];
   log: Logger;
+  /** HTTP settings; default: HTTP on the socket only. */
+  http?: ServerHttpOptions;
 }
 
 /** Defaults for {@linkcode ServerOptions}. */
@@ -44,6 +66,9 @@ export class Server implements ConnectionHost {
   readonly #routes = new Map<RequestType, Service>();
   readonly #conns = new Set<Connection>();
   readonly #startedAt = Date.now();
+  readonly #http: HttpGateway;
+  readonly #httpOptions: ServerHttpOptions;
+  #tcp: TcpEndpoint | undefined;
   #nextId = 1;
   #closing: Promise<void> | undefined;
   #stats = {
@@ -72,6 +97,18 @@ export class Server implements ConnectionHost {
     };
     this.#services = options.services ?? [];
     for (const s of this.#services) for (const t of s.types) this.#routes.set(t, s);
+    this.#httpOptions = options.http ?? { token: null };
+    this.#http = new HttpGateway({
+      host: {
+        dispatch: (request, stream) => this.dispatch(null, request, stream),
+        log: (level, message) => this.log(level, message),
+      },
+      maxBodyBytes: this.#limits.maxFrame,
+      maxQueuedBytes: this.#limits.maxQueuedBytes,
+      idleTimeoutMs: this.#limits.idleTimeoutMs,
+      token: this.#httpOptions.token,
+      defaultMaxTokens: this.#httpOptions.defaultMaxTokens,
+    }, HTTP_ROUTES);
   }
 
   /**
@@ -99,48 +136,78 @@ export class Server implements ConnectionHost {
       lock.close();
     }
     const server = new Server(listener, options);
+    if (options.http?.tcp) {
+      try {
+        server.#tcp = listenTcp(
+          options.http.tcp,
+          (raw) => server.#accept(raw, "tcp"),
+          (level, message) => server.log(level, message),
+        );
+      } catch (e) {
+        await server.close();
+        const { hostname, port } = options.http.tcp;
+        throw new ConfigError(`Cannot serve HTTP on ${hostname}:${port}: ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
+    }
     void server.#acceptLoop();
     return server;
   }
 
   async #acceptLoop(): Promise<void> {
     try {
-      for await (const raw of this.#listener) {
-        if (this.#closing) {
-          raw.close();
-          continue;
-        }
-        const id = this.#nextId++;
-        const conn = new Connection(id, raw, this, this.#limits);
-        if (this.#conns.size >= this.#maxClients) {
-          this.#stats.connectionsRejected++;
-          conn.sendError(
-            null,
-            "E_BUSY",
-            `Server has ${this.#maxClients} clients already (--max-clients)`,
-            "json",
-          );
-          void conn.drain(500).then(() => conn.close());
-          continue;
-        }
-        this.#conns.add(conn);
-        this.#stats.connectionsTotal++;
-        void conn.serve();
-      }
+      for await (const raw of this.#listener) this.#accept(raw, "unix");
     } catch (e) {
       if (!this.#closing) this.log("error", `accept failed: ${e}`);
     }
+  }
+
+  #accept(raw: Deno.Conn, transport: "unix" | "tcp"): void {
+    if (this.#closing) {
+      raw.close();
+      return;
+    }
+    const id = this.#nextId++;
+    const conn = new Connection(id, raw, this, this.#limits, transport);
+    if (this.#conns.size >= this.#maxClients) {
+      this.#stats.connectionsRejected++;
+      if (transport === "tcp") {
+        // An HTTP client reads a status line, not a frame.
+        void raw.write(new TextEncoder().encode(
+          "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        )).catch(() => {}).finally(() => conn.close());
+        return;
+      }
+      conn.sendError(
+        null,
+        "E_BUSY",
+        `Server has ${this.#maxClients} clients already (--max-clients)`,
+        "json",
+      );
+      void conn.drain(500).then(() => conn.close());
+      return;
+    }
+    this.#conns.add(conn);
+    this.#stats.connectionsTotal++;
+    void conn.serve();
+  }
+
+  /** The `--http` TCP address, when serving one (the port the system chose, for port 0). */
+  get httpAddress(): TcpAddress | undefined {
+    return this.#tcp?.address;
   }
 
   // ConnectionHost
   countRequest(type: string): void {
     this.#requests[type] = (this.#requests[type] ?? 0) + 1;
   }
-  dispatch(conn: Connection, request: Request, stream: Stream): void {
+  /** Routes a validated request; `conn` is null for requests that came over HTTP. */
+  dispatch(conn: Connection | null, request: Request, stream: Stream): void {
     this.countRequest(request.type);
     switch (request.type) {
       case "hello": {
-        conn.client = request.client;
+        if (conn) conn.client = request.client;
         let extra: Message = {};
         for (const s of this.#services) if (s.hello) extra = { ...extra, ...s.hello() };
         stream.send("hello", {
@@ -148,6 +215,7 @@ export class Server implements ConnectionHost {
           version: VERSION,
           protocol: PROTOCOL_VERSION,
           pid: Deno.pid,
+          http: this.#httpInfo(),
           ...extra,
         });
         stream.end();
@@ -175,6 +243,23 @@ export class Server implements ConnectionHost {
       fail(e);
     }
   }
+  serveHttp(conn: Connection, socket: Deno.Conn, head: Uint8Array): HttpSession {
+    return this.#http.adopt(conn, socket, head);
+  }
+
+  #httpInfo(): Message {
+    const tcp = this.#tcp?.address;
+    const host = tcp && (tcp.hostname.includes(":") ? `[${tcp.hostname}]` : tcp.hostname);
+    const info: Message = { socket: this.socket, tcp: tcp ? `http://${host}:${tcp.port}` : null };
+    if (tcp) {
+      info.auth = this.#httpOptions.token !== null ? "bearer" : "none";
+      if (this.#httpOptions.token !== null && this.#httpOptions.tokenPath) {
+        info.token_file = this.#httpOptions.tokenPath;
+      }
+    }
+    return info;
+  }
+
   countError(code: WireErrorCode): void {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
   }
@@ -214,6 +299,7 @@ export class Server implements ConnectionHost {
       errors: { ...this.#errors },
       memory: { rss: Deno.memoryUsage().rss, heap_used: Deno.memoryUsage().heapUsed },
     };
+    Object.assign(m, this.#http.metrics());
     for (const s of this.#services) if (s.metrics) Object.assign(m, s.metrics());
     return m;
   }
@@ -234,6 +320,8 @@ export class Server implements ConnectionHost {
     } catch {
       // already closed
     }
+    this.#tcp?.close();
+    this.#http.close();
     for (const c of this.#conns) c.abortAll("shutdown");
     await withTimeout(
       Promise.allSettled(this.#services.map((s) => s.close?.() ?? Promise.resolve())),
