@@ -91,7 +91,11 @@ export function renderPrometheus(metrics: Tree): string {
         const name = metricName(ms ? [...path, key.slice(0, -3) + "_seconds"] : parts);
         const scale = ms ? 1e-3 : 1;
         head(name, "histogram");
-        for (const [le, count] of Object.entries(value.buckets)) {
+        // Integer-like keys come first in a JS object: order the bounds by value.
+        const buckets = Object.entries(value.buckets).sort(([a], [b]) =>
+          (a === "+Inf" ? Infinity : Number(a)) - (b === "+Inf" ? Infinity : Number(b))
+        );
+        for (const [le, count] of buckets) {
           const bound = le === "+Inf" ? "+Inf" : String(Number(le) * scale);
           out.push(`${name}_bucket{le="${bound}"} ${num(Number(count))}`);
         }

@@ -33,7 +33,7 @@ export function parseHttpAddress(value: string): TcpAddress {
       `--http must be HOST:PORT, [IPv6]:PORT or PORT (loopback), got "${value}"`,
     );
   }
-  const hostname = m[1] ?? (m[2] || "127.0.0.1");
+  const hostname = m[1] || m[2] || "127.0.0.1";
   return { hostname, port };
 }
 
