@@ -289,6 +289,8 @@ Deno.test({
       assert.match(status.stdout, /http\.auth\s+bearer/);
       assert.match(status.stdout, /http\.token_file\s+.*umad\.token/);
       assert.match(status.stdout, /curl --unix-socket/);
+      const file = await runUmad(["status", "--token-file", "--socket", d.socket]);
+      assert.equal(file.stdout.trim(), tokenFile);
     } catch (e) {
       console.error(d.stderr());
       throw e;

@@ -4,11 +4,14 @@ import { parse, UsageError } from "./_args.ts";
 
 export const STATUS_HELP = `umad status — show the daemon's state and counters
 
-Usage: umad status [--json] [--socket PATH]
+Usage: umad status [--json | --token-file] [--socket PATH]
 
 Prints the daemon's version, pid, model, HTTP endpoints (the socket itself, and the
 --http address with where its bearer token is), connections, traffic, errors and the
-services' counters and latency percentiles. --json prints hello and metrics as JSON.`;
+services' counters and latency percentiles. --json prints hello and metrics as JSON.
+--token-file prints only the path of the bearer token --http clients send (exit 1
+when the daemon serves no --http with a token), for scripts:
+  export OPENAI_API_KEY=$(cat "$(umad status --token-file)")`;
 
 function flatten(prefix: string, value: unknown, out: [string, string][]): void {
   if (value !== null && typeof value === "object" && !Array.isArray(value)) {
@@ -26,6 +29,7 @@ function flatten(prefix: string, value: unknown, out: [string, string][]): void 
 export async function statusCommand(args: string[]): Promise<number> {
   const { values, positionals } = parse(args, {
     json: { type: "boolean" },
+    "token-file": { type: "boolean" },
     socket: { type: "string" },
   }, false);
   if (values.help) {
@@ -35,8 +39,17 @@ export async function statusCommand(args: string[]): Promise<number> {
   if (positionals.length) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
   const client = await connect({ socket: values.socket, reconnect: false, client: "umad-status" });
   try {
-    const metrics = await client.metrics();
     const hello = client.hello;
+    if (values["token-file"]) {
+      const file = (hello.http as Message | undefined)?.token_file;
+      if (typeof file !== "string") {
+        console.error("umad status: the daemon serves no --http with a bearer token");
+        return 1;
+      }
+      console.log(file);
+      return 0;
+    }
+    const metrics = await client.metrics();
     if (values.json) {
       console.log(JSON.stringify({ hello, metrics }, null, 2));
       return 0;
