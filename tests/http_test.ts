@@ -534,3 +534,62 @@ withHttpDaemon("/tokenize and /detokenize round-trip text", async (d) => {
     uf.close();
   }
 }, { ignore: true /* needs the tokenize/detokenize backend (models helper, issue 12) */ });
+
+withHttpDaemon(
+  "a full queue is a 429 with Retry-After; the stream in the way goes on",
+  async (d) => {
+    const uf = unixFetch(d.socket);
+    const controller = new AbortController();
+    try {
+      // One stream, no queue: the stream below holds it until it is aborted.
+      const long = await uf.fetch("http://localhost/v1/completions", {
+        method: "POST",
+        body: JSON.stringify({ prompt: "Hi", max_tokens: 100_000, stream: true }),
+        signal: controller.signal,
+      });
+      const reader = long.body!.getReader();
+      await reader.read(); // it is decoding
+      const busy = await uf.fetch("http://localhost/v1/chat/completions", {
+        method: "POST",
+        body: JSON.stringify({ messages: CHAT, max_tokens: 2 }),
+      });
+      assert.equal(busy.status, 429);
+      assert.equal(busy.headers.get("retry-after"), "1");
+      const body = await busy.json();
+      assert.equal(body.error.type, "rate_limit_error");
+      assert.equal(body.error.code, "rate_limit_exceeded");
+      assert.equal((await reader.read()).done, false); // the first stream was not disturbed
+      controller.abort();
+      await reader.cancel().catch(() => {});
+    } finally {
+      uf.close();
+    }
+  },
+  { args: ["--parallel", "1", "--queue", "0"] },
+);
+
+withHttpDaemon("a daemon that stops ends an HTTP stream in-band and exits cleanly", async (d) => {
+  const uf = unixFetch(d.socket);
+  try {
+    const res = await uf.fetch("http://localhost/v1/chat/completions", {
+      method: "POST",
+      body: JSON.stringify({ messages: CHAT, max_tokens: 100_000, stream: true }),
+    });
+    const text = (async () => {
+      let all = "";
+      try {
+        for await (const c of res.body!.pipeThrough(new TextDecoderStream())) all += c;
+      } catch { /* the connection closed */ }
+      return all;
+    })();
+    await new Promise((r) => setTimeout(r, 200));
+    const status = await d.stop();
+    assert.equal(status.code, 0);
+    const all = await text;
+    const last = all.trim().split("\n\n").at(-1) ?? "";
+    assert.match(last, /^data: \{"error":\{"message":"The daemon is shutting down"/, last);
+    assert.ok(!all.includes("[DONE]"));
+  } finally {
+    uf.close();
+  }
+});

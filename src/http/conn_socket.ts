@@ -26,6 +26,7 @@ const READ_SIZE = 64 * 1024;
  */
 export class ConnSocket extends Duplex {
   readonly #conn: Deno.Conn;
+  readonly #onTraffic: ((read: number, written: number) => void) | undefined;
   #pumping = false;
   #wanted = false;
   #idleMs = 0;
@@ -35,10 +36,18 @@ export class ConnSocket extends Duplex {
   readonly remotePort: number;
   readonly remoteFamily: string;
 
-  /** Wraps `conn`; `head` are bytes already read from it, delivered first. */
-  constructor(conn: Deno.Conn, head: Uint8Array) {
+  /**
+   * Wraps `conn`; `head` are bytes already read from it, delivered first. `onTraffic`
+   * hears of every read and write, for the daemon's byte counters.
+   */
+  constructor(
+    conn: Deno.Conn,
+    head: Uint8Array,
+    onTraffic?: (read: number, written: number) => void,
+  ) {
     super({ allowHalfOpen: true });
     this.#conn = conn;
+    this.#onTraffic = onTraffic;
     const addr = conn.remoteAddr;
     if (addr.transport === "tcp" || addr.transport === "udp") {
       this.remoteAddress = addr.hostname;
@@ -71,6 +80,7 @@ export class ConnSocket extends Duplex {
           return;
         }
         this.#touch();
+        this.#onTraffic?.(n, 0);
         // push copies nothing: hand it a copy, since buf is read into again.
         this.#wanted = this.push(Buffer.from(buf.subarray(0, n)));
       }
@@ -85,6 +95,7 @@ export class ConnSocket extends Duplex {
     let off = 0;
     while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
     this.#touch();
+    this.#onTraffic?.(0, bytes.length);
   }
 
   override _write(

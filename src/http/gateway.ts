@@ -36,6 +36,8 @@ export interface HttpConnection {
   takeToken(): boolean;
   /** Closes the daemon's side (idempotent). */
   close(): void;
+  /** Counts bytes read from and written to the socket. */
+  countTraffic(read: number, written: number): void;
 }
 
 /** An HTTP connection as the daemon's connection sees it after the hand-off. */
@@ -164,7 +166,8 @@ export class HttpGateway {
 
   /** Serves HTTP on `raw`, whose first bytes (already read) are `head`. */
   adopt(conn: HttpConnection, raw: Deno.Conn, head: Uint8Array): HttpSession {
-    const socket = new ConnSocket(raw, head);
+    const socket = new ConnSocket(raw, head, (r, w) => conn.countTraffic(r, w));
+    if (head.length) conn.countTraffic(head.length, 0);
     const session: Session = { conn, socket, streams: new Set(), aborted: null, active: 0 };
     this.#sessions.set(socket, session);
     this.#stats.connections++;
@@ -399,6 +402,8 @@ export class HttpGateway {
       writeStreamError(res, family, errorBody(family, f));
       return;
     }
+    // Busy and rate-limited clients retry; OpenAI's and Ollama's clients honour the header.
+    if (f.status === 429 || f.status === 503) res.setHeader("Retry-After", "1");
     sendJson(res, f.status, errorBody(family, f));
   }
 }
@@ -546,19 +551,18 @@ export function sendText(
 
 /** Starts a server-sent events response. */
 export function startSse(res: ServerResponse): void {
-  res.writeHead(200, {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-  });
+  // setHeader, not writeHead's object: an error after the start reads the type back.
+  res.setHeader("Content-Type", "text/event-stream; charset=utf-8");
+  res.setHeader("Cache-Control", "no-cache");
+  res.setHeader("X-Accel-Buffering", "no");
+  res.writeHead(200);
 }
 
 /** Starts a newline-delimited JSON response (Ollama's streams). */
 export function startNdjson(res: ServerResponse): void {
-  res.writeHead(200, {
-    "Content-Type": "application/x-ndjson",
-    "Cache-Control": "no-cache",
-  });
+  res.setHeader("Content-Type", "application/x-ndjson");
+  res.setHeader("Cache-Control", "no-cache");
+  res.writeHead(200);
 }
 
 /** Writes one server-sent event with a JSON (or literal) payload. */

@@ -198,8 +198,10 @@ function unfinished(reason: EndReason): HttpError {
     : new HttpError(499, "The request was cancelled");
 }
 
-function modelName(ctx: HttpContext, card: ModelCard | null): string {
+/** The name to answer with: the one the request gave, else the loaded model's tag. */
+async function modelName(ctx: HttpContext): Promise<string> {
   if (typeof ctx.body.model === "string" && ctx.body.model !== "") return ctx.body.model;
+  const card = await modelCard((await ctx.hello()).model);
   return card ? tagOf(card) : "none";
 }
 
@@ -273,8 +275,7 @@ function loadAnswer(ctx: HttpContext, model: string, extra: Message): void {
 }
 
 async function generate(ctx: HttpContext): Promise<void> {
-  const card = await modelCard((await ctx.hello()).model);
-  const model = modelName(ctx, card);
+  const model = await modelName(ctx);
   if (ctx.body.prompt === undefined || ctx.body.prompt === "") {
     loadAnswer(ctx, model, { response: "" });
     return;
@@ -284,8 +285,7 @@ async function generate(ctx: HttpContext): Promise<void> {
 }
 
 async function chat(ctx: HttpContext): Promise<void> {
-  const card = await modelCard((await ctx.hello()).model);
-  const model = modelName(ctx, card);
+  const model = await modelName(ctx);
   if (Array.isArray(ctx.body.messages) && ctx.body.messages.length === 0) {
     loadAnswer(ctx, model, { message: { role: "assistant", content: "" } });
     return;
@@ -312,11 +312,11 @@ async function embed(ctx: HttpContext): Promise<void> {
   if (!Array.isArray(texts) || !texts.every((t) => typeof t === "string")) {
     throw bad("input must be a string or an array of strings");
   }
-  const card = await modelCard((await ctx.hello()).model);
+  const model = await modelName(ctx);
   const t0 = performance.now();
   const ev = await embedTexts(ctx, texts);
   sendJson(ctx.res, 200, {
-    model: modelName(ctx, card),
+    model,
     embeddings: ev.embeddings,
     total_duration: Math.round((performance.now() - t0) * 1e6),
     load_duration: 0,

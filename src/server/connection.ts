@@ -335,6 +335,12 @@ export class Connection {
     stream.abort("cancelled");
   }
 
+  /** Counts HTTP traffic with the daemon's byte counters (frames count their own). */
+  countTraffic(read: number, written: number): void {
+    if (read) this.#host.countIn(0, read);
+    if (written) this.#host.countOut(0, written);
+  }
+
   /** Takes one request from the connection's rate limit (token bucket); false when over it. */
   takeToken(): boolean {
     const now = performance.now();
