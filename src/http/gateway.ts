@@ -23,6 +23,7 @@ import { HttpStream, type ResponseSink } from "./http_stream.ts";
 export interface HttpHost {
   /** Routes a validated request to the service that serves its type (as for frames). */
   dispatch(request: Request, stream: Stream): void;
+  /** Writes a line to the daemon's log. */
   log(level: "debug" | "info" | "warn" | "error", message: string): void;
 }
 
@@ -52,6 +53,7 @@ export interface HttpSession {
 
 /** Limits and settings of the gateway. */
 export interface HttpGatewayOptions {
+  /** The daemon: where requests go, where log lines go. */
   host: HttpHost;
   /** Largest request body (`--max-frame`): above it, 413. */
   maxBodyBytes: number;
@@ -69,8 +71,11 @@ export interface HttpGatewayOptions {
 
 /** What a route handler gets for one request. */
 export interface HttpContext {
+  /** The request, as `node:http` parsed it. */
   readonly req: IncomingMessage;
+  /** Its response. */
   readonly res: ServerResponse;
+  /** The request target (absolute-form targets included). */
   readonly url: URL;
   /** The request's JSON body (an object), or an empty object when it has none. */
   readonly body: Record<string, unknown>;
@@ -86,20 +91,25 @@ export interface HttpContext {
   hello(): Promise<EventFields["hello"]>;
   /** The daemon's `metrics` map. */
   metrics(): Promise<Record<string, unknown>>;
+  /** The gateway's own settings. */
   readonly gateway: HttpGatewayInfo;
 }
 
 /** Settings a handler may report (`/props`). */
 export interface HttpGatewayInfo {
+  /** `--max-tokens`, when given. */
   readonly defaultMaxTokens: number | undefined;
 }
 
 /** One route. */
 export interface Route {
+  /** The method it answers (`GET` routes answer `HEAD` too). */
   method: "GET" | "POST" | "DELETE";
   /** A literal path, or one with `:name` segments. */
   path: string;
+  /** The API it belongs to: decides the shape of its errors. */
   family: ApiFamily;
+  /** Answers the request through `ctx.res`; a throw becomes an error response. */
   handler(ctx: HttpContext): Promise<void> | void;
 }
 

@@ -90,9 +90,13 @@ export function openaiErrorType(status: number): string {
 
 /** An error as the handlers see it: what to send, whatever was thrown. */
 export interface HttpFailure {
+  /** The HTTP status. */
   status: number;
+  /** What went wrong, for people. */
   message: string;
+  /** A code programs can switch on (OpenAI's `error.code`). */
   code: string | null;
+  /** The request field at fault (OpenAI's `error.param`). */
   param: string | null;
 }
 

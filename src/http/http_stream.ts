@@ -107,6 +107,7 @@ export class HttpStream implements Stream, AsyncIterable<Event> {
     w?.();
   }
 
+  /** The events, in order; ends after the request's last one. */
   async *[Symbol.asyncIterator](): AsyncIterator<Event> {
     while (true) {
       if (this.#queue.length > 0) {

@@ -11,7 +11,7 @@ export * from "./http_errors.ts";
 export * from "./http_stream.ts";
 export * from "./token.ts";
 export * from "./tcp_listener.ts";
-export { renderPrometheus } from "./prometheus.ts";
+export { renderPrometheus, type Tree } from "./prometheus.ts";
 import { llamaServerRoutes } from "./llama_server.ts";
 import { ollamaRoutes } from "./ollama.ts";
 import { openaiRoutes } from "./openai.ts";

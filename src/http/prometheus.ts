@@ -8,7 +8,8 @@
  * @module
  */
 
-type Tree = Record<string, unknown>;
+/** A `metrics` map, or part of one. */
+export type Tree = Record<string, unknown>;
 
 /** Maps of counts that become one labelled counter: path → [metric, label]. */
 const LABELLED: Record<string, [string, string]> = {

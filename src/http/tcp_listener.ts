@@ -9,7 +9,9 @@ import { UsageError } from "../protocol/errors.ts";
 
 /** A TCP address to listen on. */
 export interface TcpAddress {
+  /** An IPv4 or IPv6 address, or a name. */
   hostname: string;
+  /** 0: the system picks one. */
   port: number;
 }
 

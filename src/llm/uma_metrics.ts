@@ -9,19 +9,33 @@ import type { StepStats } from "./engine_messages.ts";
 
 /** The keys UMA Serve's `{"type":"metrics"}` answer carries. */
 export interface UmaMetrics {
+  /** Every key is a number, so the map merges into `metrics` as it is. */
   [key: string]: number;
+  /** Tokens sent to clients. */
   tokens_generated_total: number;
+  /** Engine steps that decoded anything. */
   batch_calls_total: number;
+  /** Rows of the last such step (stream rows and prompt tokens). */
   last_batch_size: number;
+  /** The same count as `batch_calls_total`, under UMA's other name. */
   decode_calls: number;
+  /** Time in those steps, ns. */
   decode_ns_total: number;
+  /** Rows over all those steps. */
   decode_tokens_total: number;
+  /** The last step's time, ms (rounded). */
   decode_ms_last: number;
+  /** Exponentially weighted mean step time (weight 0.2), ms. */
   decode_ms_ewma: number;
+  /** Shortest step, ms (rounded). */
   decode_ms_min: number;
+  /** Longest step, ms (rounded). */
   decode_ms_max: number;
+  /** Mean step time, ms. */
   decode_ms_mean: number;
+  /** Mean rows per step. */
   decode_tokens_per_call_mean: number;
+  /** Prompt tokens decoded. */
   prefill_tokens_total: number;
 }
 

@@ -61,9 +61,13 @@ export const LATENCY_BUCKETS_MS = [
 export interface LatencySummary {
   /** Samples ever added (the percentiles cover the most recent ones). */
   count: number;
+  /** Median of the recent samples. */
   p50: number;
+  /** 95th percentile of the recent samples. */
   p95: number;
+  /** 99th percentile of the recent samples. */
   p99: number;
+  /** Largest of the recent samples. */
   max: number;
   /** Sum of every sample ever added. */
   sum: number;
