@@ -32,7 +32,7 @@ Deno.test("daemon errors reject with typed errors carrying the protocol code", a
   const d = await startDaemon();
   const c = await connect({ socket: d.socket, reconnect: false });
   try {
-    await assert.rejects(c.request({ type: "nope" }), (e: unknown) => {
+    await assert.rejects(c.rawRequest({ type: "nope" }), (e: unknown) => {
       return e instanceof BadRequestError && e.code === "E_PROTO_BAD_REQUEST";
     });
     await assert.rejects(c.request({ type: "cancel", target: "ghost" }), NotFoundError);
