@@ -31,7 +31,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * A fake daemon that answers the first connection's `hello` and closes every later
  * connection as soon as its `hello` arrives; counts the connections it accepted.
  */
-async function helloThenHangUp(dir: string) {
+function helloThenHangUp(dir: string) {
   const path = `${dir}/fake.sock`;
   const listener = Deno.listen({ transport: "unix", path });
   let accepted = 0;
@@ -91,7 +91,7 @@ async function helloThenHangUp(dir: string) {
 
 Deno.test("a socket that closes during hello does not start a second dial loop", async () => {
   const dir = await Deno.makeTempDir();
-  const fake = await helloThenHangUp(dir);
+  const fake = helloThenHangUp(dir);
   let client: Client | undefined;
   try {
     client = await connect({
