@@ -10,22 +10,13 @@ import {
 } from "../src/client/mod.ts";
 import { encodeMessageFrame, FrameDecoder } from "../src/protocol/mod.ts";
 import { startDaemon } from "./_daemon.ts";
+import { delay, withTimeout } from "../src/protocol/async.ts";
 
-/** Settles `p` or says "pending" after `ms` (a hang guard, not a timing check). */
-async function settled<T>(p: Promise<T>, ms = 5000): Promise<"fulfilled" | "rejected" | "pending"> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const guard = new Promise<"pending">((r) => timer = setTimeout(() => r("pending"), ms));
-  try {
-    return await Promise.race([
-      p.then(() => "fulfilled" as const, () => "rejected" as const),
-      guard,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** How `p` settles, or "pending" after `ms` (a hang guard, not a timing check). */
+function settled(p: Promise<unknown>, ms = 5000): Promise<"fulfilled" | "rejected" | "pending"> {
+  const outcome = p.then(() => "fulfilled" as const, () => "rejected" as const);
+  return withTimeout(outcome, ms).catch(() => "pending" as const);
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * A fake daemon that answers the first connection's `hello` and closes every later
@@ -100,13 +91,13 @@ Deno.test("a socket that closes during hello does not start a second dial loop",
       reconnect: { initialDelayMs: 5, maxDelayMs: 5, jitter: 0, maxAttempts: 5 },
     });
     assert.equal(fake.accepted, 1);
-    const gaveUp = new Promise<Error>((r) => client!.onDisconnect(r));
+    const dropped = new Promise<Error>((r) => client!.onDisconnect(r));
     fake.dropAll();
-    await gaveUp;
+    await dropped;
     // A request made while reconnecting fails once the loop gives up.
     const pending = client.request({ type: "ping" });
     assert.equal(await settled(pending), "rejected");
-    await sleep(300);
+    await delay(300);
     // One loop: five attempts after the drop, each hung up during hello, then none.
     assert.equal(fake.accepted, 1 + 5);
   } finally {
@@ -125,7 +116,7 @@ Deno.test("a connect() rejected with E_BUSY leaves nothing dialing", async () =>
         first = await connect({ socket: d.socket, reconnect: false });
       } catch (e) {
         if (i === 100 || !(e instanceof UmadError && e.code === "E_BUSY")) throw e;
-        await sleep(20);
+        await delay(20);
       }
     }
     const rejectedBefore = (await first.metrics()).connections as Record<string, number>;
@@ -134,7 +125,7 @@ Deno.test("a connect() rejected with E_BUSY leaves nothing dialing", async () =>
       connect({ socket: d.socket }),
       (e: unknown) => e instanceof UmadError && e.code === "E_BUSY",
     );
-    await sleep(500);
+    await delay(500);
     const after = (await first.metrics()).connections as Record<string, number>;
     assert.equal(after.rejected, rejectedBefore.rejected + 1);
   } finally {
@@ -188,7 +179,7 @@ Deno.test("leaving for await on a pty.attach stream detaches from the session", 
       clients = (list.sessions as { session: string; clients: number }[])
         .find((s) => s.session === session)!.clients;
       if (clients === 0) break;
-      await sleep(50);
+      await delay(50);
     }
     assert.equal(clients, 0);
     await client.request({ type: "pty.kill", session, signal: "SIGKILL" });

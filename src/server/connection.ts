@@ -14,6 +14,7 @@ import {
 } from "../protocol/mod.ts";
 import type { AbortReason, Stream, WireErrorCode } from "../protocol/service.ts";
 import type { EventFields, EventName } from "../protocol/events.ts";
+import { delay } from "../protocol/async.ts";
 
 /** Limits one connection enforces. */
 export interface ConnectionLimits {
@@ -361,7 +362,7 @@ export class Connection {
   async drain(timeoutMs: number): Promise<void> {
     const until = performance.now() + timeoutMs;
     while ((this.#out.length > 0 || this.#writing) && !this.#closed && performance.now() < until) {
-      await new Promise((r) => setTimeout(r, 5));
+      await delay(5);
     }
   }
 

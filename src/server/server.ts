@@ -6,6 +6,7 @@ import { Connection, type ConnectionHost, type ConnectionLimits } from "./connec
 import type { Logger } from "./log.ts";
 import type { Service, Stream, WireErrorCode } from "../protocol/service.ts";
 import { ConfigError } from "../protocol/errors.ts";
+import { withTimeout } from "../protocol/async.ts";
 import { prepareSocketDir } from "./socket_path.ts";
 
 /** How a server is set up. */
@@ -235,10 +236,11 @@ export class Server implements ConnectionHost {
       // already closed
     }
     for (const c of this.#conns) c.abortAll("shutdown");
+    // Services that do not close in time are left behind: the connections still close.
     await withTimeout(
       Promise.allSettled(this.#services.map((s) => s.close?.() ?? Promise.resolve())),
       2500,
-    );
+    ).catch(() => {});
     await Promise.all([...this.#conns].map((c) => c.drain(1000)));
     for (const c of [...this.#conns]) c.close();
     try {
@@ -273,12 +275,4 @@ async function removeStaleSocket(path: string, log: Logger): Promise<void> {
     throw e;
   }
   throw new ConfigError(`Another umad daemon is already serving "${path}"`);
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), ms)),
-  ]).finally(() => clearTimeout(timer));
 }
