@@ -22,16 +22,9 @@ export type { Dialer, Transport } from "./transport.ts";
 export { memoryPipe } from "./memory_transport.ts";
 export { defaultSocketPath, dialUnix } from "./dial.ts";
 export type { Codec, Message } from "../protocol/codec.ts";
-export type {
-  EndReason,
-  Event,
-  EventFields,
-  EventName,
-  ReplyOf,
-  SessionInfo,
-  ToolCall,
-  Usage,
-} from "../protocol/events.ts";
-export type { ChatMessage, RequestInput, RequestType } from "../protocol/messages.ts";
+export type { Clock, TimerHandle } from "../protocol/async.ts";
+// The wire contract's types: every request as written and validated, every event.
+export type * from "../protocol/events.ts";
+export type * from "../protocol/messages.ts";
 export * from "./generate.ts";
 export * from "./terminal.ts";

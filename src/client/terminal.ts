@@ -17,8 +17,11 @@ export type PtyClient = Pick<Client, "request" | "stream" | "send" | "onReconnec
 export interface SpawnOptions {
   /** Session name shown by `umad ls` (node-pty uses `name` for TERM; umad sets TERM itself). */
   name?: string;
+  /** Width, columns (default 80). */
   cols?: number;
+  /** Height, rows (default 24). */
   rows?: number;
+  /** Working directory (default: the daemon's home). */
   cwd?: string;
   /** Merged over the daemon's environment. */
   env?: Record<string, string>;
@@ -30,8 +33,9 @@ export interface SpawnOptions {
 export interface AttachOptions {
   /** Watch only: `write` and `resize` throw. */
   readonly?: boolean;
-  /** This client's size (it becomes the session's size once the client is active). */
+  /** This client's width (it becomes the session's size once the client is active). */
   cols?: number;
+  /** This client's height. */
   rows?: number;
   /** Re-attach after the client reconnects (default true). */
   reattach?: boolean;
@@ -41,6 +45,7 @@ export interface AttachOptions {
 export interface ExitEvent {
   /** The exit status; 0 when a signal ended the program (then `signal` is set). */
   exitCode: number;
+  /** The signal that ended the program, if one did. */
   signal?: string;
 }
 
@@ -48,12 +53,15 @@ export interface ExitEvent {
 export interface SnapshotEvent {
   /** Terminal output that redraws the screen (and scrollback) on a reset terminal. */
   data: Uint8Array;
+  /** The screen's width, columns. */
   cols: number;
+  /** The screen's height, rows. */
   rows: number;
 }
 
 /** Returned by the `on*` methods. */
 export interface Disposable {
+  /** Removes the listener. */
   dispose(): void;
 }
 
@@ -138,10 +146,11 @@ export class Terminal {
     this.#loop = this.#run(init.reattach !== false);
   }
 
-  /** Current size as this client knows it. */
+  /** Current width as this client knows it. */
   get cols(): number | undefined {
     return this.#cols;
   }
+  /** Current height as this client knows it. */
   get rows(): number | undefined {
     return this.#rows;
   }

@@ -24,8 +24,9 @@ export interface ConnectionLimits {
   maxQueuedBytes: number;
   /** Requests in flight at once. */
   maxInflight: number;
-  /** Requests per second sustained, and the burst allowed above it. */
+  /** Requests per second sustained. */
   rateLimit: number;
+  /** Requests allowed in a burst above the sustained rate. */
   rateBurst: number;
   /** Close a connection that sends no complete frame for this long (ms); 0 = never. */
   idleTimeoutMs: number;
