@@ -25,6 +25,38 @@ export type { Codec, Message } from "../protocol/codec.ts";
 export type { Clock, TimerHandle } from "../protocol/async.ts";
 // The wire contract's types: every request as written and validated, every event.
 export type * from "../protocol/events.ts";
-export type * from "../protocol/messages.ts";
+export type {
+  CancelRequest,
+  ChatMessage,
+  ChatToolCall,
+  DetokenizeRequest,
+  EmbedRequest,
+  GenerateRequest,
+  HelloRequest,
+  LooseInput,
+  LooseOf,
+  MetricsRequest,
+  PingRequest,
+  PtyAttachRequest,
+  PtyCaptureRequest,
+  PtyDetachRequest,
+  PtyInputRequest,
+  PtyKillRequest,
+  PtyListRequest,
+  PtyResizeRequest,
+  PtySpawnRequest,
+  PtyWaitRequest,
+  Request,
+  RequestInput,
+  RequestOf,
+  RequestType,
+  RequiredInput,
+  SignalName,
+  TokenizeRequest,
+  ToolChoice,
+  ToolSpec,
+  WatchRequest,
+} from "../protocol/messages.ts";
+export { SIGNAL_NAMES } from "../protocol/messages.ts";
 export * from "./generate.ts";
 export * from "./terminal.ts";
