@@ -45,6 +45,7 @@ const isDeno = () =>
  * ```
  */
 export const dialUnix: Dialer = async (path: string): Promise<Transport> => {
+  // PROTOCOL.md's client-side socket check runs here, before the first byte is sent.
   if (isDeno()) return (await import("./transport_deno.ts")).dialDeno(path);
   return (await import("./transport_node.ts")).dialNode(path);
 };
