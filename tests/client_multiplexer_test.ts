@@ -227,6 +227,10 @@ Deno.test("leaving a stream early cancels generations, attaches and watches, not
     if (m.type === "watch") {
       c.reply({ event: "watch.event", id: m.id, kind: "created", session: "s1" });
     }
+    if (m.type === "pty.capture") {
+      const screen = { session: "s1", data: "aGk=", cols: 80, rows: 24, cursor: { x: 0, y: 0 } };
+      c.reply({ event: "pty.capture", id: m.id, ...screen });
+    }
   }));
   const client = await connect({ dialer: daemon.dialer, ...noReconnect });
   try {
@@ -246,6 +250,9 @@ Deno.test("leaving a stream early cancels generations, attaches and watches, not
       ids.push(ev.id!);
       break;
     }
+    // A capture's data is text, which stays text (base64-looking or not).
+    const capture = await client.request({ type: "pty.capture", session: "s1" });
+    assert.equal(capture.data, "aGk=");
     const pong = client.stream({ type: "ping" });
     await pong.next();
     await pong.return();

@@ -134,6 +134,17 @@ Deno.test("a connect() rejected with E_BUSY leaves nothing dialing", async () =>
   }
 });
 
+Deno.test("a connect() to a socket with no daemon leaves no timer or socket behind", async () => {
+  // Reconnect on (the default): Deno's op and resource sanitizers fail this test if the
+  // rejected connect leaves a dial loop, a timer or an open socket.
+  const dir = await Deno.makeTempDir();
+  try {
+    await assert.rejects(connect({ socket: `${dir}/none.sock` }), ConnectionClosedError);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("close() during the reconnect back-off settles every pending request", async () => {
   const d = await startDaemon();
   const client = await connect({

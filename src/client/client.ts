@@ -118,6 +118,9 @@ interface Pending {
   link: Link | null;
 }
 
+/** Events whose `data` is bytes (base64 text in JSON). */
+const BYTE_EVENTS: ReadonlySet<unknown> = new Set(["pty.output", "pty.snapshot"]);
+
 /** Flush at once past this many queued bytes instead of waiting for the microtask. */
 const FLUSH_BYTES = 256 * 1024;
 /** Time allowed to close a connection cleanly before it is dropped, ms. */
@@ -279,8 +282,8 @@ export class Client {
     const id = message.id;
     const pending = typeof id === "string" ? this.#pending.get(id) : undefined;
     if (pending?.link === link) {
-      // JSON carries bytes as base64; the events' types promise bytes.
-      if (typeof message.data === "string" && String(message.event).startsWith("pty.")) {
+      // JSON carries terminal bytes as base64; the events' types promise bytes.
+      if (typeof message.data === "string" && BYTE_EVENTS.has(message.event)) {
         message.data = decodeBase64(message.data);
       }
       if (pending.stream.push(message)) this.#pending.delete(id as string);
