@@ -315,3 +315,32 @@ Deno.test("a listener that throws does not stop the others nor the client", asyn
     await client.close();
   }
 });
+
+Deno.test("tokenize, detokenize and embed send the contract's requests and return its replies", async () => {
+  const daemon = fakeDaemon(friendly((m, c) => {
+    if (m.type === "tokenize") {
+      c.reply({ event: "tokenize", id: m.id, tokens: [1, 2], pieces: ["a", "b"] });
+    }
+    if (m.type === "detokenize") c.reply({ event: "detokenize", id: m.id, text: "ab" });
+    if (m.type === "embed") {
+      const usage = { prompt_tokens: 2, total_tokens: 2 };
+      c.reply({ event: "embed", id: m.id, embeddings: [[0.5], [0.25]], usage });
+    }
+  }));
+  const client = await connect({ dialer: daemon.dialer, ...noReconnect });
+  try {
+    const t = await client.tokenize("ab", { pieces: true, special: true });
+    assert.deepEqual([t.tokens, t.pieces], [[1, 2], ["a", "b"]]);
+    assert.equal(await client.detokenize([1, 2]), "ab");
+    const e = await client.embed(["a", "b"]);
+    assert.deepEqual(e.embeddings, [[0.5], [0.25]]);
+    const sent = daemon.conns[0].received.filter((m) => m.type !== "hello");
+    assert.deepEqual(sent.map(({ id: _, ...m }) => m), [
+      { type: "tokenize", text: "ab", pieces: true, special: true },
+      { type: "detokenize", tokens: [1, 2] },
+      { type: "embed", input: ["a", "b"] },
+    ]);
+  } finally {
+    await client.close();
+  }
+});

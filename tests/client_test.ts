@@ -4,6 +4,7 @@ import {
   type Client,
   connect,
   ConnectionClosedError,
+  NoModelError,
   NotFoundError,
   UmadError,
 } from "../src/client/mod.ts";
@@ -41,6 +42,8 @@ Deno.test("daemon errors reject with typed errors carrying the protocol code", a
       c.request({ type: "generate", prompt: "x" }),
       (e: unknown) => e instanceof UmadError && e.code === "E_NO_MODEL",
     );
+    await assert.rejects(c.tokenize("x"), NoModelError);
+    await assert.rejects(c.embed("x"), NoModelError);
     // Many requests in flight at once on one connection, answered by id.
     const pongs = await Promise.all(
       Array.from({ length: 200 }, (_, i) => c.request({ type: "ping", t: i })),
