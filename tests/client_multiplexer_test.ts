@@ -12,6 +12,7 @@ import {
   TimeoutError,
   type Transport,
   UmadError,
+  UnsafeSocketError,
 } from "../src/client/mod.ts";
 import { ManualClock } from "../src/protocol/async.ts";
 import { decodePayload, encodeMessageFrame, FrameDecoder } from "../src/protocol/mod.ts";
@@ -343,4 +344,17 @@ Deno.test("tokenize, detokenize and embed send the contract's requests and retur
   } finally {
     await client.close();
   }
+});
+
+Deno.test("a dialer's own refusal reaches connect() with its class; others say Cannot connect", async () => {
+  const unsafe: Dialer = () => Promise.reject(new UnsafeSocketError("socket owned by uid 1001"));
+  await assert.rejects(connect({ dialer: unsafe }), UnsafeSocketError);
+  const refused: Dialer = () => Promise.reject(new Error("Connection refused"));
+  await assert.rejects(
+    connect({ dialer: refused, socket: "/tmp/x.sock" }),
+    (e: unknown) =>
+      e instanceof ConnectionClosedError &&
+      /Cannot connect to umad at "\/tmp\/x.sock"/.test(e.message) &&
+      (e.cause as Error).message === "Connection refused",
+  );
 });

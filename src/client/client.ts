@@ -228,7 +228,8 @@ export class Client {
     } catch (e) {
       // A connection that completes after the timeout is closed at once.
       dialing.then((t) => t.destroy(), () => {});
-      if ((e as UmadError).code === "E_TIMEOUT" || this.#closed) throw e;
+      // Timeouts, close(), and a dialer's own refusals (an unsafe socket) keep their class.
+      if (e instanceof UmadError) throw e;
       throw new ConnectionClosedError(
         `Cannot connect to umad at "${this.socketPath}": ${(e as Error).message}`,
         { cause: e },
