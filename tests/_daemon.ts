@@ -197,16 +197,29 @@ export class RawClient {
   }
 }
 
-/** Runs the umad CLI (`deno run -A main.ts ...args`) to completion. */
+/**
+ * Runs the umad CLI (`deno run -A main.ts ...args`) to completion (killed after
+ * `timeoutMs`, default 2 minutes), with `stdin` as its input if given.
+ */
 export async function runUmad(
   args: string[],
+  opts: { env?: Record<string, string>; stdin?: string; timeoutMs?: number } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    stdin: "null",
+    stdin: opts.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
-  }).output();
+    env: opts.env,
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  // A command that should have failed but serves instead must not hang the test.
+  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 120_000);
+  const out = await child.output().finally(() => clearTimeout(timer));
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }

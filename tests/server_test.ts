@@ -113,15 +113,18 @@ Deno.test("the socket's directory is 0700 and the socket 0600", async () => {
   }
 });
 
-Deno.test("a socket directory open to group or others is refused with exit code 2", async () => {
-  const dir = await Deno.makeTempDir();
+Deno.test("a default socket directory open to group or others is refused with exit code 2", async () => {
+  const runtime = await Deno.makeTempDir();
   try {
-    Deno.chmodSync(dir, 0o755);
-    const r = await runUmad(["serve", "--no-model", "--socket", `${dir}/umad.sock`]);
+    Deno.mkdirSync(`${runtime}/umad`);
+    Deno.chmodSync(`${runtime}/umad`, 0o755);
+    const r = await runUmad(["serve", "--no-model"], {
+      env: { XDG_RUNTIME_DIR: runtime, UMAD_SOCKET: "" },
+    });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /must not grant group or other access/);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(runtime, { recursive: true });
   }
 });
 

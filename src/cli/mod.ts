@@ -1,5 +1,5 @@
 import { UmadError } from "../client/errors.ts";
-import { ConfigError } from "../protocol/errors.ts";
+import { ConfigError, UnsafeSocketError } from "../protocol/errors.ts";
 import { UsageError } from "./_args.ts";
 import { pingCommand } from "./ping.ts";
 import { serveCommand, type ServiceFactory } from "./serve.ts";
@@ -62,7 +62,7 @@ export async function main(args: string[]): Promise<number> {
       console.error(`umad ${name}: ${e.message} (see umad ${name} --help)`);
       return 2;
     }
-    if (e instanceof ConfigError) {
+    if (e instanceof ConfigError || e instanceof UnsafeSocketError) {
       console.error(`umad ${name}: ${e.message}`);
       return 2;
     }

@@ -6,6 +6,7 @@ import { socketPathFor } from "../protocol/socket_path.ts";
 import { ConnectionClosedError, errorFromEvent, TimeoutError, type UmadError } from "./errors.ts";
 import { EventStream } from "./event_stream.ts";
 import { dial, type Transport } from "./transport.ts";
+import { assertSafeSocket } from "./socket_check.ts";
 
 /** Reconnect policy: exponential backoff with jitter. */
 export interface ReconnectOptions {
@@ -114,6 +115,7 @@ export class Client {
   }
 
   async #dial(): Promise<void> {
+    assertSafeSocket(this.socketPath, this.#options.socket); // before a byte is sent
     const timeoutMs = this.#options.timeoutMs ?? 5000;
     this.#decoder = new FrameDecoder(64 << 20);
     let socket: Transport | null = null;

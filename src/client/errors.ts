@@ -7,6 +7,7 @@
 export {
   BadRequestError,
   BusyError,
+  ConfigError,
   ConnectionClosedError,
   errorFromCode,
   errorFromEvent,
