@@ -24,7 +24,14 @@ export interface TestDaemon {
  */
 export async function startDaemon(
   args: string[] = [],
-  opts: { withModel?: boolean; dir?: string; socket?: string; env?: Record<string, string> } = {},
+  opts: {
+    withModel?: boolean;
+    dir?: string;
+    socket?: string;
+    env?: Record<string, string>;
+    /** Run under `ulimit <this>` in a child shell, e.g. "-n 128" (soft and hard), "-Sn 256". */
+    ulimit?: string;
+  } = {},
 ): Promise<TestDaemon> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "umad-test-" });
   const socket = opts.socket ?? `${dir}/umad.sock`;
@@ -32,8 +39,11 @@ export async function startDaemon(
   if (!opts.withModel && !args.includes("--model") && !args.includes("--no-model")) {
     full.push("--no-model");
   }
-  const process = new Deno.Command(Deno.execPath(), {
-    args: full,
+  const [program, argv] = opts.ulimit === undefined
+    ? [Deno.execPath(), full]
+    : ["bash", ["-c", `ulimit ${opts.ulimit} && exec "$0" "$@"`, Deno.execPath(), ...full]];
+  const process = new Deno.Command(program, {
+    args: argv,
     stdin: "null",
     stdout: "null",
     stderr: "piped",
