@@ -77,6 +77,8 @@ export interface Service {
    * Daemon shutdown: end open streams (generate: `eos` reason `shutdown`), free
    * resources, and resolve by `deadline`, a time on `performance.now()`'s clock that
    * the daemon sets once for the whole shutdown (what is still running then is cut).
+   * The server always passes one; a caller that does not (a test) gets the service's
+   * own default of a few seconds.
    */
-  close?(deadline: number): Promise<void>;
+  close?(deadline?: number): Promise<void>;
 }
