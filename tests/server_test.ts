@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { encodeFrame, encodePayload } from "../src/protocol/mod.ts";
+import { concat } from "../src/protocol/bytes.ts";
 import { RawClient, rssOf, runUmad, startDaemon } from "./_daemon.ts";
 
 Deno.test("hello, ping and metrics answer in the codec of the request", async () => {
@@ -203,7 +204,37 @@ Deno.test("a connection over its request rate gets E_RATE_LIMITED and stays open
   }
 });
 
-Deno.test("a connection that sends nothing is closed after the idle timeout", async () => {
+Deno.test("--rate-limit 10 lets a burst of 10 through, --rate-burst raises it, not 20,002", async () => {
+  const counts: Record<string, { pong: number; limited: number }> = {};
+  for (const args of [["--rate-limit", "10"], ["--rate-limit", "10", "--rate-burst", "50"]]) {
+    const d = await startDaemon(args);
+    const c = await RawClient.connect(d.socket);
+    try {
+      // 1000 pings in one write: read in one go, so no refill to speak of between them.
+      const frames = Array.from(
+        { length: 1000 },
+        (_, i) => encodeFrame(encodePayload({ type: "ping", id: `p${i}` }, "json")),
+      );
+      await c.writeRaw(concat(frames));
+      const replies = [];
+      for (let i = 0; i < 1000; i++) replies.push(await c.next());
+      counts[args.join(" ")] = {
+        pong: replies.filter((m) => m.event === "pong").length,
+        limited: replies.filter((m) => m.code === "E_RATE_LIMITED").length,
+      };
+    } finally {
+      c.close();
+      await d.stop();
+    }
+  }
+  const plain = counts["--rate-limit 10"];
+  const burst = counts["--rate-limit 10 --rate-burst 50"];
+  assert.equal(plain.pong + plain.limited, 1000);
+  assert.ok(plain.pong >= 10 && plain.pong < 20, JSON.stringify(counts));
+  assert.ok(burst.pong >= 50 && burst.pong < 60, JSON.stringify(counts));
+});
+
+Deno.test("a connection that sends nothing gets E_IDLE_TIMEOUT, then is closed", async () => {
   const d = await startDaemon(["--idle-timeout", "300"]);
   const quiet = await RawClient.connect(d.socket);
   const active = await RawClient.connect(d.socket);
@@ -211,6 +242,11 @@ Deno.test("a connection that sends nothing is closed after the idle timeout", as
     await active.request({ type: "ping", id: "1" });
     await quiet.done;
     assert.ok(quiet.closed);
+    // Told why before the close, not dropped silently.
+    assert.equal(quiet.queued.length, 1, JSON.stringify(quiet.queued));
+    assert.equal(quiet.queued[0].code, "E_IDLE_TIMEOUT");
+    assert.equal(quiet.queued[0].id, null);
+    assert.match(quiet.queued[0].message as string, /No request within 300 ms/);
     await new Promise((r) => setTimeout(r, 400));
     assert.equal((await active.request({ type: "ping", id: "2" })).event, "pong");
   } finally {
