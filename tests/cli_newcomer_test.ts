@@ -174,3 +174,30 @@ Deno.test("umad generate against the real daemon ends its text with a newline", 
     await d.stop();
   }
 });
+
+Deno.test("deno task install puts a umad command on PATH that talks to the daemon", async () => {
+  const root = await Deno.makeTempDir({ prefix: "umad-install-" });
+  const d = await startDaemon();
+  try {
+    const install = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "install"],
+      cwd: ROOT,
+      env: { DENO_INSTALL_ROOT: root },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(install.code, 0, new TextDecoder().decode(install.stderr));
+    const ping = await new Deno.Command("umad", {
+      args: ["ping", "--socket", d.socket, "-c", "2"],
+      cwd: root, // anywhere: the command does not depend on the checkout being the cwd
+      env: { PATH: `${root}/bin:${Deno.env.get("PATH")}` },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(ping.code, 0, new TextDecoder().decode(ping.stderr));
+    assert.match(new TextDecoder().decode(ping.stdout), /^n=2 p50=/);
+  } finally {
+    await d.stop();
+    await Deno.remove(root, { recursive: true });
+  }
+});

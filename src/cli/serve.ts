@@ -30,7 +30,9 @@ Usage: umad serve [options]
 
 Socket and limits:
   --socket PATH        socket path (default: $UMAD_SOCKET, $XDG_RUNTIME_DIR/umad/umad.sock,
-                       or /tmp/umad-<uid>/umad.sock); its directory must be 0700 and ours
+                       or /tmp/umad-<uid>/umad.sock). The default directory is created 0700
+                       and must stay so; a named path's directory must be ours or root's, not
+                       a symlink, and writable by others only if sticky (/tmp/uma.sock works)
   --max-clients N      connections at once; the next gets E_BUSY (default: what the
                        descriptor limit allows after sessions, at most ${DEFAULT_MAX_CLIENTS})
   --max-sessions N     terminal sessions running at once; the next pty.spawn gets E_BUSY
@@ -77,7 +79,8 @@ Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
   --scrollback N       lines of scrollback kept per session
 
-Stops on SIGINT or SIGTERM: open streams end with reason "shutdown", the socket is removed.
+Stops on SIGINT or SIGTERM within one 5 s deadline: open streams end with reason "shutdown",
+terminal sessions are hung up, replies are flushed, the socket is removed.
 Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or configuration error.`;
 
 /** The options `umad serve` understands, for services to read. */
