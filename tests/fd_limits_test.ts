@@ -116,3 +116,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test("the descriptor budget splits what is spare between sessions and clients", async () => {
+  const { fdBudget, FDS_PER_SESSION } = await import("../src/server/fd_budget.ts");
+  // ulimit -n 128 with the daemon's ~25 descriptors at start.
+  const small = fdBudget({ limit: 128, inUse: 25 });
+  assert.deepEqual(small, { maxClients: 55, maxSessions: 8, reserve: 32, overcommitted: false });
+  // What is budgeted never exceeds what is there.
+  for (const limit of [64, 128, 256, 1024, 4096, 20_000, 1 << 20]) {
+    for (const inUse of [10, 25, 60]) {
+      const b = fdBudget({ limit, inUse });
+      const used = inUse + b.reserve + b.maxClients + b.maxSessions * FDS_PER_SESSION;
+      assert.ok(used <= limit || b.overcommitted, `${limit}/${inUse}: ${JSON.stringify(b)}`);
+      assert.ok(b.maxClients >= 1 && b.maxSessions >= 1);
+      assert.ok(b.maxClients <= 4096 && b.maxSessions <= 1024);
+    }
+  }
+  // A large limit gets the default caps.
+  assert.deepEqual(
+    fdBudget({ limit: 1 << 20, inUse: 30 }),
+    { maxClients: 4096, maxSessions: 1024, reserve: 52429, overcommitted: false },
+  );
+  // A given limit is kept; the other takes what remains.
+  const fixedClients = fdBudget({ limit: 128, inUse: 25, maxClients: 60 });
+  assert.equal(fixedClients.maxClients, 60);
+  assert.equal(fixedClients.maxSessions, 5);
+  const fixedSessions = fdBudget({ limit: 128, inUse: 25, maxSessions: 20 });
+  assert.equal(fixedSessions.maxSessions, 20);
+  assert.equal(fixedSessions.maxClients, 31);
+  // Asking for more than there is says so.
+  assert.equal(fdBudget({ limit: 128, inUse: 25, maxClients: 1000 }).overcommitted, true);
+});

@@ -190,3 +190,58 @@ Deno.test("a socket path longer than sun_path is a configuration error (exit 2) 
     }
   });
 });
+
+Deno.test("the socket rules, as a pure function of lstat facts", async () => {
+  const { checkSocketDir, checkSocketFile, checkSocketPathLength } = await import(
+    "../src/protocol/socket_path.ts"
+  );
+  const dir = (uid: number, mode: number, extra: Record<string, boolean> = {}) => ({
+    isSymlink: false,
+    isDirectory: true,
+    isSocket: false,
+    uid,
+    mode: 0o40000 | mode,
+    ...extra,
+  });
+  const me = 1000;
+  const verdict = (facts: ReturnType<typeof dir>, kind: "default" | "explicit") =>
+    checkSocketDir(facts, { uid: me, kind }).ok;
+  // Default directory: ours and 0700 only.
+  assert.equal(verdict(dir(me, 0o700), "default"), true);
+  assert.equal(verdict(dir(me, 0o750), "default"), false);
+  assert.equal(verdict(dir(me, 0o1777), "default"), false);
+  assert.equal(verdict(dir(0, 0o700), "default"), false);
+  assert.equal(verdict(dir(me, 0o700, { isSymlink: true }), "default"), false);
+  // Explicit path: ours or root's, writable by others only when sticky.
+  assert.equal(verdict(dir(me, 0o755), "explicit"), true);
+  assert.equal(verdict(dir(0, 0o1777), "explicit"), true); // /tmp
+  assert.equal(verdict(dir(0, 0o777), "explicit"), false);
+  assert.equal(verdict(dir(me, 0o775), "explicit"), false);
+  assert.equal(verdict(dir(me, 0o1775), "explicit"), true);
+  assert.equal(verdict(dir(OTHER_UID, 0o700), "explicit"), false);
+  assert.equal(verdict(dir(0, 0o1777, { isSymlink: true }), "explicit"), false);
+  assert.equal(verdict(dir(me, 0o700, { isDirectory: false }), "explicit"), false);
+  // The socket file: a socket of ours or root's.
+  const sock = (uid: number, extra: Record<string, boolean> = {}) => ({
+    isSymlink: false,
+    isDirectory: false,
+    isSocket: true,
+    uid,
+    mode: 0o140600,
+    ...extra,
+  });
+  assert.equal(checkSocketFile(sock(me), { uid: me }).ok, true);
+  assert.equal(checkSocketFile(sock(0), { uid: me }).ok, true);
+  assert.equal(checkSocketFile(sock(OTHER_UID), { uid: me }).ok, false);
+  assert.equal(
+    checkSocketFile(sock(me, { isSymlink: true, isSocket: false }), { uid: me }).ok,
+    false,
+  );
+  assert.equal(checkSocketFile(sock(me, { isSocket: false }), { uid: me }).ok, false);
+  // sun_path: 107 bytes on Linux, 103 on macOS (multibyte characters count as bytes).
+  assert.equal(checkSocketPathLength("/" + "a".repeat(106), "linux").ok, true);
+  assert.equal(checkSocketPathLength("/" + "a".repeat(107), "linux").ok, false);
+  assert.equal(checkSocketPathLength("/" + "a".repeat(102), "darwin").ok, true);
+  assert.equal(checkSocketPathLength("/" + "a".repeat(103), "darwin").ok, false);
+  assert.equal(checkSocketPathLength("/" + "é".repeat(54), "linux").ok, false);
+});
