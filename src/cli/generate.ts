@@ -4,6 +4,7 @@ import type { ChatMessage } from "../protocol/messages.ts";
 import { intOption, numberOption, parse, UsageError } from "./_args.ts";
 import { escapeControlsKeepLines } from "./tty_text.ts";
 
+/** The text of `umad generate --help`. */
 export const GENERATE_HELP = `umad generate — stream a completion from the daemon's model
 
 Usage: umad generate [options] "prompt"      (no prompt: read it from stdin)

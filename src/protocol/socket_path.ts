@@ -11,7 +11,9 @@ export type SocketKind = "explicit" | "default";
 
 /** A socket path and how it was chosen (the rules for its directory differ). */
 export interface SocketLocation {
+  /** The socket's path. */
   path: string;
+  /** Named by the user, or the default (its directory's rules are stricter). */
   kind: SocketKind;
 }
 
@@ -59,8 +61,11 @@ export function socketPathFor(
 
 /** What `lstat` (never `stat`: a symlink must not be followed) says about a path. */
 export interface PathFacts {
+  /** The path itself is a symbolic link. */
   isSymlink: boolean;
+  /** A directory (not through a link). */
   isDirectory: boolean;
+  /** A Unix socket (not through a link). */
   isSocket: boolean;
   /** The owner. */
   uid: number;
