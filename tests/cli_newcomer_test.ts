@@ -63,6 +63,7 @@ async function runOnTty(args: string[]): Promise<{ code: number; output: string 
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
   }).output();
   return { code: out.code, output: new TextDecoder().decode(out.stdout) };
 }
@@ -125,6 +126,55 @@ Deno.test("umad generate --system/--chat sends the conversation so far with each
       { role: "user", content: "second question" },
     ]);
     assert.equal(gens[1].prompt, undefined);
+  } finally {
+    await fake.close();
+  }
+});
+
+Deno.test("umad generate --chat on a terminal is a REPL: a prompt, escaped answers, Ctrl-D ends it", async () => {
+  const fake = await startFakeDaemon((_, n) => [`answer \x1b[31m${n + 1}`]);
+  try {
+    // Type two lines and Ctrl-D ahead; the terminal's line discipline hands them over.
+    const script = [
+      "import os, pty, sys",
+      "pid, fd = pty.fork()",
+      "if pid == 0: os.execvp(sys.argv[1], sys.argv[1:])",
+      'os.write(fd, b"first\\nsecond\\n\\x04")',
+      'out = b""',
+      "while True:",
+      "    try: chunk = os.read(fd, 4096)",
+      "    except OSError: break",
+      "    if not chunk: break",
+      "    out += chunk",
+      "_, status = os.waitpid(pid, 0)",
+      "sys.stdout.write(out.decode())",
+      "sys.exit(os.waitstatus_to_exitcode(status))",
+    ].join("\n");
+    const out = await new Deno.Command("python3", {
+      args: [
+        "-c",
+        script,
+        Deno.execPath(),
+        "run",
+        "-A",
+        `${ROOT}main.ts`,
+        "generate",
+        "--socket",
+        fake.socket,
+        "--chat",
+      ],
+      stdin: "null",
+      stdout: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).output();
+    const screen = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, screen);
+    assert.match(screen, /> /);
+    assert.match(screen, /answer \\x1b\[31m1\r?\n/);
+    assert.match(screen, /answer \\x1b\[31m2\r?\n/);
+    assert.ok(!screen.includes("\x1b[31m"), "no raw escape reached the terminal");
+    const gens = fake.requests.filter((m) => m.type === "generate");
+    assert.deepEqual(gens.map((m) => (m.messages as unknown[]).length), [1, 3]);
   } finally {
     await fake.close();
   }

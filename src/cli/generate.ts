@@ -102,6 +102,7 @@ export async function generateCommand(args: string[]): Promise<number> {
       const code = await printer.chatTurn(client, sampling, history);
       if (code !== 0 && !(repl && code === 130)) return code;
     }
+    if (repl) await writeAll(Deno.stdout, new TextEncoder().encode("\n")); // after the last "> "
     return 0;
   } finally {
     await client.close();
