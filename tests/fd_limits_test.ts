@@ -51,6 +51,33 @@ Deno.test("under ulimit -n 128 connections past the budget get E_BUSY, and accep
   }
 });
 
+Deno.test("accept survives EMFILE: with --max-clients above ulimit -n the daemon logs once and serves again", async () => {
+  // --max-clients 500 under ulimit -n 128 overcommits on purpose, so accept() itself fails.
+  const d = await startDaemon(["--max-clients", "500"], { ulimit: "-n 128" });
+  const clients: RawClient[] = [];
+  try {
+    assert.match(d.stderr(), /need more descriptors than the limit of 128 leaves/);
+    for (let i = 0; i < 150; i++) clients.push(await RawClient.connect(d.socket));
+    for (const c of clients) await c.send({ type: "ping", id: "p" }).catch(() => {});
+    // The first ones are served; the rest wait in the listen backlog while accept fails.
+    await clients[0].next((m) => m.event === "pong");
+    for (let tries = 0; !d.stderr().includes("accept failed"); tries++) {
+      assert.ok(tries < 400, "accept never failed: the test did not exhaust descriptors");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const c of clients.splice(0)) c.close();
+    // Accept goes on: new connections are served once descriptors are free again.
+    const again = await Promise.all(Array.from({ length: 20 }, () => RawClient.connect(d.socket)));
+    clients.push(...again);
+    const replies = await Promise.all(again.map((c) => c.request({ type: "ping", id: "q" })));
+    assert.deepEqual(replies.map((m) => m.event), Array(20).fill("pong"));
+    assert.equal(d.stderr().match(/accept failed/g)?.length, 1, "logged once per burst");
+  } finally {
+    for (const c of clients) c.close();
+    await d.stop();
+  }
+});
+
 Deno.test("130 pty.spawn under ulimit -n 128 get E_BUSY past --max-sessions; others are unaffected", async () => {
   const d = await startDaemon([], { ulimit: "-n 128" });
   const spawner = await RawClient.connect(d.socket);
