@@ -24,9 +24,9 @@ export interface ConnectionLimits {
   maxQueuedBytes: number;
   /** Requests in flight at once. */
   maxInflight: number;
-  /** Requests per second sustained. */
+  /** Requests per second sustained (a token bucket refilled at this rate). */
   rateLimit: number;
-  /** Requests allowed in a burst above the sustained rate. */
+  /** The bucket's size: requests accepted back to back after a quiet spell. */
   rateBurst: number;
   /** Close a connection that sends no complete frame for this long (ms); 0 = never. */
   idleTimeoutMs: number;
@@ -136,8 +136,15 @@ export class Connection {
     this.#tokens = limits.rateBurst;
     if (limits.idleTimeoutMs > 0) {
       this.#idleTimer = setTimeout(() => {
+        this.#idleTimer = undefined;
         this.#host.log("info", `connection ${id}: no request within ${limits.idleTimeoutMs} ms`);
-        this.close();
+        this.sendError(
+          null,
+          "E_IDLE_TIMEOUT",
+          `No request within ${limits.idleTimeoutMs} ms (--idle-timeout): closing`,
+          "json",
+        );
+        void this.#flushThenClose();
       }, limits.idleTimeoutMs);
     }
   }
