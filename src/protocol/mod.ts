@@ -15,3 +15,4 @@ export * from "./base64.ts";
 export * from "./socket_path.ts";
 export * from "./samples.ts";
 export * from "./uma.ts";
+export * from "./async.ts";
