@@ -198,11 +198,6 @@ export class HttpGateway {
     };
   }
 
-  /** `hello`'s part: where HTTP is served. */
-  info(): Message {
-    return { token_required_on_tcp: this.#opts.token !== null };
-  }
-
   /** This gateway's part of `metrics`, under `http`. */
   metrics(): Message {
     let active = 0;
