@@ -3,7 +3,8 @@
 // --http TCP, and through llama-server's HTTP, in interleaved rounds. What it shows: what
 // HTTP costs over frames (tokens/s, inter-token p99 at the client), and umad's HTTP beside
 // llama-server's on one load. `deno run -A scripts/bench_http.ts` prints the Markdown
-// section (about 2–3 minutes on 2 cores); scripts/bench.ts calls benchHttp().
+// section (about 2 minutes on a quiet 2-core machine, 9 under a load of 5); scripts/bench.ts
+// calls benchHttp().
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
@@ -11,8 +12,8 @@ import { fmt, pct, ROOT, stopChild } from "./_bench_util.ts";
 
 const THREADS = 2;
 const STREAMS = 8;
-const TOKENS = 96;
-const ROUNDS = 3;
+const TOKENS = 64;
+const ROUNDS = 5;
 const LLAMA_TOOLS = `${ROOT}.bench/llama-tools`;
 const LLAMA_SERVER = `${LLAMA_TOOLS}/build/bin/llama-server`;
 /** The prebuilt CPU libraries umad loads, laid out for llama-server (scheduler helper). */
@@ -61,6 +62,19 @@ interface Round {
   seconds: number;
   gaps: number[];
   ttft: number[];
+  /** CPU time of the daemon's event-loop thread during the round (ms), if known. */
+  loopCpuMs?: number;
+}
+
+/**
+ * CPU time (ms) the main thread of process `pid` has used: the thread that parses
+ * frames and HTTP and writes every event (decoding runs on worker threads). Other load
+ * on the machine barely moves it, unlike wall-clock rates.
+ */
+function mainThreadCpuMs(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) * 10; // utime + stime, in 100 Hz ticks
 }
 
 async function round(run: (i: number) => Promise<Arrivals>, t0 = performance.now()) {
@@ -122,6 +136,7 @@ async function framedArrivals(client: Client, i: number, r: number): Promise<Arr
 }
 
 interface Daemon {
+  pid: number;
   socket: string;
   tcp: string;
   token: string;
@@ -168,7 +183,13 @@ async function startUmad(model: string): Promise<Daemon> {
       const c = await connect({ socket, reconnect: false });
       const http = c.hello.http as { tcp: string; token_file: string };
       await c.close();
-      return { socket, tcp: http.tcp, token: Deno.readTextFileSync(http.token_file).trim(), stop };
+      return {
+        pid: child.pid,
+        socket,
+        tcp: http.tcp,
+        token: Deno.readTextFileSync(http.token_file).trim(),
+        stop,
+      };
     } catch { /* not yet */ }
     if (Date.now() > deadline) {
       await stop();
@@ -226,6 +247,8 @@ async function startLlamaServer(model: string): Promise<{ url: string; stop(): P
 
 interface Side {
   label: string;
+  /** The umad daemon's process, whose event-loop CPU is read around each round. */
+  pid?: number;
   run(i: number, r: number): Promise<Arrivals>;
   rounds: Round[];
 }
@@ -242,11 +265,13 @@ export async function benchHttp(): Promise<string> {
   const sides: Side[] = [
     {
       label: "umad, framed (Unix socket)",
+      pid: umad.pid,
       run: (i, r) => framedArrivals(client, i, r),
       rounds: [],
     },
     {
       label: "umad, HTTP SSE on the Unix socket",
+      pid: umad.pid,
       run: async (i, r) =>
         sseArrivals(
           await fetch("http://localhost/v1/completions", {
@@ -259,6 +284,7 @@ export async function benchHttp(): Promise<string> {
     },
     {
       label: "umad, HTTP SSE on --http TCP",
+      pid: umad.pid,
       run: async (i, r) =>
         sseArrivals(
           await fetch(`${umad.tcp}/v1/completions`, {
@@ -289,7 +315,9 @@ export async function benchHttp(): Promise<string> {
     for (const s of sides) await round((i) => s.run(i, 0)); // warm up each path
     for (let r = 1; r <= ROUNDS; r++) {
       for (const s of sides) {
-        const res = await round((i) => s.run(i, r));
+        const cpu0 = s.pid ? mainThreadCpuMs(s.pid) : 0;
+        const res: Round = await round((i) => s.run(i, r));
+        if (s.pid) res.loopCpuMs = mainThreadCpuMs(s.pid) - cpu0;
         s.rounds.push(res);
         log(
           `round ${r} ${s.label}: ${fmt(res.tokens / res.seconds, 1)} tok/s, ` +
@@ -308,7 +336,9 @@ export async function benchHttp(): Promise<string> {
     const p99s = s.rounds.map((r) => pct(r.gaps, 0.99));
     const p50s = s.rounds.map((r) => pct(r.gaps, 0.5));
     const ttfts = s.rounds.map((r) => pct(r.ttft, 0.5));
-    return { label: s.label, rates, p99s, p50s, ttfts };
+    const tokens = s.rounds.reduce((a, r) => a + r.tokens, 0);
+    const cpu = s.pid ? s.rounds.reduce((a, r) => a + (r.loopCpuMs ?? 0), 0) : NaN;
+    return { label: s.label, rates, p99s, p50s, ttfts, cpuPer1k: (cpu / tokens) * 1000 };
   });
   const base = rows[0];
   const range = (xs: number[], d = 1) =>
@@ -330,12 +360,19 @@ export async function benchHttp(): Promise<string> {
           : ", with its own native CPU build.")
       : "llama-server was not built (`.bench/llama-tools/`): its row is missing."),
     "",
-    "| path | tokens/s | vs framed | inter-token p50 ms | inter-token p99 ms | TTFT p50 ms |",
-    "| --- | --- | --- | --- | --- | --- |",
+    "| path | tokens/s | vs framed | inter-token p50 ms | inter-token p99 ms | TTFT p50 ms | " +
+    "event-loop CPU ms per 1000 tokens |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
     ...rows.map((r) =>
       `| ${r.label} | ${range(r.rates)} | ${fmt(median(r.rates) / median(base.rates), 2)}× | ` +
-      `${range(r.p50s)} | ${range(r.p99s)} | ${range(r.ttfts, 0)} |`
+      `${range(r.p50s)} | ${range(r.p99s)} | ${range(r.ttfts, 0)} | ` +
+      `${Number.isFinite(r.cpuPer1k) ? fmt(r.cpuPer1k, 0) : "n/a"} |`
     ),
+    "",
+    "The last column is the CPU the daemon's main thread (frames, HTTP, every event " +
+    "written; decoding runs on its worker threads) used per 1000 tokens streamed, over all " +
+    "rounds: what the protocol costs, which the machine's other load barely moves, while " +
+    "the wall-clock rates and gaps move with it.",
     "",
     `Run alone: \`deno task bench --only http\` (${
       Math.round((performance.now() - started) / 1000)
