@@ -374,7 +374,8 @@ export async function benchHttp(): Promise<string> {
     "rounds: what the protocol costs, which the machine's other load barely moves, while " +
     "the wall-clock rates and gaps move with it.",
     "",
-    `Run alone: \`deno task bench --only http\` (${
+    "Run alone: `deno run -A scripts/bench_http.ts` prints this section; `deno task bench " +
+    `--only http --out FILE\` writes it to FILE (${
       Math.round((performance.now() - started) / 1000)
     } s here).`,
     "",
