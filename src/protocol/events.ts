@@ -77,7 +77,14 @@ export interface SessionInfo {
   signal?: string | null;
   /** Creation time, ms since the epoch. */
   created: number;
+  /** The foreground process's name (argv[0] of the terminal's foreground process group). */
+  process?: string;
+  /** The window title the program set (absent until it sets one). */
+  title?: string;
 }
+
+/** What a `watch.event` reports. */
+export type WatchKind = "created" | "exited" | "resized" | "title";
 
 /** How a terminal session ended (`pty.exit.reason`). */
 export type ExitReason = "exited" | "killed" | "shutdown";
@@ -112,6 +119,8 @@ export interface EventFields {
     reason: ExitReason;
   };
   "pty.detached": { session: string };
+  /** The terminal's foreground process changed (umad's addition, on `pty.attach` streams). */
+  "pty.process": { session: string; process: string };
   "pty.killed": { session: string };
   "pty.list": { sessions: SessionInfo[] };
   "pty.capture": {
@@ -123,8 +132,20 @@ export interface EventFields {
   };
   "pty.waited": { session: string; matched: boolean; text?: string };
   "watch.event": {
-    kind: "created" | "exited" | "resized" | "title";
+    kind: WatchKind;
     session: string;
+    /** created: */
+    name?: string;
+    pid?: number;
+    /** created, resized: */
+    cols?: number;
+    rows?: number;
+    /** exited: */
+    code?: number | null;
+    signal?: string | null;
+    reason?: ExitReason;
+    /** title: */
+    title?: string;
     [key: string]: unknown;
   };
 }
@@ -148,12 +169,14 @@ export interface Replies {
   detokenize: "detokenize";
   embed: "embed";
   "pty.spawn": "pty.spawned";
-  "pty.attach": "pty.snapshot" | "pty.output" | "pty.exit" | "pty.detached";
+  "pty.attach": "pty.snapshot" | "pty.output" | "pty.process" | "pty.exit" | "pty.detached";
   "pty.input": never;
   "pty.resize": never;
   "pty.detach": "pty.detached";
   "pty.kill": "pty.killed";
   "pty.list": "pty.list";
+  "pty.pause": never;
+  "pty.resume": never;
   "pty.capture": "pty.capture";
   "pty.wait": "pty.waited";
   watch: "watch.event";

@@ -176,6 +176,18 @@ export interface PtyListRequest {
   type: "pty.list";
   id: string;
 }
+/** Holds output to this connection's attachments of `session` (umad's addition: flow control). */
+export interface PtyPauseRequest {
+  type: "pty.pause";
+  id?: string;
+  session: string;
+}
+/** Sends the held output (or a fresh snapshot, if more than the cap waited) and goes on. */
+export interface PtyResumeRequest {
+  type: "pty.resume";
+  id?: string;
+  session: string;
+}
 export interface PtyCaptureRequest {
   type: "pty.capture";
   id: string;
@@ -236,6 +248,8 @@ export type Request =
   | PtyDetachRequest
   | PtyKillRequest
   | PtyListRequest
+  | PtyPauseRequest
+  | PtyResumeRequest
   | PtyCaptureRequest
   | PtyWaitRequest
   | WatchRequest
@@ -670,6 +684,9 @@ export function validateRequest(message: Message, codec: Codec): Request {
       };
     case "pty.list":
       return { type, id: f.id(true)! };
+    case "pty.pause":
+    case "pty.resume":
+      return { type, id: f.id(false), session: f.session() };
     case "pty.capture": {
       const format = message.format ?? "text";
       if (format !== "text" && format !== "ansi") {
@@ -752,6 +769,8 @@ interface RequiredInput {
   "pty.detach": "session";
   "pty.kill": "session";
   "pty.list": never;
+  "pty.pause": "session";
+  "pty.resume": "session";
   "pty.capture": "session";
   "pty.wait": "session" | "pattern";
   watch: never;

@@ -91,6 +91,8 @@ const SYMBOLS = {
     parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
+  // pid_t tcgetpgrp(int fd);  (works on a PTY master on Linux: the slave's foreground group)
+  tcgetpgrp: { parameters: ["i32"], result: "i32" },
   // int tcgetattr(int fd, struct termios *t);
   tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
   // int tcsetattr(int fd, int optional_actions, const struct termios *t);
