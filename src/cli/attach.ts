@@ -1,7 +1,9 @@
 import { type Client, connect } from "../client/client.ts";
 import { attach, type Terminal } from "../client/terminal.ts";
+import type { ExitReason } from "../protocol/events.ts";
 import { rawOutput } from "../pty/termios.ts";
 import { parse, UsageError } from "./_args.ts";
+import { ModeTracker, SAVE_TITLE } from "./terminal_modes.ts";
 
 export const ATTACH_HELP = `umad attach — attach to a terminal session
 
@@ -19,15 +21,28 @@ Exit codes: 0 detached or the program ended, 1 runtime error, 2 usage error.`;
 /** The detach key: Ctrl-\ (FS, 0x1c), as in dtach. */
 export const DETACH_KEY = 0x1c;
 
-/** Leaves modes a program may have turned on in the outer terminal. */
-const RESTORE = "\x1b[0m\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l" +
-  "\x1b[?1l\x1b>\x1b[?1049l";
-
 /** How an attached session ended. */
 export type AttachEnd =
   | { kind: "detached" }
-  | { kind: "exit"; exitCode: number; signal?: string }
+  | { kind: "exit"; exitCode: number; signal?: string; reason: ExitReason }
   | { kind: "error"; error: Error };
+
+/** The line printed when an attached session ends, saying what happened. */
+export function endLine(session: string, end: AttachEnd): string {
+  if (end.kind === "detached") return `[detached from session ${session}]`;
+  if (end.kind === "error") {
+    const code = (end.error as { code?: string }).code;
+    if (code === "E_CLOSED" || code === "E_TIMEOUT") {
+      return `[lost the connection to the daemon; session ${session} may still be running ` +
+        `(umad attach ${session})]`;
+    }
+    return `[session ${session}: ${end.error.message}]`;
+  }
+  const how = end.signal ? `on ${end.signal}` : `with code ${end.exitCode}`;
+  if (end.reason === "shutdown") return `[session ${session} ended: the daemon shut down]`;
+  if (end.reason === "killed") return `[session ${session} was killed (${end.signal ?? how})]`;
+  return `[session ${session} exited ${how}]`;
+}
 
 function writeAll(bytes: Uint8Array): void {
   try {
@@ -70,12 +85,17 @@ export async function attachTerminal(
   let finish!: () => void;
   const finished = new Promise<void>((r) => finish = r);
 
+  // What the session changes in this terminal, to undo exactly that when leaving.
+  const modes = new ModeTracker();
   // Synchronous writes: the echo reaches the screen without another hop. A slow outer
   // terminal then holds up this client's reading, and the daemon drops its backlog and
   // redraws it with a snapshot (as tmux does) rather than letting it build up.
-  term.onBinary((bytes) => writeAll(bytes));
+  term.onBinary((bytes) => {
+    if (modes.scan(bytes)) writeAll(enc.encode(SAVE_TITLE));
+    writeAll(bytes);
+  });
   term.onExit((e) => {
-    end ??= { kind: "exit", exitCode: e.exitCode, signal: e.signal };
+    end ??= { kind: "exit", exitCode: e.exitCode, signal: e.signal, reason: e.reason ?? "exited" };
     finish();
   });
   term.onError((e) => {
@@ -133,7 +153,7 @@ export async function attachTerminal(
     await finished;
   } finally {
     if (!readonly && Deno.build.os !== "windows") Deno.removeSignalListener("SIGWINCH", onWinch);
-    writeAll(enc.encode(RESTORE));
+    writeAll(enc.encode(modes.restore()));
     restoreOutput?.();
     if (tty) {
       try {
@@ -144,14 +164,7 @@ export async function attachTerminal(
     }
   }
   const result = end ?? { kind: "detached" };
-  const line = result.kind === "detached"
-    ? `[detached from session ${term.session}]`
-    : result.kind === "exit"
-    ? `[session ${term.session} exited${
-      result.signal ? ` on ${result.signal}` : ` with code ${result.exitCode}`
-    }]`
-    : `[session ${term.session}: ${result.error.message}]`;
-  console.error(`\r\n${line}`);
+  console.error(`\r\n${endLine(term.session, result)}`);
   return result;
 }
 

@@ -10,3 +10,5 @@ export { EventStream } from "./event_stream.ts";
 export type { Codec, Message } from "../protocol/codec.ts";
 export * from "./generate.ts";
 export * from "./terminal.ts";
+export * from "./capture.ts";
+export * from "./watch.ts";
