@@ -165,8 +165,8 @@ export class Screen {
 
   /** Parses `data`; `done` runs after it is parsed and pending waits were checked. */
   write(data: Uint8Array, done: (matched: [number, string][]) => void): void {
-    const watching = this.#waits.size > 0;
-    this.term.write(data, () => done(watching ? this.#checkWaits(data) : []));
+    // Waits are looked at once parsed: one added meanwhile has not seen this data yet.
+    this.term.write(data, () => done(this.#waits.size > 0 ? this.#checkWaits(data) : []));
   }
 
   /** Runs `fn` after everything written so far is parsed. */
@@ -241,7 +241,8 @@ export class Screen {
       if (format === "text") {
         const lines: string[] = [];
         for (let y = first; y <= last; y++) {
-          lines.push(buf.getLine(y)?.translateToString(true) ?? "");
+          // Blanks a program wrote count as trailing blanks too (xterm trims only empty cells).
+          lines.push((buf.getLine(y)?.translateToString(true) ?? "").replace(/ +$/, ""));
         }
         data = lines.join("\n") + "\n";
       } else {
@@ -282,9 +283,17 @@ export class Screen {
     });
   }
 
-  /** The screen's rows as text, joined by `\n` (what a new wait is first tested on). */
+  /**
+   * The screen's rows as text, joined by `\n` (what a new wait is first tested on).
+   * Blanks the program wrote are kept: a prompt's trailing space is part of the prompt.
+   */
   screenText(): string {
-    return this.capture("text").data;
+    const buf = this.term.buffer.active;
+    const lines: string[] = [];
+    for (let y = buf.baseY; y < buf.baseY + this.term.rows; y++) {
+      lines.push(buf.getLine(y)?.translateToString(true) ?? "");
+    }
+    return lines.join("\n");
   }
 
   /**
