@@ -83,3 +83,15 @@ Deno.test("the mode tracker reports the first title so the caller can save the o
 Deno.test("a terminal reset (ESC c) clears what the tracker would undo", () => {
   assert.equal(restoreAfter("\x1b[?25l\x1b[?1049h", "\x1bc"), "");
 });
+
+Deno.test("the unfinished UTF-8 character at the end of output is found, across chunks", async () => {
+  const { incompleteUtf8 } = await import("../src/pty/session.ts");
+  const none = new Uint8Array(0);
+  const b = (...x: number[]) => new Uint8Array(x);
+  assert.deepEqual(incompleteUtf8(none, enc.encode("abc")), none);
+  assert.deepEqual(incompleteUtf8(none, enc.encode("a你")), none);
+  assert.deepEqual(incompleteUtf8(none, b(0x61, 0xe4, 0xbd)), b(0xe4, 0xbd));
+  assert.deepEqual(incompleteUtf8(b(0xe4), b(0xbd)), b(0xe4, 0xbd));
+  assert.deepEqual(incompleteUtf8(b(0xe4, 0xbd), b(0xa0)), none);
+  assert.deepEqual(incompleteUtf8(none, b(0xf0, 0x9f, 0x98)), b(0xf0, 0x9f, 0x98));
+});

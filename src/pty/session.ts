@@ -16,6 +16,12 @@ const EMULATOR_BATCH_BYTES = 64 * 1024;
 const SYNC_PENDING_CAP = 4 * 1024 * 1024;
 /** Output held for a paused client; past this it gets a snapshot when it resumes. */
 const PAUSED_PENDING_CAP = 4 * 1024 * 1024;
+/**
+ * Output kept raw for the first client of a new session (node-pty's spawn gives every byte
+ * from the start): up to this much, for this long after the spawn; later, a snapshot.
+ */
+const EARLY_CAP = 1024 * 1024;
+const EARLY_MS = 5000;
 /** The foreground process is looked at this long after output or input (once per burst). */
 const PROCESS_CHECK_MS = 25;
 
@@ -54,6 +60,26 @@ export class Attachment {
 }
 
 let activityClock = 0;
+
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * The bytes at the end of the output that begin a UTF-8 character not yet complete. The
+ * emulator holds them unprinted, so a snapshot taken now lacks them: they are sent right
+ * after it, or the character's last bytes would reach the client alone.
+ */
+export function incompleteUtf8(prev: Uint8Array, chunk: Uint8Array): Uint8Array {
+  const joined = chunk.length >= 3 ? chunk.subarray(chunk.length - 3) : concat([prev, chunk]);
+  const len = joined.length;
+  for (let i = len - 1; i >= Math.max(0, len - 3); i--) {
+    const b = joined[i];
+    if ((b & 0xc0) === 0x80) continue; // a continuation byte: look further back
+    if (b < 0xc0) return NO_BYTES; // ASCII (or a stray continuation): complete
+    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2;
+    return len - i < need ? joined.slice(i) : NO_BYTES;
+  }
+  return NO_BYTES;
+}
 
 /**
  * A PTY session: its program, its terminal state and the clients attached to it.
@@ -104,6 +130,12 @@ export class Session {
   #emuTimer: ReturnType<typeof setTimeout> | undefined;
   #processTimer: ReturnType<typeof setTimeout> | undefined;
   #exitListeners = new Set<() => void>();
+  /** The output's unfinished UTF-8 character, if it ends in one. */
+  #utf8Tail: Uint8Array = NO_BYTES;
+  /** Output since the spawn, raw, for the first attachment (undefined once it is spent). */
+  #early: Uint8Array[] | undefined = [];
+  #earlyBytes = 0;
+  #earlyTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     init: {
@@ -143,6 +175,14 @@ export class Session {
     });
     this.proc.onData = (chunk) => this.#onData(chunk);
     this.proc.onExit = (status) => this.#onExit(status);
+    this.#earlyTimer = setTimeout(() => this.#dropEarly(), EARLY_MS);
+  }
+
+  #dropEarly(): void {
+    clearTimeout(this.#earlyTimer);
+    this.#earlyTimer = undefined;
+    this.#early = undefined;
+    this.#earlyBytes = 0;
   }
 
   get cols(): number {
@@ -168,6 +208,26 @@ export class Session {
       if (reason !== "shutdown") this.detach(att, reason === "disconnected");
     }, { once: true });
     if (!att.readonly && att.cols !== undefined && att.rows !== undefined) this.#touch(att);
+    const early = this.#early;
+    if (early !== undefined) {
+      // The first client of a new session: an empty screen, then every byte since spawn.
+      this.#dropEarly();
+      att.stream.send("pty.snapshot", {
+        session: this.id,
+        data: NO_BYTES,
+        cols: this.proc.cols,
+        rows: this.proc.rows,
+      });
+      this.#counters.snapshots++;
+      if (early.length > 0) {
+        const data = concat(early);
+        att.stream.send("pty.output", { session: this.id, data });
+        this.#counters.bytesRelayed += data.length;
+      }
+      att.state = "live";
+      if (this.exited) this.#sendExit(att);
+      return;
+    }
     this.#resync(att);
   }
 
@@ -279,6 +339,7 @@ export class Session {
     this.#emuTimer = undefined;
     clearTimeout(this.#processTimer);
     this.#processTimer = undefined;
+    this.#dropEarly();
     this.#emuBatch = [];
     this.#emulator.close(this.id);
   }
@@ -341,6 +402,15 @@ export class Session {
 
   #onData(chunk: Uint8Array): void {
     const n = chunk.length;
+    this.#utf8Tail = incompleteUtf8(this.#utf8Tail, chunk);
+    if (this.#early !== undefined) {
+      if (this.#earlyBytes + n > EARLY_CAP) {
+        this.#dropEarly();
+      } else {
+        this.#early.push(chunk);
+        this.#earlyBytes += n;
+      }
+    }
     this.offset += n;
     this.#counters.bytesRead += n;
     for (const att of this.attachments) {
@@ -437,6 +507,7 @@ export class Session {
     att.pendingBytes = 0;
     att.overflow = false;
     this.#flushEmulator();
+    const tail = this.#utf8Tail;
     const snap = await this.#emulator.snapshot(this.id, this.#cols, this.#rows);
     if (att.state !== "syncing") return;
     if (att.overflow) {
@@ -451,6 +522,10 @@ export class Session {
       rows: snap.rows || this.#rows,
     });
     this.#counters.snapshots++;
+    if (tail.length > 0) {
+      att.pending.unshift(tail);
+      att.pendingBytes += tail.length;
+    }
     if (att.pendingBytes > 0) {
       const data = concat(att.pending, att.pendingBytes);
       att.stream.send("pty.output", { session: this.id, data });
