@@ -69,7 +69,7 @@ function terminalSize(): { cols: number; rows: number } | undefined {
 export async function attachTerminal(
   client: Client,
   session: string,
-  opts: { readonly?: boolean } = {},
+  opts: { readonly?: boolean; fresh?: boolean } = {},
 ): Promise<AttachEnd> {
   const readonly = opts.readonly ?? false;
   const tty = Deno.stdin.isTerminal();
@@ -79,6 +79,7 @@ export async function attachTerminal(
     cols: size?.cols,
     rows: size?.rows,
     reattach: false,
+    reset: !opts.fresh, // a session just started has nothing to redraw: keep the screen
   });
   const enc = new TextEncoder();
   let end: AttachEnd | undefined;

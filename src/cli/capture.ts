@@ -16,9 +16,24 @@ negative numbers are scrollback (-1 is the line just above the screen).
 
 Exit codes: 0 ok, 1 runtime error (e.g. no such session), 2 usage error.`;
 
+/** `-S -100` as tmux takes it: parseArgs would read "-100" as an option. */
+function joinNegativeValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const long = a === "-S" ? "--start" : a === "-E" ? "--end" : a;
+    if ((long === "--start" || long === "--end") && /^-\d+$/.test(args[i + 1] ?? "")) {
+      out.push(`${long}=${args[++i]}`);
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
 /** `umad capture`. */
 export async function captureCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args, {
+  const { values, positionals } = parse(joinNegativeValues(args), {
     ansi: { type: "boolean", short: "e" },
     start: { type: "string", short: "S" },
     end: { type: "string", short: "E" },

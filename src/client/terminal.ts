@@ -64,6 +64,11 @@ export interface AttachOptions {
   encoding?: string | null;
   /** Re-attach after the client reconnects (default true). */
   reattach?: boolean;
+  /**
+   * Reset the terminal (RIS) before the first snapshot (default true: it redraws the
+   * whole screen). False for a session just spawned, whose first snapshot is empty.
+   */
+  reset?: boolean;
 }
 
 /** How the program ended (node-pty's shape; `signal` is a name such as "SIGTERM"). */
@@ -569,5 +574,6 @@ export async function attach(
     process: found?.process,
     encoding: options.encoding,
     reattach: options.reattach,
+    fresh: options.reset === false,
   });
 }
