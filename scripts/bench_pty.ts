@@ -16,6 +16,7 @@ import {
   type Message,
 } from "../src/protocol/mod.ts";
 import { type PtyProcess, spawnPty } from "../src/pty/mod.ts";
+import { readFd, waitFds } from "../src/pty/unix_socket.ts";
 import { percentile } from "../src/protocol/samples.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -204,6 +205,32 @@ async function measureEcho(
   return samples.sort((a, b) => a - b);
 }
 
+/**
+ * Echo round trips on a PTY this process owns, measured the same way for every terminal
+ * client: the PTY is taken from the poller (paused) and each echo is waited for in a
+ * blocking `poll` here, so the harness adds no hop of its own and no adaptive wait whose
+ * behaviour would depend on the path being measured.
+ */
+function measureEchoBlocking(p: PtyProcess, n: number): number[] {
+  const keys = "abcdefgijknopqrstuvwxyz";
+  const buf = new Uint8Array(64 * 1024);
+  const samples: number[] = [];
+  p.pause();
+  // Whatever arrived before the pause.
+  while (waitFds([p.fd], 50)[0].readable) readFd(p.fd, buf);
+  for (let i = 0; i < n + 50; i++) {
+    const key = new TextEncoder().encode(keys[i % keys.length]);
+    const t0 = performance.now();
+    p.write(key);
+    const [r] = waitFds([p.fd], 5000);
+    if (!r.readable) throw new Error("no echo within 5 s");
+    readFd(p.fd, buf);
+    if (i >= 50) samples.push(performance.now() - t0);
+  }
+  p.resume();
+  return samples.sort((a, b) => a - b);
+}
+
 /** A waiter that resolves at the next output chunk. */
 function outputSignal() {
   let resolve: (() => void) | undefined;
@@ -228,7 +255,7 @@ async function echoDirect(n: number): Promise<number[]> {
     sig.fire();
   };
   while (!text.includes("READY")) await sleep(10);
-  const samples = await measureEcho(n, (k) => p.write(k), sig.next);
+  const samples = measureEchoBlocking(p, n);
   await closeProcess(p);
   return samples;
 }
@@ -332,8 +359,16 @@ async function echoRawConn(socket: string, n: number): Promise<number[]> {
   }
 }
 
-/** Echo through a terminal client (tmux, `umad run`) running on a PTY we own. */
-async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
+/**
+ * Echo round trips through a terminal client (tmux, `umad run`) running on a PTY this
+ * process owns: `n` keys one after another, sorted samples in ms.
+ *
+ * @example
+ * ```ts ignore
+ * const ms = await echoOuterTerminal(["tmux", "new", "sh -c 'stty raw -echo; echo READY; cat'"], 200);
+ * ```
+ */
+export async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
   const p = spawnTerminal(argv);
   const sig = outputSignal();
   let text = "";
@@ -348,7 +383,7 @@ async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
     await sleep(10);
   }
   await sleep(300);
-  const samples = await measureEcho(n, (k) => p.write(k), sig.next);
+  const samples = measureEchoBlocking(p, n);
   await closeProcess(p);
   return samples;
 }

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-control-regex
 // `umad run` / `attach` / `ls` / `kill` driven through tmux as the outer terminal.
 import assert from "node:assert/strict";
 import { startPtyDaemon } from "./pty_helpers.ts";

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-control-regex
 // Every mode a program can set and a terminal keeps comes back on re-attach: one program
 // per mode sets it, a client attaches, and the snapshot is played into a fresh terminal
 // (xterm headless here; tmux, a terminal we did not write, in pty_cli_test.ts).

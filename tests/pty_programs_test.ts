@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-control-regex
 // Terminals driven by programs, through a real daemon and the client library: capture
 // the screen and scrollback as text, wait for output, follow sessions with watch.
 import assert from "node:assert/strict";

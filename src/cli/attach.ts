@@ -1,9 +1,8 @@
 import { type Client, connect } from "../client/client.ts";
-import { attach, type Terminal } from "../client/terminal.ts";
-import type { ExitReason } from "../protocol/events.ts";
 import { rawOutput } from "../pty/termios.ts";
 import { parse, UsageError } from "./_args.ts";
-import { ModeTracker, SAVE_TITLE } from "./terminal_modes.ts";
+import { type AttachEnd, relay } from "./relay.ts";
+import { ModeTracker } from "./terminal_modes.ts";
 
 export const ATTACH_HELP = `umad attach — attach to a terminal session
 
@@ -18,14 +17,7 @@ Ctrl-\\ detaches (the session keeps running; \`umad attach\` it again later).
 
 Exit codes: 0 detached or the program ended, 1 runtime error, 2 usage error.`;
 
-/** The detach key: Ctrl-\ (FS, 0x1c), as in dtach. */
-export const DETACH_KEY = 0x1c;
-
-/** How an attached session ended. */
-export type AttachEnd =
-  | { kind: "detached" }
-  | { kind: "exit"; exitCode: number; signal?: string; reason: ExitReason }
-  | { kind: "error"; error: Error };
+export { type AttachEnd, DETACH_KEY } from "./relay.ts";
 
 /** The line printed when an attached session ends, saying what happened. */
 export function endLine(session: string, end: AttachEnd): string {
@@ -63,98 +55,40 @@ function terminalSize(): { cols: number; rows: number } | undefined {
 }
 
 /**
- * Attaches this process's terminal to `session`: raw mode, input forwarded, size sent
- * on start and on SIGWINCH, Ctrl-\ detaches, the terminal restored at the end.
+ * Attaches this process's terminal to `session` (an id, or a name only one session has):
+ * raw mode, keys forwarded, the size sent on start and when the window changes, Ctrl-\
+ * detaches, and at the end the terminal gets back exactly what the session changed.
+ * The relay itself is a synchronous loop on its own connection ({@linkcode relay});
+ * `client` gives the socket path (it was checked when it connected).
  */
-export async function attachTerminal(
+export function attachTerminal(
   client: Client,
   session: string,
   opts: { readonly?: boolean; fresh?: boolean } = {},
 ): Promise<AttachEnd> {
   const readonly = opts.readonly ?? false;
   const tty = Deno.stdin.isTerminal();
-  const size = readonly ? undefined : terminalSize();
-  const term: Terminal = await attach(client, session, {
-    readonly,
-    cols: size?.cols,
-    rows: size?.rows,
-    reattach: false,
-    reset: !opts.fresh, // a session just started has nothing to redraw: keep the screen
-  });
-  const enc = new TextEncoder();
-  let end: AttachEnd | undefined;
-  let finish!: () => void;
-  const finished = new Promise<void>((r) => finish = r);
-
-  // What the session changes in this terminal, to undo exactly that when leaving.
   const modes = new ModeTracker();
-  // Synchronous writes: the echo reaches the screen without another hop. A slow outer
-  // terminal then holds up this client's reading, and the daemon drops its backlog and
-  // redraws it with a snapshot (as tmux does) rather than letting it build up.
-  term.onBinary((bytes) => {
-    if (modes.scan(bytes)) writeAll(enc.encode(SAVE_TITLE));
-    writeAll(bytes);
-  });
-  term.onExit((e) => {
-    end ??= { kind: "exit", exitCode: e.exitCode, signal: e.signal, reason: e.reason ?? "exited" };
-    finish();
-  });
-  term.onError((e) => {
-    end ??= { kind: "error", error: e };
-    finish();
-  });
-  void term.closed.then(() => {
-    end ??= { kind: "detached" };
-    finish();
-  });
-
-  const onWinch = () => {
-    const s = terminalSize();
-    if (s && !readonly && end === undefined) term.resize(s.cols, s.rows);
-  };
   if (tty) Deno.stdin.setRaw(true);
   // Output raw too (setRaw leaves OPOST on: slow, and it adds a CR to every CR-LF).
   const restoreOutput = Deno.stdout.isTerminal() ? rawOutput(1) : undefined;
-  if (!readonly && Deno.build.os !== "windows") Deno.addSignalListener("SIGWINCH", onWinch);
-
-  // Keys: everything before Ctrl-\ goes to the session; Ctrl-\ detaches.
-  void (async () => {
-    const buf = new Uint8Array(16 * 1024);
-    while (end === undefined) {
-      let n: number | null;
-      try {
-        n = await Deno.stdin.read(buf);
-      } catch {
-        n = null;
-      }
-      if (n === null) {
-        // stdin closed: without a terminal that is the end of input, not a detach.
-        if (!tty) return;
-        break;
-      }
-      const chunk = buf.subarray(0, n);
-      const k = chunk.indexOf(DETACH_KEY);
-      const keys = k >= 0 ? chunk.subarray(0, k) : chunk;
-      if (!readonly && keys.length > 0 && end === undefined) {
-        term.write(keys.slice());
-        // Let the client's flush (a microtask) send the keys before the next read is
-        // issued: that read wakes a blocking-pool thread, which would otherwise come first.
-        await Promise.resolve();
-      }
-      if (k >= 0) break;
-    }
-    if (end === undefined) {
-      end = { kind: "detached" };
-      await term.detach().catch(() => {});
-      finish();
-    }
-  })();
-
+  let end: AttachEnd;
+  let id = session;
   try {
-    await finished;
+    ({ end, session: id } = relay({
+      socketPath: client.socketPath,
+      session,
+      readonly,
+      fresh: opts.fresh ?? false,
+      keys: true,
+      size: terminalSize,
+      write: writeAll,
+      modes,
+    }));
+  } catch (e) {
+    end = { kind: "error", error: e as Error };
   } finally {
-    if (!readonly && Deno.build.os !== "windows") Deno.removeSignalListener("SIGWINCH", onWinch);
-    writeAll(enc.encode(modes.restore()));
+    writeAll(new TextEncoder().encode(modes.restore()));
     restoreOutput?.();
     if (tty) {
       try {
@@ -164,9 +98,9 @@ export async function attachTerminal(
       }
     }
   }
-  const result = end ?? { kind: "detached" };
-  console.error(`\r\n${endLine(term.session, result)}`);
-  return result;
+  // The session's own id, for the message (SESSION may have been a name).
+  console.error(`\r\n${endLine(id, end)}`);
+  return Promise.resolve(end);
 }
 
 /** `umad attach`. */
