@@ -405,13 +405,21 @@ Deno.test({
     ];
     try {
       for (const [name, seq] of modes) {
-        await c.request({
+        const r = await c.request({
           type: "pty.spawn",
           argv: ["/bin/sh", "-c", `printf '${seq}'; printf 'SET'; exec sleep 600`],
           name,
           cols: 80,
           rows: 24,
         });
+        // A first client comes and goes (it got the raw output): what follows is a
+        // re-attach, restored from the snapshot.
+        const session = r.session as string;
+        await c.request({ type: "pty.wait", session, pattern: "SET", timeout_ms: 10_000 });
+        const first = c.stream({ type: "pty.attach", session }, (e) => e.event === "pty.detached");
+        await first.next();
+        await c.request({ type: "pty.detach", session });
+        for await (const _ of first) { /* to its end */ }
       }
       const attach = (name: string) =>
         `${shq(Deno.execPath())} run -A ${shq(MAIN)} attach ${name} --socket ${shq(daemon.socket)}`;

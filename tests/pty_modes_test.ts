@@ -29,7 +29,11 @@ async function restored(
   const waited = await call(svc, { type: "pty.wait", session, pattern: "MARK", timeout_ms: 10000 });
   await waited.until((e) => e.length > 0, 12000, "MARK");
   assert.equal(waited.events[0].matched, true);
-  const att = await call(svc, { type: "pty.attach", session });
+  // A first client (it gets the raw output since the spawn), gone again: then re-attach.
+  const first = await call(svc, { type: "pty.attach", session }, 1);
+  await first.until((e) => e.some((x) => x.event === "pty.snapshot"), 5000, "first attach");
+  await call(svc, { type: "pty.detach", session }, 1);
+  const att = await call(svc, { type: "pty.attach", session }, 2);
   await att.until((e) => e.some((x) => x.event === "pty.snapshot"), 5000, "snapshot");
   const snap = att.events.find((e) => e.event === "pty.snapshot")!;
   const snapshot = new TextDecoder().decode(snap.data as Uint8Array);

@@ -95,3 +95,31 @@ Deno.test("the unfinished UTF-8 character at the end of output is found, across 
   assert.deepEqual(incompleteUtf8(b(0xe4, 0xbd), b(0xa0)), none);
   assert.deepEqual(incompleteUtf8(none, b(0xf0, 0x9f, 0x98)), b(0xf0, 0x9f, 0x98));
 });
+
+Deno.test("the stripper says when output may have drawn elsewhere than the stream shows", () => {
+  const s = new AnsiStripper();
+  s.push("plain\r\nlines \x1b[32mgreen\x1b[0m\r\n");
+  assert.equal(s.takeMotion(), false);
+  for (const moving of ["\x1b[5;1H", "a\rb", "x\x08y", "\x1b[K", "\x1bM", "\x1b[2A"]) {
+    s.push(moving);
+    assert.equal(s.takeMotion(), true, JSON.stringify(moving));
+  }
+  assert.equal(s.takeMotion(), false);
+});
+
+Deno.test("a matcher set finds many literals in one pass, regexes each, and forgets what matched", async () => {
+  const { MatcherSet } = await import("../src/pty/output_matcher.ts");
+  const set = new MatcherSet<number>();
+  for (let i = 0; i < 100; i++) set.add(i, `never-${i}`, false);
+  set.add(100, "a.b", false); // a literal: the dot is a dot
+  set.add(101, "^done \\d+$", true);
+  assert.deepEqual(set.feed("x".repeat(10_000)), []);
+  assert.deepEqual(set.feed("axb never-4"), [[4, "never-4"]]);
+  // "never-4" and "2" were split across chunks: together they are "never-42".
+  assert.deepEqual(set.feed("2 and a."), [[42, "never-42"]]);
+  assert.deepEqual(set.feed("b\ndone 7\n"), [[101, "done 7"], [100, "a.b"]]);
+  assert.equal(set.size, 98);
+  assert.deepEqual(set.test("a line with never-99 in it"), [[9, "never-9"], [99, "never-99"]]);
+  set.delete(0);
+  assert.equal(set.size, 95);
+});

@@ -62,7 +62,9 @@ Model (llama.cpp):
 
 Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
-  --scrollback N       lines of scrollback kept per session
+  --scrollback N       lines of scrollback kept per session (default 1000)
+  --scrollback-bytes N scrollback memory per session at most (default 16777216:
+                       16 MiB; 12 bytes per cell, so fewer lines on wide terminals)
 
 Stops on SIGINT or SIGTERM: open streams end with reason "shutdown", the socket is removed.
 Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or configuration error.`;
@@ -109,6 +111,7 @@ export async function serveCommand(
     "decode-priority": { type: "string" },
     "exited-ttl": { type: "string" },
     scrollback: { type: "string" },
+    "scrollback-bytes": { type: "string" },
   }, false);
   if (values.help) {
     console.log(SERVE_HELP);
@@ -153,6 +156,7 @@ export async function serveCommand(
     pty: {
       exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),
       scrollback: intOption("scrollback", values.scrollback),
+      scrollbackBytes: intOption("scrollback-bytes", values["scrollback-bytes"], { min: 1 }),
     },
   };
   if (config.noModel && config.llm.model) throw new UsageError("--model and --no-model conflict");

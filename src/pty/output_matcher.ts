@@ -28,6 +28,20 @@ type StripState = "text" | "esc" | "escInter" | "csi" | "string" | "stringEsc";
 export class AnsiStripper {
   #state: StripState = "text";
   #lastCr = false;
+  /**
+   * True when the text since the last {@linkcode takeMotion} may have been drawn
+   * somewhere else than where the stream puts it: a cursor movement, an erase, a bare
+   * CR or a backspace (anything but text, line feeds and colors). Plain scrolling output
+   * leaves it false, so a caller can skip reading back the screen.
+   */
+  motion = false;
+
+  /** Returns {@linkcode motion} and clears it. */
+  takeMotion(): boolean {
+    const m = this.motion;
+    this.motion = false;
+    return m;
+  }
 
   /** Plain text of `chunk` (already decoded from UTF-8). */
   push(chunk: string): string {
@@ -45,7 +59,10 @@ export class AnsiStripper {
         case "text":
           if (c >= 0x20 && c !== 0x7f && !(c >= 0x80 && c < 0xa0)) {
             if (runStart < 0) runStart = i;
-            this.#lastCr = false;
+            if (this.#lastCr) {
+              this.motion = true; // text after a bare CR overwrites the line
+              this.#lastCr = false;
+            }
             continue;
           }
           flush(i);
@@ -61,7 +78,10 @@ export class AnsiStripper {
             if (!this.#lastCr) out += "\n";
           } else if (c === 0x09) {
             out += "\t";
+          } else if (c === 0x08) {
+            this.motion = true;
           }
+          if (this.#lastCr && c !== 0x0a) this.motion = true; // a bare CR: overwriting
           this.#lastCr = false;
           break;
         case "esc":
@@ -69,14 +89,19 @@ export class AnsiStripper {
           else if (c === 0x5d || c === 0x50 || c === 0x5f || c === 0x5e || c === 0x58) {
             this.#state = "string"; // ] P _ ^ X
           } else if (c >= 0x20 && c <= 0x2f) this.#state = "escInter"; // ESC ( 0, ESC # 8...
-          else this.#state = "text"; // ESC 7, ESC =, ESC c...
+          else {
+            this.#state = "text"; // ESC 7, ESC 8, ESC M, ESC c...: may move the cursor
+            if (c !== 0x3d && c !== 0x3e) this.motion = true; // but not keypad modes
+          }
           break;
         case "escInter":
           if (c < 0x20 || c > 0x2f) this.#state = "text";
           break;
         case "csi":
-          if (c >= 0x40 && c <= 0x7e) this.#state = "text";
-          else if (c === ESC) this.#state = "esc";
+          if (c >= 0x40 && c <= 0x7e) {
+            this.#state = "text";
+            if (c !== 0x6d) this.motion = true; // anything but SGR (m)
+          } else if (c === ESC) this.#state = "esc";
           break;
         case "string":
           if (c === BEL || c === 0x9c) this.#state = "text";
@@ -138,5 +163,96 @@ export class TextMatcher {
     const found = this.test(window);
     this.#tail = keep === 0 ? "" : window.slice(-keep);
     return found;
+  }
+}
+
+const REGEX_SPECIAL = /[.*+?^${}()|[\]\\]/g;
+
+/**
+ * Many pending waits on one stream, checked together: literal patterns are scanned for
+ * in one pass (one alternation regex over the text, then only the literals it hints at),
+ * regular expressions each with their own {@linkcode TextMatcher}. What matched is
+ * returned and forgotten.
+ *
+ * @example
+ * ```ts
+ * import { MatcherSet } from "./output_matcher.ts";
+ * const set = new MatcherSet<number>();
+ * set.add(1, "ready", false);
+ * set.add(2, "err(or)?:", true);
+ * console.log(set.feed("compiling... rea"), set.feed("dy\n")); // [] [[1, "ready"]]
+ * ```
+ */
+export class MatcherSet<K> {
+  #regex = new Map<K, TextMatcher>();
+  #literal = new Map<K, string>();
+  #combined: RegExp | undefined;
+  #stale = false;
+  #tail = "";
+
+  /** Waits pending. */
+  get size(): number {
+    return this.#regex.size + this.#literal.size;
+  }
+
+  /** Adds a wait for `pattern` (a literal string, or a regular expression). */
+  add(id: K, pattern: string, regex: boolean): void {
+    if (regex) this.#regex.set(id, new TextMatcher(pattern, true));
+    else {
+      this.#literal.set(id, pattern);
+      this.#stale = true;
+    }
+  }
+
+  /** Forgets a wait. */
+  delete(id: K): void {
+    this.#regex.delete(id);
+    if (this.#literal.delete(id)) this.#stale = true;
+  }
+
+  /** The waits `text` (a whole text: the screen, one line) matches, removed. */
+  test(text: string): [K, string][] {
+    const out: [K, string][] = [];
+    for (const [id, m] of this.#regex) {
+      const found = m.test(text);
+      if (found !== undefined) out.push([id, found]);
+    }
+    if (this.#literal.size > 0 && this.#any(text)) {
+      for (const [id, p] of this.#literal) if (text.includes(p)) out.push([id, p]);
+    }
+    for (const [id] of out) this.delete(id);
+    return out;
+  }
+
+  /** The waits streamed `text` matches (with what came before it), removed. */
+  feed(text: string): [K, string][] {
+    const out: [K, string][] = [];
+    if (text.length === 0) return out;
+    for (const [id, m] of this.#regex) {
+      const found = m.feed(text);
+      if (found !== undefined) out.push([id, found]);
+    }
+    if (this.#literal.size > 0) {
+      const window = this.#tail + text;
+      if (this.#any(window)) {
+        for (const [id, p] of this.#literal) if (window.includes(p)) out.push([id, p]);
+      }
+      let keep = 0;
+      for (const p of this.#literal.values()) keep = Math.max(keep, p.length - 1);
+      this.#tail = keep === 0 ? "" : window.slice(-keep);
+    }
+    for (const [id] of out) this.delete(id);
+    return out;
+  }
+
+  /** One pass: does any literal occur in `text`? */
+  #any(text: string): boolean {
+    if (this.#stale) {
+      this.#stale = false;
+      this.#combined = this.#literal.size === 0 ? undefined : new RegExp(
+        [...new Set(this.#literal.values())].map((p) => p.replace(REGEX_SPECIAL, "\\$&")).join("|"),
+      );
+    }
+    return this.#combined?.test(text) ?? false;
   }
 }

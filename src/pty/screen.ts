@@ -8,7 +8,7 @@
  */
 import xtermHeadless from "@xterm/headless";
 import serializeAddon from "@xterm/addon-serialize";
-import { AnsiStripper, TextMatcher } from "./output_matcher.ts";
+import { AnsiStripper, MatcherSet, TextMatcher } from "./output_matcher.ts";
 import { BYTES_PER_CELL } from "./emulator.ts";
 
 const { Terminal } = xtermHeadless;
@@ -58,11 +58,6 @@ const UNSAFE_TITLE = /[\x00-\x1f\x7f-\x9f]/g;
 
 const DECSCUSR: Record<string, number> = { block: 2, underline: 4, bar: 6 };
 
-/** A pending `pty.wait`. */
-interface Wait {
-  matcher: TextMatcher;
-}
-
 /**
  * One session's screen. Output goes in through {@linkcode write}; {@linkcode snapshot}
  * redraws everything a terminal needs to look and behave as this one does;
@@ -80,7 +75,7 @@ export class Screen {
   /** Mouse encodings xterm parses but does not keep (UTF-8 1005, urxvt 1015). */
   #mouseUtf8 = false;
   #mouseUrxvt = false;
-  #waits = new Map<number, Wait>();
+  #waits = new MatcherSet<number>();
   #decoder: TextDecoder | undefined;
   #stripper: AnsiStripper | undefined;
   #dirtyStart = Infinity;
@@ -301,16 +296,16 @@ export class Screen {
    * `text` holds the match).
    */
   addWait(wid: number, pattern: string, regex: boolean): { matched: boolean; text?: string } {
-    const matcher = new TextMatcher(pattern, regex);
-    const now = matcher.test(this.screenText());
+    const now = new TextMatcher(pattern, regex).test(this.screenText());
     if (now !== undefined) return { matched: true, text: now };
-    if (this.#waits.size === 0) {
+    const fresh = this.#waits.size === 0;
+    this.#waits.add(wid, pattern, regex);
+    if (fresh) {
       this.#decoder = new TextDecoder();
       this.#stripper = new AnsiStripper();
       this.#dirtyStart = Infinity;
       this.#dirtyEnd = -1;
     }
-    this.#waits.set(wid, { matcher });
     return { matched: false };
   }
 
@@ -320,43 +315,32 @@ export class Screen {
     if (this.#waits.size === 0) this.#decoder = this.#stripper = undefined;
   }
 
-  /** Ids of the waits still pending. */
-  get waitIds(): number[] {
-    return [...this.#waits.keys()];
-  }
-
   /** New output's text, then each changed row: waits that match are removed and returned. */
   #checkWaits(data: Uint8Array): [number, string][] {
     if (this.#waits.size === 0 || this.#stripper === undefined) return [];
     const text = this.#stripper.push(this.#decoder!.decode(data, { stream: true }));
-    const matched: [number, string][] = [];
-    for (const [wid, w] of this.#waits) {
-      const m = w.matcher.feed(text);
-      if (m !== undefined) matched.push([wid, m]);
-    }
-    if (this.#dirtyEnd >= 0 && matched.length < this.#waits.size) {
+    const matched = this.#waits.feed(text);
+    // Rows are read back only when the output may have drawn something the stream does not
+    // show as it is (cursor motion, erases, overwrites): plain scrolling output was checked.
+    const moved = this.#stripper.takeMotion();
+    if (moved && this.#dirtyEnd >= 0 && this.#waits.size > 0) {
       const buf = this.term.buffer.active;
       const from = Math.max(0, this.#dirtyStart);
       const to = Math.min(this.term.rows - 1, this.#dirtyEnd);
-      for (let row = from; row <= to && matched.length < this.#waits.size; row++) {
+      for (let row = from; row <= to && this.#waits.size > 0; row++) {
         const line = buf.getLine(buf.baseY + row)?.translateToString(true) ?? "";
-        if (line === "") continue;
-        for (const [wid, w] of this.#waits) {
-          if (matched.some(([id]) => id === wid)) continue;
-          const m = w.matcher.test(line);
-          if (m !== undefined) matched.push([wid, m]);
-        }
+        if (line !== "") matched.push(...this.#waits.test(line));
       }
     }
     this.#dirtyStart = Infinity;
     this.#dirtyEnd = -1;
-    for (const [wid] of matched) this.removeWait(wid);
+    if (this.#waits.size === 0) this.#decoder = this.#stripper = undefined;
     return matched;
   }
 
   /** Frees the terminal (after pending writes). */
   dispose(): void {
-    this.#waits.clear();
+    this.#waits = new MatcherSet<number>();
     this.after(() => this.term.dispose());
   }
 }
