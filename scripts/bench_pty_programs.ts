@@ -322,7 +322,7 @@ async function benchWait(log: (l: string) => void): Promise<string[]> {
 export async function benchPtyPrograms(options: BenchPtyProgramsOptions = {}): Promise<string> {
   const parts = options.parts ?? ["capture", "wait"];
   const log = options.log ?? ((l: string) => console.error(l));
-  const out = ["## Terminals read by programs (capture, wait)", ""];
+  const out = ["", "## Terminals read by programs (capture, wait)", ""];
   if (parts.includes("capture")) out.push(...await benchCapture(log));
   if (parts.includes("wait")) out.push(...await benchWait(log));
   return out.join("\n");
