@@ -1,7 +1,8 @@
 // `deno task bench`: every benchmark side by side in one run, written to
-// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm` picks some;
-// `pty` is all of `pty.throughput,pty.echo,pty.capture,pty.wait` (about 6 minutes here:
-// throughput ~3, echo ~2 with the LLM load, capture ~20 s, wait ~20 s), which run alone too.
+// docs/BENCHMARKS.md with the machine and the date. `--only server,codec,pty,llm` picks
+// some; `pty` is all of `pty.throughput,pty.echo,pty.capture,pty.wait` (about 6 minutes
+// here: throughput ~3, echo ~2 with the LLM load, capture ~20 s, wait ~20 s), which run
+// alone too.
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
 
@@ -9,7 +10,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: { only: { type: "string" }, out: { type: "string" } },
 });
-const only = new Set((values.only ?? "server,pty,llm").split(","));
+const only = new Set((values.only ?? "server,codec,pty,llm").split(","));
 const PTY_PARTS = ["pty.throughput", "pty.echo", "pty.capture", "pty.wait"];
 if (only.has("pty")) { for (const p of PTY_PARTS) only.add(p); }
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
@@ -28,6 +29,11 @@ const started = new Date();
 if (only.has("server")) {
   console.error("bench: control channel");
   sections.push(await benchServer());
+}
+if (only.has("codec")) {
+  console.error("bench: frame decode");
+  const { benchCodec } = await import("./bench_codec.ts");
+  sections.push(benchCodec());
 }
 if (only.has("pty.throughput") || only.has("pty.echo")) {
   console.error("bench: terminals");

@@ -1,6 +1,7 @@
 import { connect } from "../client/client.ts";
 import { watch, type WatchEvent } from "../client/watch.ts";
 import { parse, UsageError } from "./_args.ts";
+import { escapeControls } from "./tty_text.ts";
 
 export const LS_HELP = `umad ls — list terminal sessions
 
@@ -27,12 +28,13 @@ export interface SessionInfo {
   created: number;
 }
 
-/** Formats sessions as an aligned table. */
+/** Formats sessions as an aligned table; control characters in names are shown escaped. */
 export function formatSessions(sessions: SessionInfo[], now = Date.now()): string {
   const header = ["SESSION", "NAME", "PID", "SIZE", "CLIENTS", "STATE", "CREATED"];
+  // Names come from whoever spawned the session: never let one drive the terminal.
   const rows = sessions.map((s) => [
-    s.session,
-    s.name,
+    escapeControls(s.session),
+    escapeControls(s.name),
     String(s.pid),
     `${s.cols}x${s.rows}`,
     String(s.clients),
@@ -56,24 +58,15 @@ function age(ms: number): string {
   return `${Math.floor(s / 86400)}d ago`;
 }
 
-/** Control characters shown as escapes, so a name or title cannot drive the terminal. */
-function printable(text: string): string {
-  // deno-lint-ignore no-control-regex
-  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => {
-    const hex = c.charCodeAt(0).toString(16).padStart(2, "0");
-    return `\\x${hex}`;
-  });
-}
-
 /** One line of `umad ls --watch`. */
 export function formatWatchEvent(ev: WatchEvent, at = new Date()): string {
   const time = at.toTimeString().slice(0, 8);
   const detail = ev.kind === "created"
-    ? `${printable(ev.name ?? "")}  pid ${ev.pid}  ${ev.cols}x${ev.rows}`
+    ? `${escapeControls(ev.name ?? "")}  pid ${ev.pid}  ${ev.cols}x${ev.rows}`
     : ev.kind === "resized"
     ? `${ev.cols}x${ev.rows}`
     : ev.kind === "title"
-    ? JSON.stringify(printable(ev.title ?? ""))
+    ? JSON.stringify(escapeControls(ev.title ?? ""))
     : ev.signal
     ? `${ev.signal} (${ev.reason ?? "exited"})`
     : `code ${ev.code ?? "?"} (${ev.reason ?? "exited"})`;
@@ -102,7 +95,7 @@ export async function lsCommand(args: string[]): Promise<number> {
     else if (values.json) { for (const s of sessions) console.log(JSON.stringify(s)); }
     else if (sessions.length === 0) console.log("no sessions");
     else {
-      console.log(formatSessions(sessions.map((s) => ({ ...s, name: printable(s.name) }))));
+      console.log(formatSessions(sessions));
     }
     if (events === undefined) return 0;
     for await (const ev of events) {

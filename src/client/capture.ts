@@ -4,7 +4,6 @@
  *
  * @module
  */
-import type { Message } from "../protocol/codec.ts";
 import type { PtyClient } from "./terminal.ts";
 
 /** Options of {@linkcode capture}. */
@@ -40,17 +39,9 @@ export async function capture(
   session: string,
   options: CaptureOptions = {},
 ): Promise<CaptureResult> {
-  const msg: Message = { type: "pty.capture", session };
-  for (const k of ["format", "start", "end"] as const) {
-    if (options[k] !== undefined) msg[k] = options[k];
-  }
-  const r = await client.request(msg);
-  return {
-    data: String(r.data),
-    cols: Number(r.cols),
-    rows: Number(r.rows),
-    cursor: r.cursor as { x: number; y: number },
-  };
+  const { format, start, end } = options;
+  const r = await client.request({ type: "pty.capture", session, format, start, end });
+  return { data: r.data, cols: r.cols, rows: r.rows, cursor: r.cursor };
 }
 
 /** Options of {@linkcode waitFor}. */
@@ -93,7 +84,5 @@ export async function waitFor(
     regex,
     timeout_ms: options.timeoutMs ?? 30_000,
   });
-  return r.text === undefined
-    ? { matched: r.matched === true }
-    : { matched: r.matched === true, text: String(r.text) };
+  return r.text === undefined ? { matched: r.matched } : { matched: r.matched, text: r.text };
 }

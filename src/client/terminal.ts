@@ -9,21 +9,12 @@
  * @module
  */
 import { constants as osConstants } from "node:os";
-import { decodeBase64 } from "../protocol/base64.ts";
-import type { Message } from "../protocol/codec.ts";
 import { ConnectionClosedError, SpawnError } from "../protocol/errors.ts";
-import type { ExitReason } from "../protocol/events.ts";
+import type { ExitReason, ReplyOf } from "../protocol/events.ts";
+import type { Client } from "./client.ts";
 
-/** The part of {@linkcode Client} a terminal uses (any object with these methods works). */
-export interface PtyClient {
-  request(message: Message): Promise<Message>;
-  stream(
-    message: Message,
-    isLast: (event: Message) => boolean,
-  ): AsyncIterableIterator<Message> & { readonly id?: string };
-  send(message: Message): void;
-  onReconnect(cb: () => void): () => void;
-}
+/** The part of {@linkcode Client} a terminal uses. */
+export type PtyClient = Pick<Client, "request" | "stream" | "send" | "onReconnect">;
 
 /** What `onData` delivers: text for an encoding (default `"utf8"`), bytes for `null`. */
 export type TerminalData = string | Uint8Array;
@@ -123,12 +114,6 @@ class Emitter<T extends unknown[]> {
   }
 }
 
-function toBytes(value: unknown): Uint8Array {
-  if (value instanceof Uint8Array) return value;
-  if (typeof value === "string") return decodeBase64(value);
-  return new Uint8Array(0);
-}
-
 /** Bytes as node-pty users get them with `encoding: null`: a Buffer where there is one. */
 function asBuffer(bytes: Uint8Array): Uint8Array {
   const B = (globalThis as {
@@ -141,10 +126,17 @@ function signalNumber(name: string): number | undefined {
   return (osConstants?.signals as Record<string, number> | undefined)?.[name];
 }
 
-const isEnd = (ev: Message) => ev.event === "pty.exit" || ev.event === "pty.detached";
+type AttachEvent = ReplyOf<"pty.attach">;
+
+const isEnd = (ev: AttachEvent) => ev.event === "pty.exit" || ev.event === "pty.detached";
 
 /** Events held while the terminal is paused. */
-const HELD = new Set(["pty.snapshot", "pty.output", "pty.exit", "pty.detached"]);
+const HELD: ReadonlySet<string> = new Set([
+  "pty.snapshot",
+  "pty.output",
+  "pty.exit",
+  "pty.detached",
+]);
 
 /**
  * One attached terminal session.
@@ -178,13 +170,13 @@ export class Terminal<D extends TerminalData = string> {
   #decoder: TextDecoder | undefined;
   #ended = false;
   #exitEvent: ExitEvent | undefined;
-  #stream: (AsyncIterableIterator<Message> & { readonly id?: string }) | undefined;
+  #stream: AsyncIterableIterator<AttachEvent> | undefined;
   #reconnected: (() => void) | undefined;
   #offReconnect: () => void;
   #snapshots = 0;
   #resetFirst: boolean;
   #paused = false;
-  #held: Message[] = [];
+  #held: AttachEvent[] = [];
   #resumed: (() => void) | undefined;
   #loop: Promise<void>;
 
@@ -377,16 +369,14 @@ export class Terminal<D extends TerminalData = string> {
     if (text.length > 0) this.#data.emit(text as D);
   }
 
-  #onEvent(ev: Message): void {
-    if (this.#paused && HELD.has(ev.event as string)) {
+  #onEvent(ev: AttachEvent): void {
+    if (this.#paused && HELD.has(ev.event)) {
       this.#held.push(ev);
       return;
     }
     switch (ev.event) {
       case "pty.snapshot": {
-        const data = toBytes(ev.data);
-        const cols = Number(ev.cols);
-        const rows = Number(ev.rows);
+        const { data, cols, rows } = ev;
         if (cols > 0 && rows > 0) {
           this.#cols = cols;
           this.#rows = rows;
@@ -398,22 +388,22 @@ export class Terminal<D extends TerminalData = string> {
         break;
       }
       case "pty.output":
-        this.#emitBytes(toBytes(ev.data));
+        this.#emitBytes(ev.data);
         break;
       case "pty.process":
-        if (typeof ev.process === "string") this.#process = ev.process;
+        this.#process = ev.process;
         break;
       case "pty.exit": {
         this.#ended = true;
-        const signal = typeof ev.signal === "string" ? ev.signal : undefined;
-        const code = typeof ev.code === "number" ? ev.code : 0;
+        const signal = ev.signal ?? undefined;
+        const code = ev.code ?? 0;
         const e: ExitEvent = { exitCode: code };
         if (signal !== undefined) {
           e.signal = signal;
           const n = signalNumber(signal);
           if (n !== undefined) e.signalNumber = n;
         }
-        if (typeof ev.reason === "string") e.reason = ev.reason as ExitReason;
+        if (ev.reason !== undefined) e.reason = ev.reason;
         this.#exitEvent = e;
         this.#exit.emit(e);
         break;
@@ -437,13 +427,13 @@ export class Terminal<D extends TerminalData = string> {
     try {
       while (!this.#ended) {
         try {
-          const msg: Message = { type: "pty.attach", session: this.session };
-          if (this.readonly) msg.readonly = true;
-          if (this.#wanted !== undefined) {
-            msg.cols = this.#wanted.cols;
-            msg.rows = this.#wanted.rows;
-          }
-          this.#stream = this.#client.stream(msg, isEnd);
+          this.#stream = this.#client.stream({
+            type: "pty.attach",
+            session: this.session,
+            readonly: this.readonly || undefined,
+            cols: this.#wanted?.cols,
+            rows: this.#wanted?.rows,
+          });
           if (this.#paused) this.#client.send({ type: "pty.pause", session: this.session });
           let sawEnd = false;
           for await (const ev of this.#stream) {
@@ -503,20 +493,25 @@ export async function spawn(
   args: string[] = [],
   options: SpawnOptions = {},
 ): Promise<Terminal<string> | Terminal<Uint8Array>> {
-  const msg: Message = { type: "pty.spawn", argv: [file, ...args] };
-  for (const k of ["name", "cols", "rows", "cwd", "env"] as const) {
-    if (options[k] !== undefined) msg[k] = options[k];
-  }
-  let reply: Message;
+  const { name, cols, rows, cwd, env } = options;
+  let reply: ReplyOf<"pty.spawn">;
   try {
-    reply = await client.request(msg);
+    reply = await client.request({
+      type: "pty.spawn",
+      argv: [file, ...args],
+      name,
+      cols,
+      rows,
+      cwd,
+      env,
+    });
   } catch (e) {
     if (!(e instanceof SpawnError) || options.spawnError !== "exit") throw e;
     return new Terminal<string>(client, { session: "", pid: -1, process: file, failed: e.message });
   }
   return new Terminal<string>(client, {
-    session: String(reply.session),
-    pid: Number(reply.pid),
+    session: reply.session,
+    pid: reply.pid,
     cols: options.cols ?? 80,
     rows: options.rows ?? 24,
     process: file,
@@ -550,15 +545,7 @@ export async function attach(
   session: string,
   options: AttachOptions = {},
 ): Promise<Terminal<string> | Terminal<Uint8Array>> {
-  const list = await client.request({ type: "pty.list" });
-  const sessions = (list.sessions ?? []) as {
-    session: string;
-    name: string;
-    pid: number;
-    cols: number;
-    rows: number;
-    process?: string;
-  }[];
+  const { sessions } = await client.request({ type: "pty.list" });
   const found = sessions.find((s) => s.session === session) ??
     (sessions.filter((s) => s.name === session).length === 1
       ? sessions.find((s) => s.name === session)

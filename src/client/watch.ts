@@ -3,7 +3,6 @@
  *
  * @module
  */
-import type { Message } from "../protocol/codec.ts";
 import type { ExitReason, WatchKind } from "../protocol/events.ts";
 import type { PtyClient } from "./terminal.ts";
 
@@ -46,20 +45,17 @@ export function watch(
   client: PtyClient,
   options: WatchOptions = {},
 ): AsyncIterableIterator<WatchEvent> {
-  const msg: Message = { type: "watch" };
-  if (options.sessions !== undefined) msg.sessions = options.sessions;
-  const stream = client.stream(msg, () => false);
+  // A watch never ends by itself; leaving the stream cancels it at the daemon.
+  const stream = client.stream({ type: "watch", sessions: options.sessions });
   const it: AsyncIterableIterator<WatchEvent> = {
     async next(): Promise<IteratorResult<WatchEvent>> {
       const r = await stream.next();
       if (r.done) return { value: undefined, done: true };
-      const { event: _e, id: _i, ...fields } = r.value as Message;
-      return { value: fields as unknown as WatchEvent, done: false };
+      const { event: _e, id: _i, ...fields } = r.value;
+      return { value: fields as WatchEvent, done: false };
     },
     async return(): Promise<IteratorResult<WatchEvent>> {
-      // The stream never ends by itself: tell the daemon to stop it.
-      if (stream.id) client.send({ type: "cancel", target: stream.id });
-      await stream.return?.();
+      await stream.return();
       return { value: undefined, done: true };
     },
     [Symbol.asyncIterator]() {

@@ -21,9 +21,10 @@ export interface PtyServiceOptions {
    */
   scrollbackBytes?: number;
   /**
-   * Sessions at most (default 512). Past it `pty.spawn` gets `E_BUSY` (exited sessions
-   * are forgotten first, oldest first), as it does when the daemon runs out of file
-   * descriptors at spawn.
+   * Sessions running at once; the next `pty.spawn` gets `E_BUSY` (default 1024), as it
+   * does when the daemon runs out of file descriptors at spawn. The daemon derives it
+   * from its descriptor limit (`--max-sessions`). Exited sessions beyond it are
+   * forgotten, oldest first, so the list stays bounded too.
    */
   maxSessions?: number;
   /** Log sink. */
@@ -70,7 +71,7 @@ export interface PtyMetrics extends Message {
 export interface PtyService extends Service {
   /** `{pty: PtyMetrics}`. */
   metrics(): { pty: PtyMetrics };
-  close(): Promise<void>;
+  close(deadline?: number): Promise<void>;
 }
 
 const TYPES: readonly RequestType[] = [
@@ -168,7 +169,7 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
   const exitedTtlMs = options.exitedTtlMs ?? 5 * 60_000;
   const scrollback = options.scrollback ?? 1000;
   const scrollbackBytes = options.scrollbackBytes ?? 16 * 1024 * 1024;
-  const maxSessions = options.maxSessions ?? 512;
+  const maxSessions = options.maxSessions ?? 1024;
   const log = options.log ?? (() => {});
   const emulator = new Emulator(log);
   const sessions = new Map<string, Session>();
@@ -194,20 +195,23 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
     }
   }
 
-  /** Makes room for one more session: forgets exited ones first; E_BUSY past the limit. */
+  /**
+   * Makes room for one more session: E_BUSY when `maxSessions` are running; exited ones
+   * beyond the limit are forgotten, oldest first (they hold memory, not descriptors).
+   */
   function admit(): void {
+    if (running().length >= maxSessions) {
+      refused++;
+      throw new BusyError(
+        `${maxSessions} terminal sessions are running already (--max-sessions); try again later`,
+      );
+    }
     if (sessions.size < maxSessions) return;
     const exited = [...sessions.values()].filter((s) => s.exited && s.attachments.size === 0)
       .sort((a, b) => a.created - b.created);
     for (const s of exited) {
       if (sessions.size < maxSessions) break;
       remove(s);
-    }
-    if (sessions.size >= maxSessions) {
-      refused++;
-      throw new BusyError(
-        `Cannot spawn: ${sessions.size} sessions already (the limit is ${maxSessions})`,
-      );
     }
   }
   let closing = false;
@@ -491,15 +495,16 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
         for (const a of s.attachmentsOf(connectionId)) s.detach(a, true);
       }
     },
-    async close(): Promise<void> {
+    async close(deadline = performance.now() + 4000): Promise<void> {
       closing = true;
       for (const s of running()) {
         s.exitReason = "shutdown";
         s.proc.hangUp();
       }
-      await waitExits(2000);
+      // Half the time left for programs to exit on SIGHUP, the rest after SIGKILL.
+      await waitExits(Math.max(0, (deadline - performance.now()) / 2));
       for (const s of running()) s.proc.kill("SIGKILL");
-      await waitExits(2000);
+      await waitExits(Math.max(0, deadline - performance.now()));
       for (const w of [...waits]) w();
       for (const w of watches) w.stream.end();
       watches.clear();
