@@ -20,7 +20,9 @@ export interface CaptureOptions {
 export interface CaptureResult {
   /** The lines, each ending in `\n`. */
   data: string;
+  /** The screen's width, columns. */
   cols: number;
+  /** The screen's height, rows. */
   rows: number;
   /** The cursor on the screen, 0-based. */
   cursor: { x: number; y: number };

@@ -23,8 +23,11 @@ export type TerminalData = string | Uint8Array;
 export interface SpawnOptions {
   /** Session name shown by `umad ls` (node-pty uses `name` for TERM; umad sets TERM itself). */
   name?: string;
+  /** Width, columns (default 80). */
   cols?: number;
+  /** Height, rows (default 24). */
   rows?: number;
+  /** Working directory (default: the daemon's home). */
   cwd?: string;
   /** Merged over the daemon's environment. */
   env?: Record<string, string>;
@@ -48,8 +51,9 @@ export interface SpawnOptions {
 export interface AttachOptions {
   /** Watch only: `write` and `resize` throw. */
   readonly?: boolean;
-  /** This client's size (it becomes the session's size once the client is active). */
+  /** This client's width (it becomes the session's size once the client is active). */
   cols?: number;
+  /** This client's height. */
   rows?: number;
   /** As {@linkcode SpawnOptions.encoding}. */
   encoding?: string | null;
@@ -78,12 +82,15 @@ export interface ExitEvent {
 export interface SnapshotEvent {
   /** Terminal output that redraws the screen (and scrollback) on a reset terminal. */
   data: Uint8Array;
+  /** The screen's width, columns. */
   cols: number;
+  /** The screen's height, rows. */
   rows: number;
 }
 
 /** Returned by the `on*` methods. */
 export interface Disposable {
+  /** Removes the listener. */
   dispose(): void;
 }
 
@@ -225,10 +232,11 @@ export class Terminal<D extends TerminalData = string> {
     this.#loop = this.#run(init.reattach !== false);
   }
 
-  /** The session's size as this client knows it (its own, or the last snapshot's). */
+  /** The session's width as this client knows it (its own, or the last snapshot's). */
   get cols(): number {
     return this.#cols;
   }
+  /** The session's height as this client knows it. */
   get rows(): number {
     return this.#rows;
   }
@@ -271,6 +279,7 @@ export class Terminal<D extends TerminalData = string> {
    * `on("exit", (exitCode, signal) => ...)` with the signal as a number (0 when none).
    */
   on(event: "data", listener: (data: D) => void): void;
+  /** node-pty's `on("exit")`: the exit code and the signal's number (0 when none). */
   on(event: "exit", listener: (exitCode: number, signal?: number) => void): void;
   on(
     event: "data" | "exit",
@@ -481,6 +490,7 @@ export function spawn(
   args?: string[],
   options?: SpawnOptions & { encoding?: string },
 ): Promise<Terminal<string>>;
+/** {@linkcode spawn} with `encoding: null`: output as bytes. */
 export function spawn(
   client: PtyClient,
   file: string,
@@ -535,6 +545,7 @@ export function attach(
   session: string,
   options?: AttachOptions & { encoding?: string },
 ): Promise<Terminal<string>>;
+/** {@linkcode attach} with `encoding: null`: output as bytes. */
 export function attach(
   client: PtyClient,
   session: string,

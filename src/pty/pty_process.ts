@@ -20,7 +20,9 @@ export interface SpawnPtyOptions {
   env: Readonly<Record<string, string>>;
   /** Working directory of the child. */
   cwd?: string;
+  /** The terminal's width, columns. */
   cols: number;
+  /** The terminal's height, rows. */
   rows: number;
 }
 
@@ -142,7 +144,9 @@ function echoWaitAllowed(): boolean {
  * only after the output is drained.
  */
 export class PtyProcess implements PollTarget {
+  /** The PTY master. */
   readonly fd: number;
+  /** The program's pid (its process group and session leader). */
   readonly pid: number;
   /** Called for each chunk of output, on the event loop. */
   onData: (chunk: Uint8Array) => void = () => {};
@@ -165,6 +169,7 @@ export class PtyProcess implements PollTarget {
   #fgPgid = 0;
   #fgName: string | undefined;
 
+  /** Takes over a spawned child's master `fd`: the poller reads it, the reaper waits for `pid`. */
   constructor(fd: number, pid: number, cols: number, rows: number) {
     this.fd = fd;
     this.pid = pid;
@@ -174,9 +179,11 @@ export class PtyProcess implements PollTarget {
     reaper.add(this);
   }
 
+  /** Read output now (not paused, not hung up). */
   get wantRead(): boolean {
     return !this.#paused && !this.#hungUp;
   }
+  /** Input is queued for the program. */
   get wantWrite(): boolean {
     return this.#writeQueue.length > 0 && !this.#hungUp;
   }
@@ -184,9 +191,11 @@ export class PtyProcess implements PollTarget {
   get closed(): boolean {
     return this.#closed;
   }
+  /** The terminal's width, columns. */
   get cols(): number {
     return this.#cols;
   }
+  /** The terminal's height, rows. */
   get rows(): number {
     return this.#rows;
   }

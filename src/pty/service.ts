@@ -32,12 +32,16 @@ export interface PtyServiceOptions {
 }
 
 /** The service's counters, under `pty` in the daemon's `metrics` reply. */
-export interface PtyMetrics extends Message {
+export interface PtyMetrics {
   /** Sessions listed now (running + exited). */
   sessions: number;
+  /** Sessions whose program is running. */
   running: number;
+  /** Sessions whose program has exited (listed until their TTL). */
   exited: number;
+  /** Sessions spawned since the start. */
   spawned_total: number;
+  /** Programs that exited since the start. */
   exited_total: number;
   /** Clients attached now. */
   attachments: number;
@@ -47,30 +51,37 @@ export interface PtyMetrics extends Message {
   bytes_relayed: number;
   /** Times a client's backlog was dropped because its connection was over its cap. */
   dropped_backlogs: number;
+  /** Snapshots sent (attach, re-attach, resync after a dropped backlog). */
   snapshots: number;
   /** Times a program was paused because the terminal emulator lagged too far. */
   emulator_pauses: number;
   /** Children spawned and not yet reaped. */
   live_children: number;
+  /** Wake-ups of the PTY poller. */
   poll_cycles: number;
   /** The `maxSessions` limit. */
   max_sessions: number;
   /** Spawns refused with `E_BUSY` (the limit, or out of descriptors). */
   spawns_refused: number;
-  /** Scrollback lines per session (the line cap) and its memory cap in bytes. */
+  /** Scrollback lines per session (the line cap). */
   scrollback_lines: number;
+  /** Scrollback memory per session at most, bytes. */
   scrollback_bytes_max: number;
   /** Estimated emulator memory of all sessions' buffers now (lines × cols × 12). */
   screen_bytes: number;
-  /** `pty.wait` requests pending now, and `watch` streams open now. */
+  /** `pty.wait` requests pending now. */
   waits: number;
+  /** `watch` streams open now. */
   watches: number;
+  /** (Any further counter.) */
+  [key: string]: number;
 }
 
 /** The PTY part of the daemon: a {@linkcode Service} with metrics and shutdown. */
 export interface PtyService extends Service {
   /** `{pty: PtyMetrics}`. */
   metrics(): { pty: PtyMetrics };
+  /** Hangs up every session and waits for them to exit, until `deadline` (performance.now() ms). */
   close(deadline?: number): Promise<void>;
 }
 
