@@ -113,8 +113,18 @@ Deno.test("100 spawn/kill cycles leak no descriptors and no children in the daem
       assert.equal((await exited).exitCode, 0);
     }
     await waitUntil(() => children() === 0, 5000, "children reaped");
+    // A leak stays; a descriptor the daemon has open for a moment (a /proc read) does not:
+    // the fewest seen over a few looks is what is held.
+    const held = async () => {
+      let least = Infinity;
+      for (let i = 0; i < 5; i++) {
+        least = Math.min(least, fds());
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return least;
+    };
     await waitUntil(() => fds() <= before, 5000, `fds back to ${before} (now ${fds()})`);
-    assert.equal(fds(), before);
+    assert.equal(await held(), before);
     const m = (await c.metrics()).pty as Record<string, number>;
     assert.equal(m.live_children, 0);
     assert.equal(m.sessions, 0);

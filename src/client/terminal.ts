@@ -174,7 +174,7 @@ export class Terminal<D extends TerminalData = string> {
   #exit = new Emitter<[ExitEvent]>();
   #snapshot = new Emitter<[SnapshotEvent]>();
   #error = new Emitter<[Error]>();
-  #decoder: TextDecoder | undefined;
+  #decoder: InstanceType<typeof TextDecoder> | undefined;
   #ended = false;
   #exitEvent: ExitEvent | undefined;
   #stream: AsyncIterableIterator<AttachEvent> | undefined;
