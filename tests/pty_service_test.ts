@@ -443,3 +443,25 @@ Deno.test("the leak test passes when the test runner's own stdin is a terminal",
     assert.match(a.text(), /1 passed/);
   }, { exitedTtlMs: 60_000 });
 });
+
+Deno.test("scrollback is capped in bytes: a wide terminal keeps fewer lines", async () => {
+  // 100 columns × 12 bytes a cell: 120,000 bytes hold 100 lines.
+  await withService(async (svc) => {
+    const id = await spawn(svc, {
+      ...sh("seq 1 3000; printf END; exec sleep 60"),
+      cols: 100,
+      rows: 10,
+    });
+    const w = await call(svc, { type: "pty.wait", session: id, pattern: "END", timeout_ms: 10000 });
+    await w.until((e) => e.length > 0, 12000, "END");
+    const c = await call(svc, { type: "pty.capture", session: id, start: -100000 });
+    await c.until((e) => e.length > 0);
+    const lines = (c.events[0].data as string).split("\n").slice(0, -1);
+    assert.equal(lines.length, 100 + 10);
+    assert.equal(lines[0], String(3000 - 9 - 100 + 1));
+    const m = svc.metrics().pty;
+    assert.equal(m.scrollback_lines, 1000);
+    assert.equal(m.scrollback_bytes_max, 120_000);
+    assert.ok(m.screen_bytes > 0 && m.screen_bytes <= 110 * 100 * 12, String(m.screen_bytes));
+  }, { scrollbackBytes: 120_000 });
+});
