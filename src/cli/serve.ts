@@ -98,7 +98,9 @@ UMA Serve's daemon flags are accepted too: --n-ctx (= --ctx), --max-tokens, --th
 
 Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
-  --scrollback N       lines of scrollback kept per session
+  --scrollback N       lines of scrollback kept per session (default 1000)
+  --scrollback-bytes N scrollback memory per session at most (default 16777216:
+                       16 MiB; 12 bytes per cell, so fewer lines on wide terminals)
 
 Stops on SIGINT or SIGTERM within one 5 s deadline: open streams end with reason "shutdown",
 terminal sessions are hung up, replies are flushed, the socket is removed.
@@ -157,6 +159,7 @@ export async function serveCommand(
     "decode-priority": { type: "string" },
     "exited-ttl": { type: "string" },
     scrollback: { type: "string" },
+    "scrollback-bytes": { type: "string" },
   }, false);
   if (values.help) {
     console.log(SERVE_HELP);
@@ -214,6 +217,7 @@ export async function serveCommand(
     pty: {
       exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),
       scrollback: intOption("scrollback", values.scrollback),
+      scrollbackBytes: intOption("scrollback-bytes", values["scrollback-bytes"], { min: 1 }),
     },
   };
   if (config.noModel && values.model) throw new UsageError("--model and --no-model conflict");
