@@ -220,15 +220,15 @@ export class Server {
       return;
     }
     if (this.#conns.size >= this.#maxClients) {
-      // One write into an empty socket buffer, then close: a refused connection holds
-      // its descriptor for as short a time as possible.
+      // One write into an empty socket buffer, then a short linger (refuse()): a refused
+      // connection holds its descriptor for as short a time as it can and still be told.
       this.#stats.connectionsRejected++;
       this.countError("E_BUSY");
       if (transport === "tcp") {
         // An HTTP client reads a status line, not a frame.
         const refusal = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n" +
           "Retry-After: 1\r\nContent-Length: 0\r\n\r\n";
-        raw.write(new TextEncoder().encode(refusal)).catch(() => 0).finally(() => raw.close());
+        void refuse(raw, new TextEncoder().encode(refusal));
         return;
       }
       const message = `Server has ${this.#maxClients} clients already (--max-clients); ` +
@@ -237,7 +237,7 @@ export class Server {
         { event: "error", id: null, code: "E_BUSY", message },
         "json",
       );
-      raw.write(frame).catch(() => 0).finally(() => raw.close());
+      void refuse(raw, frame);
       return;
     }
     const conn = new Connection(this.#nextId++, raw, this, this.#limits, transport);
@@ -429,6 +429,42 @@ async function removeStaleSocket(path: string, log: Logger): Promise<void> {
     throw e;
   }
   throw new ConfigError(`Another umad daemon is already serving "${path}"`);
+}
+
+/** How long a refused connection may linger for its peer to read the refusal. */
+const REFUSE_LINGER_MS = 200;
+
+/**
+ * Writes a refusal and closes the connection so that the peer reads it: closing a Unix
+ * socket whose input was never read (the client's `hello`, already sent) resets the
+ * peer, whose read then fails before it sees the refusal. So the write side is shut
+ * first and the input discarded until the peer closes, for at most REFUSE_LINGER_MS.
+ */
+async function refuse(raw: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  const timer = setTimeout(() => {
+    try {
+      raw.close();
+    } catch {
+      // closed already
+    }
+  }, REFUSE_LINGER_MS);
+  try {
+    await raw.write(bytes);
+    await raw.closeWrite();
+    const sink = new Uint8Array(4096);
+    while ((await raw.read(sink)) !== null) {
+      // discard
+    }
+  } catch {
+    // the peer went away, or the linger timer closed the connection
+  } finally {
+    clearTimeout(timer);
+    try {
+      raw.close();
+    } catch {
+      // closed already
+    }
+  }
 }
 
 /** First pause after a failed accept; it doubles per failure in a row, up to the max. */
