@@ -58,10 +58,15 @@ export interface GgufTensorInfo {
   size?: number;
 }
 
+/** A metadata value's type as stored: a scalar type, or an array and its item type. */
+export type GgufStoredType = GgufScalarType | { array: GgufScalarType };
+
 /** A parsed GGUF header. */
 export interface GgufHeader {
   version: number;
   metadata: Map<string, GgufReadValue>;
+  /** The stored type of each metadata value, so it can be written back unchanged. */
+  types: Map<string, GgufStoredType>;
   tensors: GgufTensorInfo[];
   /** File offset of the tensor data section. */
   dataOffset: number;
@@ -95,6 +100,9 @@ const TYPE_IDS: Record<GgufScalarType | "array", number> = {
   i64: 11,
   f64: 12,
 };
+const TYPE_NAMES = Object.fromEntries(
+  Object.entries(TYPE_IDS).map(([name, id]) => [id, name]),
+) as Record<number, GgufScalarType | "array">;
 const TENSOR_TYPE_IDS: Record<GgufTensorType, number> = { F32: 0, F16: 1 };
 /** ggml type number → [block size, bytes per block], for the types whose size is checked. */
 const TYPE_SIZES: Record<number, [number, number]> = {
@@ -114,6 +122,7 @@ const TYPE_SIZES: Record<number, [number, number]> = {
 };
 
 const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Grows a byte buffer as the header is assembled. */
 class ByteWriter {
@@ -386,7 +395,7 @@ class FileReader {
     if (len > 1 << 26) throw new GgufError(`"${this.path}": ${what} is ${len} bytes long`);
     const at = this.#at(len, what);
     try {
-      return new TextDecoder("utf-8", { fatal: true }).decode(this.#buf.subarray(at, at + len));
+      return strictDecoder.decode(this.#buf.subarray(at, at + len));
     } catch {
       throw new GgufError(`"${this.path}": ${what} is not valid UTF-8`);
     }
@@ -421,6 +430,26 @@ class FileReader {
         throw new GgufError(`"${this.path}": ${what} has unknown value type ${typeId}`);
     }
   }
+}
+
+/**
+ * A metadata value as read, with its stored type, ready for {@linkcode writeGgufSync}
+ * (copies keys from one file to another without changing their types).
+ *
+ * @example
+ * ```ts ignore
+ * const h = readGgufHeader("vocab.gguf");
+ * const tokens = ggufValueOf(h, "tokenizer.ggml.tokens");
+ * ```
+ */
+export function ggufValueOf(header: GgufHeader, key: string): GgufValue {
+  const value = header.metadata.get(key);
+  const type = header.types.get(key);
+  if (value === undefined || type === undefined) throw new GgufError(`No metadata key "${key}"`);
+  if (typeof type === "object") {
+    return { type: "array", itemType: type.array, values: value as (string | number)[] };
+  }
+  return { type, value: value as number | bigint | boolean | string };
 }
 
 /**
@@ -469,6 +498,14 @@ export function readGgufHeader(path: string): GgufHeader {
       throw new GgufError(`"${path}" has an implausible header (${nTensors} tensors, ${nKv} keys)`);
     }
     const metadata = new Map<string, GgufReadValue>();
+    const types = new Map<string, GgufStoredType>();
+    const typeName = (id: number, what: string): GgufScalarType => {
+      const name = TYPE_NAMES[id];
+      if (name === undefined || name === "array") {
+        throw new GgufError(`"${path}": ${what} has unknown value type ${id}`);
+      }
+      return name;
+    };
     for (let i = 0; i < nKv; i++) {
       const key = r.string(`metadata key ${i}`);
       const type = r.u32(`type of "${key}"`);
@@ -484,8 +521,10 @@ export function readGgufHeader(path: string): GgufHeader {
         const values: GgufReadValue[] = new Array(count);
         for (let j = 0; j < count; j++) values[j] = r.scalar(itemType, `"${key}"[${j}]`);
         metadata.set(key, values);
+        types.set(key, { array: typeName(itemType, `item type of "${key}"`) });
       } else {
         metadata.set(key, r.scalar(type, `value of "${key}"`));
+        types.set(key, typeName(type, `value of "${key}"`));
       }
     }
     const tensors: GgufTensorInfo[] = [];
@@ -520,7 +559,7 @@ export function readGgufHeader(path: string): GgufHeader {
     if (typeof metadata.get("general.architecture") !== "string") {
       throw new GgufError(`"${path}" has no general.architecture; it is not a model file`);
     }
-    return { version, metadata, tensors, dataOffset, alignment, fileSize: size };
+    return { version, metadata, types, tensors, dataOffset, alignment, fileSize: size };
   } finally {
     file.close();
   }
