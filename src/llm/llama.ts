@@ -11,7 +11,12 @@ import {
   MODEL_PARAMS,
   nativeFunction,
   type NativeLibs,
+  POOLING,
   THREADPOOL_PARAMS,
+  TOKEN_ATTR,
+  TOKEN_DATA,
+  TOKEN_DATA_ARRAY,
+  VOCAB_TYPES,
 } from "./ffi.ts";
 
 /** Addresses of buffers that must not move while native code holds them. */
@@ -38,7 +43,13 @@ export class LlamaModel {
   readonly chatTemplate: string | null;
   readonly nParams: number;
   readonly sizeBytes: number;
+  /** The tokenizer family: "spm", "bpe", ... (llama.h `enum llama_vocab_type`). */
+  readonly vocabType: string;
+  /** End-of-turn token, or -1. */
+  readonly eot: number;
   #pieces: (Uint8Array | undefined)[];
+  #specialPieces = new Map<number, Uint8Array>();
+  #controlTokens: { id: number; text: string }[] | null = null;
   #tokBuf = new Int32Array(1024);
 
   private constructor(libs: NativeLibs, ptr: Deno.PointerObject) {
@@ -58,7 +69,109 @@ export class LlamaModel {
     this.chatTemplate = tmpl ? new Deno.UnsafePointerView(tmpl).getCString() : null;
     this.nParams = Number(L.llama_model_n_params(ptr));
     this.sizeBytes = Number(L.llama_model_size(ptr));
+    this.vocabType = VOCAB_TYPES[L.llama_vocab_type(this.vocab)] ?? "unknown";
+    this.eot = L.llama_vocab_eot(this.vocab);
     this.#pieces = new Array(this.nVocab);
+  }
+
+  /** True when `token` is a valid id of this vocabulary. */
+  isToken(token: number): boolean {
+    return Number.isInteger(token) && token >= 0 && token < this.nVocab;
+  }
+
+  /** The stored text of a token (control tokens as written: "<|im_end|>"), or "". */
+  tokenText(token: number): string {
+    if (!this.isToken(token)) throw new RangeError(`Token ${token} out of range`);
+    const p = this.libs.llama.llama_vocab_get_text(this.vocab, token);
+    return p ? new Deno.UnsafePointerView(p).getCString() : "";
+  }
+
+  /**
+   * Tokens whose text, if found in a prompt, the tokenizer turns into the control token
+   * when it parses special tokens (control and unknown attributes; user-defined tokens
+   * match as plain text anyway). Longest text first. Computed once.
+   */
+  controlTokens(): readonly { id: number; text: string }[] {
+    if (this.#controlTokens) return this.#controlTokens;
+    const L = this.libs.llama;
+    const out: { id: number; text: string }[] = [];
+    const mask = TOKEN_ATTR.control | TOKEN_ATTR.unknown;
+    for (let id = 0; id < this.nVocab; id++) {
+      if ((L.llama_vocab_get_attr(this.vocab, id) & mask) === 0) continue;
+      const text = this.tokenText(id);
+      if (text.length > 0) out.push({ id, text });
+    }
+    out.sort((a, b) => b.text.length - a.text.length || a.id - b.id);
+    this.#controlTokens = out;
+    return out;
+  }
+
+  /** The bytes of one token with control tokens rendered as their text ("<|im_end|>"). */
+  pieceSpecial(token: number): Uint8Array {
+    const cached = this.#specialPieces.get(token);
+    if (cached) return cached;
+    if (!this.isToken(token)) throw new RangeError(`Token ${token} out of range`);
+    let buf = new Uint8Array(64);
+    let n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, true);
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, true);
+    }
+    const out = buf.slice(0, Math.max(0, n));
+    if (this.#specialPieces.size < 65536) this.#specialPieces.set(token, out);
+    return out;
+  }
+
+  /**
+   * Text of a token sequence as llama.cpp joins it (SPM's leading space handled), with
+   * control tokens as their text. Every id must be valid (checked).
+   */
+  detokenize(tokens: ArrayLike<number>, removeSpecial = false): string {
+    const ids = Int32Array.from(tokens as ArrayLike<number>);
+    for (const t of ids) if (!this.isToken(t)) throw new RangeError(`Token ${t} out of range`);
+    let buf = new Uint8Array(Math.max(64, ids.length * 8));
+    let n = this.libs.llama.llama_detokenize(
+      this.vocab,
+      ids,
+      ids.length,
+      buf,
+      buf.length,
+      removeSpecial,
+      true,
+    );
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = this.libs.llama.llama_detokenize(
+        this.vocab,
+        ids,
+        ids.length,
+        buf,
+        buf.length,
+        removeSpecial,
+        true,
+      );
+      if (n < 0) throw new Error(`llama_detokenize failed (${n})`);
+    }
+    return decoder.decode(buf.subarray(0, n));
+  }
+
+  /** The names of llama.cpp's built-in chat templates ("chatml", "llama3", ...). */
+  builtinTemplates(): string[] {
+    const L = this.libs.llama;
+    const n = L.llama_chat_builtin_templates(new Uint8Array(8), 0n);
+    const ptrs = new BigUint64Array(Math.max(1, n));
+    L.llama_chat_builtin_templates(new Uint8Array(ptrs.buffer), BigInt(n));
+    const names: string[] = [];
+    for (const p of ptrs.subarray(0, n)) {
+      const ptr = Deno.UnsafePointer.create(p);
+      if (ptr) names.push(new Deno.UnsafePointerView(ptr).getCString());
+    }
+    return names;
+  }
+
+  /** Whether the model has an encoder (BERT-like, T5): its attention is not causal. */
+  get hasEncoder(): boolean {
+    return this.libs.llama.llama_model_has_encoder(this.ptr);
   }
 
   /**
@@ -184,7 +297,10 @@ export class LlamaModel {
    * Renders chat messages with the model's template (chatml when it has none or
    * llama.cpp does not know it), ending with the assistant's turn.
    */
-  applyChatTemplate(messages: readonly { role: string; content: string }[]): string {
+  applyChatTemplate(
+    messages: readonly { role: string; content: string }[],
+    template?: string,
+  ): string {
     // C strings end at NUL: drop NULs rather than silently cut a message short.
     const clean = (t: string) => t.replaceAll("\0", "");
     const strings = messages.flatMap((m) => [cString(clean(m.role)), cString(clean(m.content))]);
@@ -221,6 +337,11 @@ export class LlamaModel {
       void strings.length;
       return decoder.decode(buf.subarray(0, n));
     };
+    if (template !== undefined) {
+      const out = render(template);
+      if (out === null) throw new RangeError(`llama.cpp does not know the template "${template}"`);
+      return out;
+    }
     return (this.chatTemplate ? render(this.chatTemplate) : null) ?? render("chatml")!;
   }
 
@@ -242,6 +363,9 @@ export interface ContextOptions {
   abortFlag?: Uint8Array;
   /** Thread pool polling level 0..100 (0: threads sleep between graphs). */
   poll?: number;
+  /** Extract embeddings (an embedding context); with `pooling` (default none: per token). */
+  embeddings?: boolean;
+  pooling?: keyof typeof POOLING;
 }
 
 /** A llama context with a persistent thread pool. */
@@ -275,6 +399,10 @@ export class LlamaContext {
     dv.setInt32(CONTEXT_PARAMS.n_threads_batch, opts.threads, true);
     dv.setUint8(CONTEXT_PARAMS.kv_unified, opts.kvUnified ? 1 : 0);
     dv.setUint8(CONTEXT_PARAMS.no_perf, 1);
+    if (opts.embeddings) {
+      dv.setUint8(CONTEXT_PARAMS.embeddings, 1);
+      dv.setInt32(CONTEXT_PARAMS.pooling_type, POOLING[opts.pooling ?? "none"], true);
+    }
     if (opts.abortFlag) {
       // strlen(flag) is nonzero exactly when byte 0 is nonzero (byte 1 stays 0): a native,
       // lock-free abort check that costs nanoseconds per graph node.
@@ -344,6 +472,18 @@ export class LlamaContext {
   posMax(seq: number): number {
     if (!(seq >= 0 && seq < this.nSeqMax)) throw new RangeError(`seq ${seq} out of range`);
     return this.libs.llama.llama_memory_seq_pos_max(this.mem, seq);
+  }
+
+  /** The embedding of output row `i` of the last decode (a view of native memory), or null. */
+  embedding(i: number, nEmbd: number): Float32Array | null {
+    const p = this.libs.llama.llama_get_embeddings_ith(this.ptr, i);
+    if (p === null) return null;
+    return new Float32Array(new Deno.UnsafePointerView(p).getArrayBuffer(nEmbd * 4));
+  }
+
+  /** Removes every sequence from the KV cache. */
+  clearMemory(): void {
+    this.libs.llama.llama_memory_clear(this.mem, true);
   }
 
   /** The logits of output row `i` of the last decode (a view of native memory). */
@@ -437,16 +577,41 @@ export interface SamplingParams {
   minP: number;
   repeatPenalty: number;
   seed: number;
+  /** A GBNF grammar the sampled text must follow (validated by `grammar.ts` first). */
+  grammar?: string;
 }
 
-/** A sampler chain: penalties → top_k → top_p → min_p → temperature → dist (or greedy). */
+/** llama.cpp refused a grammar (`llama_sampler_init_grammar` returned NULL). */
+export class GrammarRejectedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "GrammarRejectedError";
+  }
+}
+
+/**
+ * A sampler chain: penalties → top_k → top_p → min_p → temperature → dist (or greedy).
+ * With a grammar, tokens are sampled as llama.cpp's own server does: the chain picks a
+ * token; when the grammar rejects it, the grammar masks the whole vocabulary and the
+ * chain picks again (checking one token is far cheaper than masking 150k).
+ */
 export class Sampler {
   readonly libs: NativeLibs;
   readonly ptr: Deno.PointerObject;
+  readonly #grammar: GrammarState | null = null;
 
-  constructor(libs: NativeLibs, p: SamplingParams, nVocab: number) {
+  constructor(
+    libs: NativeLibs,
+    p: SamplingParams,
+    nVocab: number,
+    model?: LlamaModel,
+  ) {
     this.libs = libs;
     const L = libs.llama;
+    if (p.grammar !== undefined) {
+      if (!model) throw new TypeError("A grammar needs the model's vocabulary");
+      this.#grammar = new GrammarState(model, p.grammar);
+    }
     const chain = L.llama_sampler_chain_init(new Uint8Array([1]))!;
     this.ptr = chain;
     const add = (s: Deno.PointerValue) => {
@@ -466,12 +631,119 @@ export class Sampler {
     add(L.llama_sampler_init_dist(p.seed >>> 0));
   }
 
-  /** Samples from output row `row` of the last decode (and accepts the token). */
+  /**
+   * Samples from output row `row` of the last decode (and accepts the token). With a
+   * grammar that allows no token at all (a dead end), returns an end-of-generation token
+   * without feeding it to the grammar (llama.cpp aborts on that).
+   */
   sample(ctx: LlamaContext, row: number): number {
-    return this.libs.llama.llama_sampler_sample(this.ptr, ctx.ptr, row);
+    if (this.#grammar === null) return this.libs.llama.llama_sampler_sample(this.ptr, ctx.ptr, row);
+    return this.#grammar.sample(this.ptr, ctx.logits(row));
   }
 
   free() {
     this.libs.llama.llama_sampler_free(this.ptr);
+    this.#grammar?.free();
+  }
+}
+
+/** A grammar sampler and the candidate array it masks. */
+class GrammarState {
+  readonly #model: LlamaModel;
+  readonly #ptr: Deno.PointerObject;
+  readonly #n: number;
+  readonly #ids: Int32Array;
+  readonly #vals: Float32Array;
+  readonly #array = new Uint8Array(TOKEN_DATA_ARRAY.size);
+  readonly #arrayView = new DataView(this.#array.buffer);
+  readonly #dataAddr: bigint;
+  readonly #one = new Uint8Array(TOKEN_DATA.size);
+  readonly #oneArray = new Uint8Array(TOKEN_DATA_ARRAY.size);
+
+  constructor(model: LlamaModel, grammar: string) {
+    this.#model = model;
+    const L = model.libs.llama;
+    const ptr = L.llama_sampler_init_grammar(model.vocab, cString(grammar), cString("root"));
+    if (ptr === null) throw new GrammarRejectedError("llama.cpp rejected the grammar");
+    this.#ptr = ptr;
+    this.#n = model.nVocab;
+    // Large, so it lives off the V8 heap and never moves while native code reads it.
+    const buf = new ArrayBuffer(Math.max(4096, this.#n * TOKEN_DATA.size));
+    this.#ids = new Int32Array(buf);
+    this.#vals = new Float32Array(buf);
+    this.#dataAddr = addressOf(this.#ids);
+    const one = new DataView(this.#oneArray.buffer);
+    one.setBigUint64(TOKEN_DATA_ARRAY.data, addressOf(this.#one), true);
+  }
+
+  /** Loads all logits into the candidate array. */
+  #fill(logits: Float32Array) {
+    const ids = this.#ids;
+    const vals = this.#vals;
+    for (let i = 0, j = 0; i < this.#n; i++, j += 3) {
+      ids[j] = i;
+      vals[j + 1] = logits[i];
+      vals[j + 2] = 0;
+    }
+    const dv = this.#arrayView;
+    dv.setBigUint64(TOKEN_DATA_ARRAY.data, this.#dataAddr, true);
+    dv.setBigUint64(TOKEN_DATA_ARRAY.n, BigInt(this.#n), true);
+    dv.setBigInt64(TOKEN_DATA_ARRAY.selected, -1n, true);
+    dv.setUint8(TOKEN_DATA_ARRAY.sorted, 0);
+  }
+
+  /** The token the last chain pass selected (its data pointer may have moved: samplers copy). */
+  #selected(): number {
+    const dv = this.#arrayView;
+    const sel = Number(dv.getBigInt64(TOKEN_DATA_ARRAY.selected, true));
+    const data = dv.getBigUint64(TOKEN_DATA_ARRAY.data, true);
+    const size = Number(dv.getBigUint64(TOKEN_DATA_ARRAY.n, true));
+    if (!(sel >= 0 && sel < size)) return -1;
+    const p = Deno.UnsafePointer.create(data + BigInt(sel * TOKEN_DATA.size));
+    return p ? new Deno.UnsafePointerView(p).getInt32(TOKEN_DATA.id) : -1;
+  }
+
+  /** True when the grammar allows `token` next. */
+  #allows(token: number): boolean {
+    const one = new DataView(this.#one.buffer);
+    one.setInt32(TOKEN_DATA.id, token, true);
+    one.setFloat32(TOKEN_DATA.logit, 0, true);
+    one.setFloat32(TOKEN_DATA.p, 0, true);
+    const arr = new DataView(this.#oneArray.buffer);
+    arr.setBigUint64(TOKEN_DATA_ARRAY.n, 1n, true);
+    arr.setBigInt64(TOKEN_DATA_ARRAY.selected, -1n, true);
+    this.#model.libs.llama.llama_sampler_apply(this.#ptr, this.#oneArray);
+    return one.getFloat32(TOKEN_DATA.logit, true) !== -Infinity;
+  }
+
+  sample(chain: Deno.PointerObject, logits: Float32Array): number {
+    const L = this.#model.libs.llama;
+    this.#fill(logits);
+    L.llama_sampler_apply(chain, this.#array);
+    let token = this.#selected();
+    if (token < 0 || !this.#allows(token)) {
+      this.#fill(logits);
+      L.llama_sampler_apply(this.#ptr, this.#array);
+      let allowed = false;
+      for (let j = 1; j < this.#n * 3; j += 3) {
+        if (this.#vals[j] !== -Infinity) {
+          allowed = true;
+          break;
+        }
+      }
+      if (!allowed) return this.#model.eos >= 0 ? this.#model.eos : this.#model.eot;
+      L.llama_sampler_apply(chain, this.#array);
+      token = this.#selected();
+      if (token < 0 || !this.#allows(token)) {
+        return this.#model.eos >= 0 ? this.#model.eos : this.#model.eot;
+      }
+    }
+    L.llama_sampler_accept(this.#ptr, token);
+    L.llama_sampler_accept(chain, token);
+    return token;
+  }
+
+  free() {
+    this.#model.libs.llama.llama_sampler_free(this.#ptr);
   }
 }
