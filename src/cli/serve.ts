@@ -59,6 +59,9 @@ Model (llama.cpp):
                        with a prompt-lookup draft (the token that followed the
                        stream's last tokens before; when it is the one sampled, the
                        next token comes from the same decode; same tokens either way)
+  --chat-template FILE|NAME  render chat messages with this Jinja template file, or with
+                       one of llama.cpp's built-in templates (chatml, llama3, phi3,
+                       mistral-v7, gemma, ...), instead of the model's own
 
 Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
@@ -107,6 +110,7 @@ export async function serveCommand(
     "no-batch-invariance": { type: "boolean" },
     "no-lookup": { type: "boolean" },
     "decode-priority": { type: "string" },
+    "chat-template": { type: "string" },
     "exited-ttl": { type: "string" },
     scrollback: { type: "string" },
   }, false);
@@ -149,6 +153,7 @@ export async function serveCommand(
         values["decode-priority"],
         DECODE_PRIORITIES,
       ),
+      chatTemplate: values["chat-template"],
     },
     pty: {
       exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),

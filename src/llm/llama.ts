@@ -47,6 +47,8 @@ export class LlamaModel {
   readonly vocabType: string;
   /** End-of-turn token, or -1. */
   readonly eot: number;
+  /** Width of the hidden state (the length of an embedding). */
+  readonly nEmbd: number;
   #pieces: (Uint8Array | undefined)[];
   #specialPieces = new Map<number, Uint8Array>();
   #controlTokens: { id: number; text: string }[] | null = null;
@@ -71,6 +73,7 @@ export class LlamaModel {
     this.sizeBytes = Number(L.llama_model_size(ptr));
     this.vocabType = VOCAB_TYPES[L.llama_vocab_type(this.vocab)] ?? "unknown";
     this.eot = L.llama_vocab_eot(this.vocab);
+    this.nEmbd = L.llama_model_n_embd(ptr);
     this.#pieces = new Array(this.nVocab);
   }
 
