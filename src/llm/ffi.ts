@@ -260,6 +260,8 @@ export const TOKEN_ATTR = {
   control: 1 << 3,
   userDefined: 1 << 4,
   byte: 1 << 5,
+  lstrip: 1 << 7,
+  rstrip: 1 << 8,
 } as const;
 
 /** `enum llama_vocab_type` (llama.h). */

@@ -26,6 +26,14 @@ function addressOf(view: ArrayBufferView): bigint {
 
 const decoder = new TextDecoder();
 
+/** A control token: its text, and whether it eats the whitespace before or after it. */
+export interface ControlToken {
+  id: number;
+  text: string;
+  lstrip: boolean;
+  rstrip: boolean;
+}
+
 /** Messages llama.cpp logged while a model loads (its errors say why a load failed). */
 export type NativeLog = (level: number, text: string) => void;
 
@@ -51,7 +59,7 @@ export class LlamaModel {
   readonly nEmbd: number;
   #pieces: (Uint8Array | undefined)[];
   #specialPieces = new Map<number, Uint8Array>();
-  #controlTokens: { id: number; text: string }[] | null = null;
+  #controlTokens: ControlToken[] | null = null;
   #tokBuf = new Int32Array(1024);
 
   private constructor(libs: NativeLibs, ptr: Deno.PointerObject) {
@@ -94,15 +102,23 @@ export class LlamaModel {
    * when it parses special tokens (control and unknown attributes; user-defined tokens
    * match as plain text anyway). Longest text first. Computed once.
    */
-  controlTokens(): readonly { id: number; text: string }[] {
+  controlTokens(): readonly ControlToken[] {
     if (this.#controlTokens) return this.#controlTokens;
     const L = this.libs.llama;
-    const out: { id: number; text: string }[] = [];
+    const out: ControlToken[] = [];
     const mask = TOKEN_ATTR.control | TOKEN_ATTR.unknown;
     for (let id = 0; id < this.nVocab; id++) {
-      if ((L.llama_vocab_get_attr(this.vocab, id) & mask) === 0) continue;
+      const attr = L.llama_vocab_get_attr(this.vocab, id);
+      if ((attr & mask) === 0) continue;
       const text = this.tokenText(id);
-      if (text.length > 0) out.push({ id, text });
+      if (text.length > 0) {
+        out.push({
+          id,
+          text,
+          lstrip: (attr & TOKEN_ATTR.lstrip) !== 0,
+          rstrip: (attr & TOKEN_ATTR.rstrip) !== 0,
+        });
+      }
     }
     out.sort((a, b) => b.text.length - a.text.length || a.id - b.id);
     this.#controlTokens = out;

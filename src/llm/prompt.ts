@@ -4,8 +4,12 @@
  *
  * No template injection: control-token text that a client wrote (in messages, tool
  * specs, roles) is tokenized as text; only the template's own text is parsed for control
- * tokens (see `chat_template.ts`). When nobody wrote any, the rendered prompt is
- * tokenized in one piece, exactly as transformers and llama-server tokenize it.
+ * tokens (see `chat_template.ts`). The rendered prompt is cut at the template's control
+ * tokens as llama.cpp's tokenizer cuts a string at every control token (longest first,
+ * whitespace eaten beside tokens marked lstrip/rstrip), and each stretch of text between
+ * them, template and client text together, is tokenized in one call without parsing
+ * specials: without control text from clients the tokens are exactly those of the whole
+ * rendering tokenized with specials, as llama-server and transformers tokenize it.
  *
  * @module
  */
@@ -13,11 +17,12 @@ import {
   ChatTemplateError,
   controlTextPattern,
   JinjaChatTemplate,
+  type PromptPart,
   protectControlText,
   splitProtected,
   templateMessages,
 } from "./chat_template.ts";
-import type { LlamaModel } from "./llama.ts";
+import type { ControlToken, LlamaModel } from "./llama.ts";
 import type { ChatMessage, ToolSpec } from "../protocol/messages.ts";
 
 export { ChatTemplateError } from "./chat_template.ts";
@@ -135,8 +140,13 @@ export class PromptBuilder {
   build(input: PromptInput): Int32Array {
     const m = this.model;
     if (input.messages === undefined) return m.tokenize(input.prompt ?? "", true, input.special);
-    const parts = this.renderParts(input.messages, input.tools);
-    const chunks = parts.map((part) => m.tokenize(part.text, false, part.special));
+    const fragments = cutAtControlTokens(
+      this.renderParts(input.messages, input.tools),
+      m.controlTokens(),
+    );
+    const chunks = fragments.map((f) =>
+      typeof f === "number" ? Int32Array.of(f) : m.tokenize(f, false, false)
+    );
     const addBos = m.addBos && m.bos >= 0 && !(chunks[0]?.[0] === m.bos);
     let n = addBos ? 1 : 0;
     for (const c of chunks) n += c.length;
@@ -149,4 +159,63 @@ export class PromptBuilder {
     }
     return out;
   }
+}
+
+/** C's isspace: what llama.cpp strips beside lstrip/rstrip tokens. */
+const SPACE = /[ \t\n\v\f\r]/;
+
+/**
+ * The prompt as text fragments and control-token ids: the template's parts cut at every
+ * control token (each token in turn, longest first, as llama.cpp's tokenizer does), client
+ * parts never; adjacent text merged; whitespace removed beside lstrip/rstrip tokens.
+ */
+export function cutAtControlTokens(
+  parts: readonly PromptPart[],
+  controls: readonly ControlToken[],
+): (string | number)[] {
+  type Piece = { text: string; cut: boolean } | ControlToken;
+  let pieces: Piece[] = parts.map((p) => ({ text: p.text, cut: p.special }));
+  for (const token of controls) {
+    const next: Piece[] = [];
+    for (const piece of pieces) {
+      if (!("cut" in piece) || !piece.cut || !piece.text.includes(token.text)) {
+        next.push(piece);
+        continue;
+      }
+      const split = piece.text.split(token.text);
+      split.forEach((text, i) => {
+        if (i > 0) next.push(token);
+        if (text) next.push({ text, cut: true });
+      });
+    }
+    pieces = next;
+  }
+  const out: (string | number)[] = [];
+  let stripNext = false;
+  for (const piece of pieces) {
+    if ("cut" in piece) {
+      let text = piece.text;
+      if (stripNext) {
+        let i = 0;
+        while (i < text.length && SPACE.test(text[i])) i++;
+        text = text.slice(i);
+        if (text.length === 0) continue; // all eaten: keep eating into the next text
+        stripNext = false;
+      }
+      const last = out.length - 1;
+      if (typeof out[last] === "string") out[last] += text;
+      else out.push(text);
+      continue;
+    }
+    stripNext = false;
+    const last = out.length - 1;
+    if (piece.lstrip && typeof out[last] === "string") {
+      const t = (out[last] as string).replace(/[ \t\n\v\f\r]+$/, "");
+      if (t) out[last] = t;
+      else out.pop();
+    }
+    out.push(piece.id);
+    stripNext = piece.rstrip;
+  }
+  return out;
 }
