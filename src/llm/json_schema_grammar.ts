@@ -211,6 +211,10 @@ class Converter {
     if (schema === true) return "value";
     if (schema === false) throw new SchemaError(`${where}: the schema false matches no value`);
     if (!isObject(schema)) throw new SchemaError(`${where}: a schema must be an object or boolean`);
+    // `false` arrives as {not: {}} (messages.ts): say what it means.
+    if (isObject(schema.not) && Object.keys(schema.not).length === 0) {
+      throw new SchemaError(`${where}: the schema matches no value`);
+    }
     for (const k of UNSUPPORTED) {
       if (k in schema) throw new SchemaError(`${where}: "${k}" is not supported`);
     }
@@ -321,7 +325,7 @@ class Converter {
     let extra: string | null = null;
     if (additional !== undefined && additional !== false) {
       const value = this.visit(additional as Schema, `${where}/additionalProperties`);
-      const key = this.#notStrings(names);
+      const key = this.#notStrings(names, this.#keyLength(schema.propertyNames, where));
       extra = this.#rule("additional-kv", `${key} ws ":" ws ${value}`);
     }
     const extraTail = extra ? ` ("," ws ${extra})*` : "";
@@ -343,9 +347,25 @@ class Converter {
     return this.#rule("object", `"{" ws ${body} "}" ws`);
   }
 
-  /** A JSON string (no escapes) that is none of `names`. */
-  #notStrings(names: string[]): string {
-    if (names.length === 0) return this.#rule("key", '"\\"" plain-char* "\\""');
+  /** The longest extra key `propertyNames` allows (only `maxLength` is supported). */
+  #keyLength(names: unknown, where: string): number {
+    if (names === undefined || names === true) return Infinity;
+    if (!isObject(names)) throw new SchemaError(`${where}: "propertyNames" must be a schema`);
+    for (const k of Object.keys(names)) {
+      if (k !== "maxLength" && k !== "type") {
+        throw new SchemaError(`${where}: "propertyNames" supports only "maxLength"`);
+      }
+    }
+    return count(names, "maxLength", `${where}/propertyNames`) ?? Infinity;
+  }
+
+  /** A JSON string (no escapes) of at most `maxLength` characters that is none of `names`. */
+  #notStrings(names: string[], maxLength: number): string {
+    const tail = (n: number) => (n === Infinity ? "plain-char*" : `plain-char{0,${n}}`);
+    if (names.length === 0) {
+      if (maxLength === 0) throw new SchemaError("no extra property name fits");
+      return this.#rule("key", `"\\"" plain-char ${tail(maxLength - 1)} "\\""`);
+    }
     interface Node {
       children: Map<string, Node>;
       end: boolean;
@@ -360,15 +380,21 @@ class Converter {
       }
       node.end = true;
     }
-    const build = (node: Node): string => {
+    const build = (node: Node, depth: number): string => {
       const alts: string[] = [];
-      for (const [ch, child] of node.children) alts.push(`${gbnfLiteral(ch)} ${build(child)}`);
-      const others = [...node.children.keys()].map(classChar).join("");
-      alts.push(`[^"\\\\\\x7F\\x00-\\x1F${others}] plain-char*`);
+      if (depth < maxLength) {
+        for (const [ch, child] of node.children) {
+          alts.push(`${gbnfLiteral(ch)} ${build(child, depth + 1)}`);
+        }
+        const others = [...node.children.keys()].map(classChar).join("");
+        alts.push(`[^"\\\\\\x7F\\x00-\\x1F${others}] ${tail(maxLength - depth - 1)}`);
+      }
       if (!node.end) alts.push('""');
+      if (alts.length === 0) return "[^\\x00-\\U0010FFFF]"; // nothing: a declared name at the limit
       return this.#rule("not-key", alts.join(" | "));
     };
-    return this.#rule("key", `"\\"" ${build(root)} "\\""`);
+    const body = build(root, 0);
+    return this.#rule("key", `"\\"" ${body} "\\""`);
   }
 
   #array(schema: Record<string, unknown>, where: string): string {

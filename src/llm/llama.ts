@@ -629,7 +629,9 @@ export class Sampler {
     const L = libs.llama;
     if (p.grammar !== undefined) {
       if (!model) throw new TypeError("A grammar needs the model's vocabulary");
-      this.#grammar = new GrammarState(model, p.grammar);
+      // The chain keeps the top_k best tokens (greedy: 1) unless penalties reorder them first.
+      const keep = p.temperature <= 0 ? 1 : p.topK > 0 && p.repeatPenalty === 1 ? p.topK : 0;
+      this.#grammar = new GrammarState(model, p.grammar, keep);
     }
     const chain = L.llama_sampler_chain_init(new Uint8Array([1]))!;
     this.ptr = chain;
@@ -666,11 +668,110 @@ export class Sampler {
   }
 }
 
-/** A grammar sampler and the candidate array it masks. */
+/**
+ * Tokens by the first byte of their text as a grammar sees it (control tokens written
+ * out), the one-byte token of each byte, and the end-of-generation tokens: built once per
+ * model for {@linkcode GrammarState}'s first-byte probe.
+ */
+export interface GrammarIndex {
+  /** Token ids per first byte (end-of-generation and empty tokens left out). */
+  buckets: Int32Array[];
+  /** The token whose text is exactly that one byte, or -1. */
+  byteToken: Int32Array;
+  eog: Int32Array;
+  /**
+   * UTF-8 shape of each token's bytes: leading continuation bytes (0-4), and how many
+   * bytes the unfinished last character still needs (255: the bytes are invalid UTF-8).
+   */
+  leadCont: Uint8Array;
+  tailNeed: Uint8Array;
+  length: Uint16Array;
+}
+
+/** Continuation bytes a UTF-8 lead byte announces, or -1 for a byte that cannot lead. */
+function utf8Need(b: number): number {
+  if (b < 0x80) return 0;
+  if (b >= 0xc2 && b <= 0xdf) return 1;
+  if (b >= 0xe0 && b <= 0xef) return 2;
+  if (b >= 0xf0 && b <= 0xf4) return 3;
+  return -1;
+}
+
+/** [leading continuation bytes, bytes the unfinished last character needs (255: invalid)]. */
+function utf8Shape(piece: Uint8Array): [number, number] {
+  let lead = 0;
+  while (lead < piece.length && (piece[lead] & 0xc0) === 0x80) lead++;
+  let need = 0;
+  for (let i = lead; i < piece.length; i++) {
+    const b = piece[i];
+    if (need > 0) {
+      if ((b & 0xc0) !== 0x80) return [Math.min(lead, 4), 255];
+      need--;
+      continue;
+    }
+    const n = utf8Need(b);
+    if (n < 0) return [Math.min(lead, 4), 255];
+    need = n;
+  }
+  return [Math.min(lead, 4), need];
+}
+
+const grammarIndexes = new WeakMap<LlamaModel, GrammarIndex>();
+
+function grammarIndexOf(model: LlamaModel): GrammarIndex {
+  const known = grammarIndexes.get(model);
+  if (known) return known;
+  const lists: number[][] = Array.from({ length: 256 }, () => []);
+  const byteToken = new Int32Array(256).fill(-1);
+  const eog: number[] = [];
+  const leadCont = new Uint8Array(model.nVocab);
+  const tailNeed = new Uint8Array(model.nVocab).fill(255);
+  const length = new Uint16Array(model.nVocab);
+  for (let t = 0; t < model.nVocab; t++) {
+    if (model.isEog(t)) {
+      eog.push(t);
+      continue;
+    }
+    const piece = model.pieceSpecial(t);
+    if (piece.length === 0 || piece[0] === 0) continue; // the grammar rejects these anyway
+    lists[piece[0]].push(t);
+    if (piece.length === 1 && byteToken[piece[0]] < 0) byteToken[piece[0]] = t;
+    [leadCont[t], tailNeed[t]] = utf8Shape(piece);
+    length[t] = Math.min(piece.length, 65535);
+  }
+  const index = {
+    buckets: lists.map((l) => Int32Array.from(l)),
+    byteToken,
+    eog: Int32Array.from(eog),
+    leadCont,
+    tailNeed,
+    length,
+  };
+  grammarIndexes.set(model, index);
+  return index;
+}
+
+/**
+ * A grammar sampler and the candidate array it masks. Masking a 150k vocabulary costs
+ * tens of milliseconds in llama.cpp, so the grammar sees as few candidates as possible:
+ * first the token the chain picks unconstrained (usually allowed with a real model);
+ * when it is not, a probe of the one-byte tokens says which first bytes the grammar
+ * allows now, and only tokens starting with those (plus end-of-generation ones) are
+ * masked and sampled. A token whose first byte is refused is refused whole, so the
+ * result is the one a full mask gives. When the chain keeps only its top k tokens, the
+ * grammar first masks the best PRESELECT of those candidates: if k of them are allowed,
+ * they are the k best allowed ones overall, and the chain picks among exactly what a full
+ * mask would have left it.
+ *
+ * llama.cpp's grammar decodes UTF-8 without checking continuation bytes, so it would let
+ * byte tokens write invalid UTF-8 that a client then sees as U+FFFD. Candidates are also
+ * held to valid UTF-8 here, given the unfinished character the output ends with.
+ */
 class GrammarState {
   readonly #model: LlamaModel;
   readonly #ptr: Deno.PointerObject;
   readonly #n: number;
+  readonly #index: GrammarIndex;
   readonly #ids: Int32Array;
   readonly #vals: Float32Array;
   readonly #array = new Uint8Array(TOKEN_DATA_ARRAY.size);
@@ -678,14 +779,28 @@ class GrammarState {
   readonly #dataAddr: bigint;
   readonly #one = new Uint8Array(TOKEN_DATA.size);
   readonly #oneArray = new Uint8Array(TOKEN_DATA_ARRAY.size);
+  /** Candidates of the probe: one per byte that has a one-byte token. */
+  readonly #probeIds: Int32Array;
+  readonly #probeVals: Float32Array;
+  readonly #probeAddr: bigint;
+  readonly #probeArray = new Uint8Array(TOKEN_DATA_ARRAY.size);
+  readonly #probeBytes: number[] = [];
+  /** Bytes without a one-byte token: their tokens are always candidates. */
+  readonly #unprobed: number[] = [];
+  /** The chain's top k (0: it keeps more, no preselection). */
+  readonly #keep: number;
+  /** Continuation bytes the output's last, unfinished character still needs. */
+  #pending = 0;
+  readonly #preselect: Deno.PointerObject | null = null;
 
-  constructor(model: LlamaModel, grammar: string) {
+  constructor(model: LlamaModel, grammar: string, keep = 0) {
     this.#model = model;
     const L = model.libs.llama;
     const ptr = L.llama_sampler_init_grammar(model.vocab, cString(grammar), cString("root"));
     if (ptr === null) throw new GrammarRejectedError("llama.cpp rejected the grammar");
     this.#ptr = ptr;
     this.#n = model.nVocab;
+    this.#index = grammarIndexOf(model);
     // Large, so it lives off the V8 heap and never moves while native code reads it.
     const buf = new ArrayBuffer(Math.max(4096, this.#n * TOKEN_DATA.size));
     this.#ids = new Int32Array(buf);
@@ -693,6 +808,24 @@ class GrammarState {
     this.#dataAddr = addressOf(this.#ids);
     const one = new DataView(this.#oneArray.buffer);
     one.setBigUint64(TOKEN_DATA_ARRAY.data, addressOf(this.#one), true);
+    const probe = new ArrayBuffer(4096);
+    this.#probeIds = new Int32Array(probe);
+    this.#probeVals = new Float32Array(probe);
+    this.#probeAddr = addressOf(this.#probeIds);
+    this.#keep = keep;
+    if (keep > 0 && keep * 4 < PRESELECT) this.#preselect = L.llama_sampler_init_top_k(PRESELECT);
+    for (let b = 0; b < 256; b++) {
+      if (this.#index.buckets[b].length === 0) continue;
+      if (this.#index.byteToken[b] >= 0) this.#probeBytes.push(b);
+      else this.#unprobed.push(b);
+    }
+  }
+
+  #setArray(view: DataView, data: bigint, n: number) {
+    view.setBigUint64(TOKEN_DATA_ARRAY.data, data, true);
+    view.setBigUint64(TOKEN_DATA_ARRAY.n, BigInt(n), true);
+    view.setBigInt64(TOKEN_DATA_ARRAY.selected, -1n, true);
+    view.setUint8(TOKEN_DATA_ARRAY.sorted, 0);
   }
 
   /** Loads all logits into the candidate array. */
@@ -704,11 +837,57 @@ class GrammarState {
       vals[j + 1] = logits[i];
       vals[j + 2] = 0;
     }
+    this.#setArray(this.#arrayView, this.#dataAddr, this.#n);
+  }
+
+  /** Loads the candidates whose first byte the grammar allows now (and EOG tokens). */
+  #fillAllowed(logits: Float32Array): number {
+    const L = this.#model.libs.llama;
+    const pIds = this.#probeIds;
+    const pVals = this.#probeVals;
+    this.#probeBytes.forEach((b, k) => {
+      pIds[k * 3] = this.#index.byteToken[b];
+      pVals[k * 3 + 1] = 0;
+      pVals[k * 3 + 2] = 0;
+    });
+    const probeView = new DataView(this.#probeArray.buffer);
+    this.#setArray(probeView, this.#probeAddr, this.#probeBytes.length);
+    L.llama_sampler_apply(this.#ptr, this.#probeArray);
+    const ids = this.#ids;
+    const vals = this.#vals;
+    let j = 0;
+    const add = (bucket: Int32Array, checkUtf8: boolean) => {
+      for (let i = 0; i < bucket.length; i++) {
+        const t = bucket[i];
+        if (checkUtf8 && !this.#validNext(t)) continue;
+        ids[j] = t;
+        vals[j + 1] = logits[t];
+        vals[j + 2] = 0;
+        j += 3;
+      }
+    };
+    this.#probeBytes.forEach((b, k) => {
+      if (pVals[k * 3 + 1] !== -Infinity) add(this.#index.buckets[b], true);
+    });
+    for (const b of this.#unprobed) add(this.#index.buckets[b], true);
+    add(this.#index.eog, false);
+    this.#setArray(this.#arrayView, this.#dataAddr, j / 3);
+    return j / 3;
+  }
+
+  /** Candidates of the array the grammar did not mask (stops counting at `enough`). */
+  #countAllowed(enough = Infinity): number {
     const dv = this.#arrayView;
-    dv.setBigUint64(TOKEN_DATA_ARRAY.data, this.#dataAddr, true);
-    dv.setBigUint64(TOKEN_DATA_ARRAY.n, BigInt(this.#n), true);
-    dv.setBigInt64(TOKEN_DATA_ARRAY.selected, -1n, true);
-    dv.setUint8(TOKEN_DATA_ARRAY.sorted, 0);
+    const data = dv.getBigUint64(TOKEN_DATA_ARRAY.data, true);
+    const size = Number(dv.getBigUint64(TOKEN_DATA_ARRAY.n, true));
+    const p = Deno.UnsafePointer.create(data);
+    if (!p || size === 0) return 0;
+    const vals = new Float32Array(
+      new Deno.UnsafePointerView(p).getArrayBuffer(size * TOKEN_DATA.size),
+    );
+    let n = 0;
+    for (let j = 1; j < size * 3 && n < enough; j += 3) if (vals[j] !== -Infinity) n++;
+    return n;
   }
 
   /** The token the last chain pass selected (its data pointer may have moved: samplers copy). */
@@ -722,8 +901,29 @@ class GrammarState {
     return p ? new Deno.UnsafePointerView(p).getInt32(TOKEN_DATA.id) : -1;
   }
 
+  /** True when `token` keeps the output valid UTF-8 (end-of-generation tokens always do). */
+  #validNext(token: number): boolean {
+    const x = this.#index;
+    const len = x.length[token];
+    if (len === 0) return true;
+    const lead = x.leadCont[token];
+    // Only continuation bytes: they must belong to the unfinished character.
+    if (lead === len) return len <= this.#pending;
+    return lead === this.#pending && x.tailNeed[token] !== 255;
+  }
+
+  /** The unfinished character after `token`. */
+  #advance(token: number) {
+    const x = this.#index;
+    const len = x.length[token];
+    if (len === 0) return;
+    if (x.leadCont[token] === len) this.#pending -= len;
+    else this.#pending = x.tailNeed[token];
+  }
+
   /** True when the grammar allows `token` next. */
   #allows(token: number): boolean {
+    if (!this.#validNext(token)) return false;
     const one = new DataView(this.#one.buffer);
     one.setInt32(TOKEN_DATA.id, token, true);
     one.setFloat32(TOKEN_DATA.logit, 0, true);
@@ -737,32 +937,37 @@ class GrammarState {
 
   sample(chain: Deno.PointerObject, logits: Float32Array): number {
     const L = this.#model.libs.llama;
+    const end = this.#model.eos >= 0 ? this.#model.eos : this.#model.eot;
     this.#fill(logits);
     L.llama_sampler_apply(chain, this.#array);
     let token = this.#selected();
     if (token < 0 || !this.#allows(token)) {
-      this.#fill(logits);
-      L.llama_sampler_apply(this.#ptr, this.#array);
-      let allowed = false;
-      for (let j = 1; j < this.#n * 3; j += 3) {
-        if (this.#vals[j] !== -Infinity) {
-          allowed = true;
-          break;
-        }
+      let n = this.#fillAllowed(logits);
+      if (this.#preselect && n > PRESELECT) {
+        L.llama_sampler_apply(this.#preselect, this.#array);
+        L.llama_sampler_apply(this.#ptr, this.#array);
+        // Masking broke the order top_k sorted: the chain's top_k must sort again.
+        this.#arrayView.setUint8(TOKEN_DATA_ARRAY.sorted, 0);
+        if (this.#countAllowed() < this.#keep) n = this.#fillAllowed(logits);
+        else n = 0; // masked already
       }
-      if (!allowed) return this.#model.eos >= 0 ? this.#model.eos : this.#model.eot;
+      if (n > 0) L.llama_sampler_apply(this.#ptr, this.#array);
+      if (this.#countAllowed(1) === 0) return end; // a dead end: never fed to the grammar
       L.llama_sampler_apply(chain, this.#array);
       token = this.#selected();
-      if (token < 0 || !this.#allows(token)) {
-        return this.#model.eos >= 0 ? this.#model.eos : this.#model.eot;
-      }
+      if (token < 0 || !this.#allows(token)) return end;
     }
     L.llama_sampler_accept(this.#ptr, token);
     L.llama_sampler_accept(chain, token);
+    this.#advance(token);
     return token;
   }
 
   free() {
     this.#model.libs.llama.llama_sampler_free(this.#ptr);
+    if (this.#preselect) this.#model.libs.llama.llama_sampler_free(this.#preselect);
   }
 }
+
+/** Candidates the grammar masks first when the chain keeps only its top k. */
+const PRESELECT = 1024;
