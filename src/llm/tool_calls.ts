@@ -35,7 +35,7 @@ export function detectToolCallFormat(template: string | null): ToolCallFormat {
   if (!template) return "json";
   if (template.includes("<tool_call>")) return "hermes";
   if (template.includes("[TOOL_CALLS]")) return "mistral";
-  if (template.includes("<|channel|>") && template.includes("to=functions.")) return "gpt-oss";
+  if (template.includes("<|channel|>") && /to=|functions\./.test(template)) return "gpt-oss";
   if (template.includes("<|python_tag|>") || template.includes('"parameters": ')) return "llama3";
   return "json";
 }
