@@ -3,6 +3,8 @@
  * the engine worker between decode steps. Texts are decoded in chunks (at most the
  * tokens the decode budget has spare, so an embedding batch never stalls token streams
  * beyond it), per-token hidden states are pooled here, and each vector is L2-normalized.
+ * One text per decode call: a text's rows never share a matrix product with another
+ * text's, so (at a given chunking) its vector is bit-identical alone or in a batch.
  *
  * Pooling is the model's declared one (`<arch>.pooling_type`: mean, cls or last), else
  * mean. Pooling here rather than inside llama.cpp lets a long text be decoded across
@@ -78,7 +80,7 @@ export class Embedder {
     const arch = model.meta("general.architecture") ?? "llama";
     this.pooling = POOLING_NAMES[model.meta(`${arch}.pooling_type`) ?? ""] ?? "mean";
     this.nCtx = options.nCtx ?? Math.min(2048, model.nCtxTrain > 0 ? model.nCtxTrain : 2048);
-    this.#nSeq = options.nSeq ?? 4;
+    this.#nSeq = options.nSeq ?? 2;
     this.#active = new Array(this.#nSeq).fill(null);
   }
 
@@ -187,7 +189,7 @@ export class Embedder {
     b.clear();
     const limit = Math.max(1, Math.min(budget, b.capacity));
     const rows: { a: Active; first: number; n: number }[] = [];
-    for (let s = 0; s < this.#nSeq && b.n < limit; s++) {
+    for (let s = 0; s < this.#nSeq && b.n === 0; s++) {
       const a = this.#active[s];
       if (!a) continue;
       const n = Math.min(a.tokens.length - a.at, limit - b.n);
