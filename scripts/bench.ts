@@ -1,5 +1,5 @@
 // `deno task bench`: every benchmark side by side in one run, written to
-// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm` picks some.
+// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm,models` picks some.
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
 
@@ -7,7 +7,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: { only: { type: "string" }, out: { type: "string" } },
 });
-const only = new Set((values.only ?? "server,pty,llm").split(","));
+const only = new Set((values.only ?? "server,pty,llm,models").split(","));
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
 
 function machine(): string {
@@ -42,6 +42,12 @@ if (only.has("llm")) {
   console.error("bench: llm");
   const { benchLlm } = await import("./bench_llm.ts");
   sections.push(await benchLlm());
+}
+
+if (only.has("models")) {
+  console.error("bench: real vocabularies and structured output");
+  const { benchModels } = await import("./bench_models.ts");
+  sections.push(await benchModels());
 }
 
 const doc = [

@@ -18,6 +18,7 @@ import type { ChatMessage, ToolSpec } from "../protocol/messages.ts";
 
 /** A chat template that could not be compiled or rendered; the message says why. */
 export class ChatTemplateError extends Error {
+  /** Creates the error (`cause`: what the template engine threw). */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "ChatTemplateError";
@@ -26,11 +27,13 @@ export class ChatTemplateError extends Error {
 
 /** What a Jinja chat template is given besides the messages. */
 export interface RenderOptions {
+  /** Tools passed to the template (`tools`), None when absent. */
   tools?: readonly ToolSpec[];
   /** End with the assistant's turn opened (default true: we want its answer). */
   addGenerationPrompt?: boolean;
   /** The vocabulary's BOS and EOS texts ("<|begin_of_text|>"), "" when it has none. */
   bosToken: string;
+  /** The vocabulary's EOS text. */
   eosToken: string;
   /** The clock `strftime_now` reads (default: the real one). */
   now?: () => Date;
@@ -38,10 +41,15 @@ export interface RenderOptions {
 
 /** A message as a Jinja chat template sees it (transformers' shape). */
 export interface TemplateMessage {
+  /** `system`, `user`, `assistant`, `tool`, or what the client sent. */
   role: string;
+  /** The message text ("" for an assistant turn that only called tools). */
   content: string;
+  /** A tool result's function name. */
   name?: string;
+  /** The call a `tool` message answers. */
   tool_call_id?: string;
+  /** Calls an assistant message made. */
   tool_calls?: {
     id?: string;
     type: "function";
@@ -184,6 +192,7 @@ const JINJA_GLOBALS: Record<string, unknown> = {
  * ```
  */
 export class JinjaChatTemplate {
+  /** The template's Jinja text. */
   readonly source: string;
   readonly #template: Template;
 
@@ -237,6 +246,7 @@ export class JinjaChatTemplate {
 
 /** A part of a rendered prompt and whether its control-token text may become tokens. */
 export interface PromptPart {
+  /** The text of this part. */
   text: string;
   /** True for the template's own text; false for text a client wrote. */
   special: boolean;
@@ -244,6 +254,7 @@ export interface PromptPart {
 
 /** Client text whose control-token strings were replaced by placeholders. */
 export interface Protected<T> {
+  /** The protected copy. */
   value: T;
   /** The replaced strings, by placeholder number. */
   originals: string[];

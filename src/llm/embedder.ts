@@ -18,6 +18,7 @@ import { Batch, LlamaContext, type LlamaModel } from "./llama.ts";
 
 /** Why an embedding request failed. */
 export class EmbedError extends Error {
+  /** Creates the error; `code` is the wire code the request gets. */
   constructor(readonly code: "E_PROTO_BAD_REQUEST" | "E_LIMIT_PROMPT_TOO_LARGE", message: string) {
     super(message);
     this.name = "EmbedError";
@@ -26,6 +27,7 @@ export class EmbedError extends Error {
 
 /** Settings of the embedding context. */
 export interface EmbedderOptions {
+  /** CPU threads of the embedding context's thread pool. */
   threads: number;
   /** KV cells shared by the texts decoded at once; the longest text allowed. */
   nCtx?: number;
@@ -34,11 +36,16 @@ export interface EmbedderOptions {
 }
 
 /** One request: its texts and their vectors as they complete. */
-interface EmbedJob {
+export interface EmbedJob {
+  /** The request's number in the worker. */
   rid: number;
+  /** Each input's tokens. */
   texts: Int32Array[];
+  /** Each input's vector, once decoded. */
   vectors: (Float32Array | null)[];
+  /** Called with every vector and the tokens they took. */
   done(vectors: number[][], promptTokens: number): void;
+  /** Called when the request cannot be embedded. */
   fail(err: EmbedError): void;
 }
 
@@ -60,9 +67,13 @@ const POOLING_NAMES: Record<string, "mean" | "cls" | "last"> = {
 
 /** The embedding side of one model. */
 export class Embedder {
+  /** The loaded model whose weights embed. */
   readonly model: LlamaModel;
+  /** Length of every vector. */
   readonly nEmbd: number;
+  /** How token states become one vector. */
   readonly pooling: "mean" | "cls" | "last";
+  /** KV cells of the embedding context: the longest text. */
   readonly nCtx: number;
   readonly #opts: EmbedderOptions;
   readonly #nSeq: number;
@@ -73,6 +84,7 @@ export class Embedder {
   /** Where the next text of the oldest job starts. */
   #next = 0;
 
+  /** Settings apply when the first request opens the context. */
   constructor(model: LlamaModel, options: EmbedderOptions) {
     this.model = model;
     this.#opts = options;
@@ -250,6 +262,7 @@ export class Embedder {
     job.fail(err);
   }
 
+  /** Frees the embedding context. */
   close() {
     this.#ctx?.free();
     this.#ctx = null;

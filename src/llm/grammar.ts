@@ -12,6 +12,7 @@
 
 /** A grammar that cannot be used; the message names the problem and where it is. */
 export class GrammarError extends Error {
+  /** Creates the error; the message names the problem. */
   constructor(message: string) {
     super(message);
     this.name = "GrammarError";

@@ -22,6 +22,7 @@
 
 /** A schema umad cannot turn into a grammar; the message names the keyword and where. */
 export class SchemaError extends Error {
+  /** Creates the error; the message names the keyword and its place. */
   constructor(message: string) {
     super(message);
     this.name = "SchemaError";

@@ -28,9 +28,13 @@ const decoder = new TextDecoder();
 
 /** A control token: its text, and whether it eats the whitespace before or after it. */
 export interface ControlToken {
+  /** The token id. */
   id: number;
+  /** Its text ("<|im_end|>"). */
   text: string;
+  /** Eats the whitespace before it. */
   lstrip: boolean;
+  /** Eats the whitespace after it. */
   rstrip: boolean;
 }
 
@@ -384,6 +388,7 @@ export interface ContextOptions {
   poll?: number;
   /** Extract embeddings (an embedding context); with `pooling` (default none: per token). */
   embeddings?: boolean;
+  /** Pooling of an embedding context (default none: per-token states). */
   pooling?: keyof typeof POOLING;
 }
 
@@ -602,6 +607,7 @@ export interface SamplingParams {
 
 /** llama.cpp refused a grammar (`llama_sampler_init_grammar` returned NULL). */
 export class GrammarRejectedError extends Error {
+  /** Creates the error. */
   constructor(message: string) {
     super(message);
     this.name = "GrammarRejectedError";
@@ -678,13 +684,16 @@ export interface GrammarIndex {
   buckets: Int32Array[];
   /** The token whose text is exactly that one byte, or -1. */
   byteToken: Int32Array;
+  /** End-of-generation tokens (the grammar decides when they are allowed). */
   eog: Int32Array;
   /**
    * UTF-8 shape of each token's bytes: leading continuation bytes (0-4), and how many
    * bytes the unfinished last character still needs (255: the bytes are invalid UTF-8).
    */
   leadCont: Uint8Array;
+  /** Bytes the unfinished last character of each token still needs (255: invalid). */
   tailNeed: Uint8Array;
+  /** Each token's length in bytes. */
   length: Uint16Array;
 }
 

@@ -13,10 +13,13 @@ const decoder = new TextDecoder();
 
 /** Answers model requests for one model. */
 export class ModelRequestHandler {
+  /** The loaded model. */
   readonly model: LlamaModel;
+  /** Decodes embedding requests. */
   readonly embedder: Embedder;
   readonly #reply: (msg: ModelReplyMessage) => void;
 
+  /** `reply` posts an answer back to the main thread. */
   constructor(model: LlamaModel, threads: number, reply: (msg: ModelReplyMessage) => void) {
     this.model = model;
     this.embedder = new Embedder(model, { threads });
@@ -33,6 +36,7 @@ export class ModelRequestHandler {
     return this.embedder.step(budget);
   }
 
+  /** Answers or queues one request from the main thread. */
   handle(msg: ModelRequestMessage): void {
     const { rid } = msg;
     const fail = (
@@ -90,6 +94,7 @@ export class ModelRequestHandler {
     }
   }
 
+  /** Frees the embedding context. */
   close(): void {
     this.embedder.close();
   }

@@ -43,16 +43,23 @@ export type ModelReplyMessage =
 
 /** Counts of answered model requests, for metrics. */
 export interface ModelRequestCounts {
+  /** `tokenize` requests answered. */
   tokenize: number;
+  /** `detokenize` requests answered. */
   detokenize: number;
+  /** `embed` requests answered. */
   embed: number;
+  /** Texts embedded. */
   embed_inputs: number;
+  /** Tokens embedded. */
   embed_tokens: number;
+  /** Requests answered with an error. */
   errors: number;
 }
 
 /** Sends model requests to the worker and answers their streams. */
 export class ModelRequestClient {
+  /** Counts for metrics. */
   readonly counts: ModelRequestCounts = {
     tokenize: 0,
     detokenize: 0,
@@ -65,6 +72,7 @@ export class ModelRequestClient {
   readonly #pending = new Map<number, { stream: Stream; onAbort?: () => void }>();
   #nextRid = 1;
 
+  /** `post` sends a message to the engine worker. */
   constructor(post: (msg: ModelRequestMessage) => void) {
     this.#post = post;
   }

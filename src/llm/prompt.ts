@@ -34,8 +34,11 @@ export type ChatTemplateOverride =
 
 /** What a prompt is made from. */
 export interface PromptInput {
+  /** A raw prompt (tokenized as given). */
   prompt?: string;
+  /** Chat messages (rendered with the template). */
   messages?: readonly ChatMessage[];
+  /** Tools shown to the template. */
   tools?: readonly ToolSpec[];
   /** Raw prompts only: parse control-token text (the default, as llama-server does). */
   special: boolean;
@@ -51,7 +54,9 @@ export interface TemplateChoice {
 
 /** Turns requests into prompt tokens for one model. */
 export class PromptBuilder {
+  /** The model whose vocabulary tokenizes. */
   readonly model: LlamaModel;
+  /** The template that renders messages. */
   readonly choice: TemplateChoice;
   /** Why the model's own template is not used, when it is not; null otherwise. */
   readonly fallbackReason: string | null = null;
@@ -60,6 +65,7 @@ export class PromptBuilder {
   readonly #builtin: string | null = null;
   #pattern: RegExp | null | undefined;
 
+  /** Picks the template: `override`, else the model's own (Jinja, else llama.cpp's reading of it), else llama.cpp's chatml. Throws ChatTemplateError for an unknown built-in name or a template that does not compile. */
   constructor(model: LlamaModel, override?: ChatTemplateOverride) {
     this.model = model;
     if (override?.kind === "jinja") {
@@ -111,7 +117,7 @@ export class PromptBuilder {
   }
 
   /** The chat prompt as text, control-token text of clients protected (for tests and logs). */
-  renderParts(messages: readonly ChatMessage[], tools?: readonly ToolSpec[]) {
+  renderParts(messages: readonly ChatMessage[], tools?: readonly ToolSpec[]): PromptPart[] {
     const m = this.model;
     const p = protectControlText({ messages: templateMessages(messages), tools }, this.#controls);
     let rendered: string;

@@ -42,7 +42,9 @@ export function detectToolCallFormat(template: string | null): ToolCallFormat {
 
 /** What a model's output holds: its text without the calls, and the calls. */
 export interface ParsedOutput {
+  /** The output without the calls. */
   content: string;
+  /** The calls, in order. */
   toolCalls: ToolCall[];
 }
 
