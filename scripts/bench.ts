@@ -1,5 +1,6 @@
 // `deno task bench`: every benchmark side by side in one run, written to
-// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm,models` picks some.
+// docs/BENCHMARKS.md with the machine and the date. `--only server,codec,pty,llm,models` picks
+// some.
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
 
@@ -7,7 +8,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: { only: { type: "string" }, out: { type: "string" } },
 });
-const only = new Set((values.only ?? "server,pty,llm,models").split(","));
+const only = new Set((values.only ?? "server,codec,pty,llm,models").split(","));
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
 
 function machine(): string {
@@ -24,6 +25,11 @@ const started = new Date();
 if (only.has("server")) {
   console.error("bench: control channel");
   sections.push(await benchServer());
+}
+if (only.has("codec")) {
+  console.error("bench: frame decode");
+  const { benchCodec } = await import("./bench_codec.ts");
+  sections.push(benchCodec());
 }
 if (only.has("pty")) {
   console.error("bench: terminals");

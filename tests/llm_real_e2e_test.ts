@@ -88,7 +88,8 @@ Deno.test("a Qwen2-tokenizer model with --chat-template FILE serves chat, tokeni
           max_tokens: 80,
           seed: 2,
         });
-        const calls = call.tool_calls as { name: string; arguments: string }[];
+        if (call.event !== "result") throw new Error(`expected a result, got ${call.event}`);
+        const calls = call.tool_calls!;
         assert.equal(calls.length, 1);
         assert.equal(calls[0].name, "get_weather");
         assert.ok(["Oslo", "Rome"].includes(JSON.parse(calls[0].arguments).city));
@@ -136,7 +137,8 @@ Deno.test("a model without a chat template falls back to llama.cpp's chatml and 
         stream: false,
         max_tokens: 3,
       });
-      assert.equal((r.usage as { completion_tokens: number }).completion_tokens, 3);
+      if (r.event !== "result") throw new Error(`expected a result, got ${r.event}`);
+      assert.equal(r.usage.completion_tokens, 3);
     } finally {
       await client.close();
     }

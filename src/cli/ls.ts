@@ -1,5 +1,6 @@
 import { connect } from "../client/client.ts";
 import { parse, UsageError } from "./_args.ts";
+import { escapeControls } from "./tty_text.ts";
 
 export const LS_HELP = `umad ls — list terminal sessions
 
@@ -22,12 +23,13 @@ export interface SessionInfo {
   created: number;
 }
 
-/** Formats sessions as an aligned table. */
+/** Formats sessions as an aligned table; control characters in names are shown escaped. */
 export function formatSessions(sessions: SessionInfo[], now = Date.now()): string {
   const header = ["SESSION", "NAME", "PID", "SIZE", "CLIENTS", "STATE", "CREATED"];
+  // Names come from whoever spawned the session: never let one drive the terminal.
   const rows = sessions.map((s) => [
-    s.session,
-    s.name,
+    escapeControls(s.session),
+    escapeControls(s.name),
     String(s.pid),
     `${s.cols}x${s.rows}`,
     String(s.clients),

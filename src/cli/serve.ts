@@ -1,9 +1,16 @@
 import { LOG_LEVELS, type LogLevel } from "../server/log.ts";
 import { createLogger } from "../server/log.ts";
-import { Server, SERVER_DEFAULTS } from "../server/server.ts";
+import { Server, SERVER_DEFAULTS, SHUTDOWN_MS } from "../server/server.ts";
+import {
+  DEFAULT_MAX_CLIENTS,
+  DEFAULT_MAX_SESSIONS,
+  type FdBudget,
+  fdBudget,
+} from "../server/fd_budget.ts";
+import { openFdCount, raiseFdLimit, readFdLimit } from "../server/rlimit.ts";
 import type { Service } from "../protocol/service.ts";
 import { ConfigError } from "../protocol/errors.ts";
-import { prepareSocketDir, resolveSocketPath } from "../server/socket_path.ts";
+import { prepareSocketDir, resolveSocket } from "../server/socket_path.ts";
 import { DECODE_PRIORITIES } from "../llm/ffi.ts";
 import type { LlmServiceOptions } from "../llm/mod.ts";
 import type { PtyServiceOptions } from "../pty/mod.ts";
@@ -23,13 +30,21 @@ Usage: umad serve [options]
 
 Socket and limits:
   --socket PATH        socket path (default: $UMAD_SOCKET, $XDG_RUNTIME_DIR/umad/umad.sock,
-                       or /tmp/umad-<uid>/umad.sock); its directory must be 0700 and ours
-  --max-clients N      connections at once (default ${SERVER_DEFAULTS.maxClients})
+                       or /tmp/umad-<uid>/umad.sock). The default directory is created 0700
+                       and must stay so; a named path's directory must be ours or root's, not
+                       a symlink, and writable by others only if sticky (/tmp/uma.sock works)
+  --max-clients N      connections at once; the next gets E_BUSY (default: what the
+                       descriptor limit allows after sessions, at most ${DEFAULT_MAX_CLIENTS})
+  --max-sessions N     terminal sessions running at once; the next pty.spawn gets E_BUSY
+                       (default: a quarter of the spare descriptors at 2 per session, at
+                       most ${DEFAULT_MAX_SESSIONS}). The soft descriptor limit is raised to the hard
+                       one at start; ulimit -n bounds both defaults
   --max-frame BYTES    largest frame payload (default ${SERVER_DEFAULTS.maxFrame})
   --max-queue BYTES    outbound bytes queued per connection before it is pushed back
                        (default ${SERVER_DEFAULTS.maxQueuedBytes})
   --max-inflight N     requests in flight per connection (default ${SERVER_DEFAULTS.maxInflight})
   --rate-limit N       requests per second per connection (default ${SERVER_DEFAULTS.rateLimit})
+  --rate-burst N       requests a connection may send back to back (default: the rate)
   --idle-timeout MS    close connections that send nothing for MS (default ${SERVER_DEFAULTS.idleTimeoutMs}; 0 = never)
   --log-level LEVEL    ${LOG_LEVELS.join(", ")} (default info)
 
@@ -67,7 +82,8 @@ Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
   --scrollback N       lines of scrollback kept per session
 
-Stops on SIGINT or SIGTERM: open streams end with reason "shutdown", the socket is removed.
+Stops on SIGINT or SIGTERM within one 5 s deadline: open streams end with reason "shutdown",
+terminal sessions are hung up, replies are flushed, the socket is removed.
 Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or configuration error.`;
 
 /** The options `umad serve` understands, for services to read. */
@@ -96,6 +112,8 @@ export async function serveCommand(
     "max-queue": { type: "string" },
     "max-inflight": { type: "string" },
     "rate-limit": { type: "string" },
+    "rate-burst": { type: "string" },
+    "max-sessions": { type: "string" },
     "idle-timeout": { type: "string" },
     "log-level": { type: "string" },
     model: { type: "string" },
@@ -124,13 +142,15 @@ export async function serveCommand(
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
   }
   const log = createLogger(level);
-  const socket = resolveSocketPath(values.socket);
+  const where = resolveSocket(values.socket);
+  const socket = where.path;
   const limits = {
     maxClients: intOption("max-clients", values["max-clients"], { min: 1 }),
     maxFrame: intOption("max-frame", values["max-frame"], { min: 16, max: 2 ** 31 }),
     maxQueuedBytes: intOption("max-queue", values["max-queue"], { min: 1024 }),
     maxInflight: intOption("max-inflight", values["max-inflight"], { min: 1 }),
     rateLimit: intOption("rate-limit", values["rate-limit"], { min: 1 }),
+    rateBurst: intOption("rate-burst", values["rate-burst"], { min: 1 }),
     idleTimeoutMs: intOption("idle-timeout", values["idle-timeout"]),
   };
   const config: ServeConfig = {
@@ -162,13 +182,22 @@ export async function serveCommand(
   };
   if (config.noModel && config.llm.model) throw new UsageError("--model and --no-model conflict");
 
-  // Fail fast, before a slow model load, on an unsafe directory or a live daemon.
-  prepareSocketDir(socket);
+  // Fail fast, before a slow model load, on a bad path, an unsafe directory or a live daemon.
+  if (config.llm.model !== undefined) requireModelFile(config.llm.model);
+  prepareSocketDir(where);
   await refuseLiveDaemon(socket);
+  const budget = descriptorBudget(
+    limits.maxClients,
+    intOption("max-sessions", values["max-sessions"], { min: 1 }),
+    log,
+  );
+  limits.maxClients = budget.maxClients;
+  config.pty.maxSessions = budget.maxSessions;
 
   const services = await makeServices(config);
   const server = await Server.listen({
     socket,
+    socketKind: where.kind,
     log,
     services,
     ...Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)),
@@ -181,14 +210,71 @@ export async function serveCommand(
     }
   });
   log("info", `${signal}: stopping`);
+  // One deadline for the whole shutdown, passed down to the server and every service;
+  // the hard stop is only for a close that overruns it (a wedged native call).
+  const deadline = performance.now() + SHUTDOWN_MS;
   const hardStop = setTimeout(() => {
-    log("error", "shutdown took longer than 5 s; exiting anyway");
+    log("error", `shutdown overran its ${SHUTDOWN_MS / 1000} s deadline; exiting anyway`);
     Deno.exit(1);
-  }, 4800);
-  await server.close();
+  }, SHUTDOWN_MS + HARD_STOP_GRACE_MS);
+  await server.close(deadline);
   clearTimeout(hardStop);
   return 0;
 }
+
+/** How long past the shutdown deadline `serve` waits before it exits regardless. */
+const HARD_STOP_GRACE_MS = 500;
+
+function requireModelFile(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (e) {
+    throw new ConfigError(`Model file "${path}" ${describeMissing(e)}`, { cause: e });
+  }
+  if (!info.isFile) throw new ConfigError(`Model file "${path}" is not a file`);
+}
+
+function describeMissing(e: unknown): string {
+  if (e instanceof Deno.errors.NotFound) return "does not exist";
+  if (e instanceof Deno.errors.PermissionDenied) return "cannot be read (permission denied)";
+  return `cannot be read: ${(e as Error).message}`;
+}
+
+/**
+ * Raises the descriptor limit to the hard one and splits it between clients and
+ * terminal sessions (`fd_budget.ts`), so both are refused with E_BUSY before the
+ * daemon runs out of descriptors.
+ */
+function descriptorBudget(
+  maxClients: number | undefined,
+  maxSessions: number | undefined,
+  log: ReturnType<typeof createLogger>,
+): FdBudget {
+  const before = readFdLimit();
+  const after = raiseFdLimit();
+  const limit = after?.soft ?? FALLBACK_FD_LIMIT;
+  const inUse = openFdCount() ?? FALLBACK_FDS_IN_USE;
+  const budget = fdBudget({ limit, inUse, maxClients, maxSessions });
+  const raised = before && after && after.soft > before.soft ? ` (raised from ${before.soft})` : "";
+  log(
+    "info",
+    `descriptors: limit ${limit}${raised}, ${inUse} in use: up to ${budget.maxClients} ` +
+      `clients and ${budget.maxSessions} terminal sessions`,
+  );
+  if (budget.overcommitted) {
+    log(
+      "warn",
+      `--max-clients/--max-sessions need more descriptors than the limit of ${limit} leaves; ` +
+        `past it connections and spawns may fail (raise ulimit -n, or lower them)`,
+    );
+  }
+  return budget;
+}
+
+/** Assumed where the limit cannot be read: the usual soft default on Linux. */
+const FALLBACK_FD_LIMIT = 1024;
+const FALLBACK_FDS_IN_USE = 64;
 
 async function refuseLiveDaemon(socket: string): Promise<void> {
   try {

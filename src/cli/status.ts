@@ -1,6 +1,7 @@
 import { connect } from "../client/client.ts";
 import type { Message } from "../protocol/codec.ts";
 import { parse, UsageError } from "./_args.ts";
+import { escapeControls } from "./tty_text.ts";
 
 export const STATUS_HELP = `umad status — show the daemon's state and counters
 
@@ -43,7 +44,9 @@ export async function statusCommand(args: string[]): Promise<number> {
     if (hello.model) flatten("model", hello.model, rows);
     flatten("", metrics, rows);
     const width = Math.max(...rows.map(([k]) => k.length));
-    for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+    // Values such as the model's name come from files: shown, never obeyed, on a terminal.
+    const show = Deno.stdout.isTerminal() ? escapeControls : (v: string) => v;
+    for (const [k, v] of rows) console.log(`${show(k.padEnd(width))}  ${show(v)}`);
     return 0;
   } finally {
     await client.close();

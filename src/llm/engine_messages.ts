@@ -93,18 +93,29 @@ export type ToEngine =
 
 /** What the loaded model and context look like. */
 export interface EngineInfo {
+  /** The model's name (`general.name`, else the file name). */
   name: string;
+  /** The model file. */
   path: string;
+  /** llama.cpp's description of the model. */
   description: string;
+  /** Parameters. */
   n_params: number;
+  /** Size of the weights in bytes. */
   size_bytes: number;
+  /** Tokens in the vocabulary. */
   n_vocab: number;
+  /** Context the model was trained with. */
   n_ctx_train: number;
   /** Tokens one stream may hold (prompt + output). */
   n_ctx: number;
+  /** KV cells of the context, all streams together. */
   n_ctx_total: number;
+  /** Largest decode call. */
   n_batch: number;
+  /** Streams decoded together. */
   parallel: number;
+  /** CPU threads. */
   threads: number;
   /** Which template renders messages ("model", "file:PATH" or a llama.cpp built-in's name). */
   chat_template: string;

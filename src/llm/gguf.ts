@@ -38,9 +38,11 @@ export type GgufTensorType = "F32" | "F16";
 
 /** One tensor to write: its data comes from `fill`, called with consecutive chunks. */
 export interface GgufTensorSource {
+  /** The tensor's name (`blk.0.attn_q.weight`). */
   name: string;
   /** Dimensions, innermost first (GGUF order). */
   dims: readonly number[];
+  /** Element type. */
   type: GgufTensorType;
   /** Writes values `[start, start + out.length)` of the tensor (row-major) into `out`. */
   fill(out: Float32Array, start: number): void;
@@ -48,7 +50,9 @@ export interface GgufTensorSource {
 
 /** A tensor's description as read from a file header. */
 export interface GgufTensorInfo {
+  /** The tensor's name. */
   name: string;
+  /** Dimensions, innermost first. */
   dims: number[];
   /** ggml type number. */
   type: number;
@@ -63,10 +67,13 @@ export type GgufStoredType = GgufScalarType | { array: GgufScalarType };
 
 /** A parsed GGUF header. */
 export interface GgufHeader {
+  /** GGUF version (2 or 3). */
   version: number;
+  /** Metadata values by key. */
   metadata: Map<string, GgufReadValue>;
   /** The stored type of each metadata value, so it can be written back unchanged. */
   types: Map<string, GgufStoredType>;
+  /** The tensor table. */
   tensors: GgufTensorInfo[];
   /** File offset of the tensor data section. */
   dataOffset: number;
@@ -78,6 +85,7 @@ export interface GgufHeader {
 
 /** The file is not a GGUF file umad can load; the message says why. */
 export class GgufError extends Error {
+  /** Creates the error (`cause`: the underlying failure). */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "GgufError";

@@ -561,7 +561,7 @@ class GenerateService implements LlmService {
     };
   }
 
-  async close(): Promise<void> {
+  async close(deadline: number = performance.now() + 3000): Promise<void> {
     if (this.#closing) return this.#closed;
     this.#closing = true;
     for (const job of [...this.#interactive, ...this.#batch]) {
@@ -578,7 +578,7 @@ class GenerateService implements LlmService {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#closed,
-      new Promise((r) => (timer = setTimeout(r, 3000))),
+      new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - performance.now())))),
     ]);
     clearTimeout(timer);
     this.#worker.terminate();
@@ -646,7 +646,7 @@ function paramsOf(r: GenerateRequest): GenerateParams {
  * ```ts
  * const llm = await createLlmService({ parallel: 4 });
  * // server routes "generate" requests to llm.handle(request, stream)
- * await llm.close();
+ * await llm.close?.();
  * ```
  */
 export async function createLlmService(options: LlmServiceOptions = {}): Promise<LlmService> {

@@ -18,15 +18,23 @@ import { buildVocab } from "./synthetic_vocab.ts";
 
 /** The shape of a generated llama model. */
 export interface SyntheticModelSpec {
+  /** `general.name`, and the cached file's name. */
   name: string;
+  /** Width of the hidden state. */
   nEmbd: number;
+  /** Transformer blocks. */
   nLayer: number;
+  /** Attention heads. */
   nHead: number;
+  /** Key/value heads (default: `nHead`). */
   nHeadKv?: number;
+  /** Width of the feed-forward layer. */
   nFf: number;
+  /** `llama.context_length`. */
   contextLength: number;
   /** Weight type of the matrices (norms are always F32). */
   type: GgufTensorType;
+  /** Seed of the random weights. */
   seed: number;
   /**
    * Take the tokenizer from another GGUF (a real model's, or llama.cpp's vocabulary-only

@@ -12,6 +12,11 @@ export interface PtyServiceOptions {
   exitedTtlMs?: number;
   /** Scrollback lines kept per session and sent in snapshots (default 1000). */
   scrollback?: number;
+  /**
+   * Sessions running at once; the next `pty.spawn` gets `E_BUSY` (default 1024). The
+   * daemon derives it from its descriptor limit (`--max-sessions`).
+   */
+  maxSessions?: number;
   /** Log sink. */
   log?: (level: "debug" | "info" | "warn" | "error", msg: string) => void;
 }
@@ -44,7 +49,7 @@ export interface PtyMetrics extends Message {
 export interface PtyService extends Service {
   /** `{pty: PtyMetrics}`. */
   metrics(): { pty: PtyMetrics };
-  close(): Promise<void>;
+  close(deadline?: number): Promise<void>;
 }
 
 const TYPES: readonly RequestType[] = [
@@ -120,6 +125,7 @@ function resolveProgram(program: string, path: string | undefined, cwd: string):
 export function createPtyService(options: PtyServiceOptions = {}): PtyService {
   const exitedTtlMs = options.exitedTtlMs ?? 5 * 60_000;
   const scrollback = options.scrollback ?? 1000;
+  const maxSessions = options.maxSessions ?? 1024;
   const log = options.log ?? (() => {});
   const emulator = new Emulator(log);
   const sessions = new Map<string, Session>();
@@ -160,6 +166,12 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
 
   function spawn(req: PtySpawnRequest): Session {
     if (closing) throw new UmadError("E_BUSY", "The daemon is shutting down");
+    if (running().length >= maxSessions) {
+      throw new UmadError(
+        "E_BUSY",
+        `${maxSessions} terminal sessions are running already (--max-sessions); try again later`,
+      );
+    }
     const daemonEnv = Deno.env.toObject();
     const home = daemonEnv.HOME ?? "/";
     const cwd = req.cwd ?? home;
@@ -315,15 +327,16 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
         for (const a of s.attachmentsOf(connectionId)) s.detach(a, true);
       }
     },
-    async close(): Promise<void> {
+    async close(deadline = performance.now() + 4000): Promise<void> {
       closing = true;
       for (const s of running()) {
         s.exitReason = "shutdown";
         s.proc.hangUp();
       }
-      await waitExits(2000);
+      // Half the time left for programs to exit on SIGHUP, the rest after SIGKILL.
+      await waitExits(Math.max(0, (deadline - performance.now()) / 2));
       for (const s of running()) s.proc.kill("SIGKILL");
-      await waitExits(2000);
+      await waitExits(Math.max(0, deadline - performance.now()));
       for (const s of [...sessions.values()]) remove(s);
       emulator.terminate();
       if (running().length === 0) await poller.idle();

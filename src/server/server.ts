@@ -1,22 +1,34 @@
-import { PROTOCOL_VERSION } from "../protocol/mod.ts";
+import { encodeMessageFrame, PROTOCOL_VERSION } from "../protocol/mod.ts";
 import type { Message, Request, RequestType } from "../protocol/mod.ts";
 import { isWireCode, UmadError } from "../protocol/mod.ts";
 import { VERSION } from "../version.ts";
-import { Connection, type ConnectionHost, type ConnectionLimits } from "./connection.ts";
+import { Connection, type ConnectionLimits } from "./connection.ts";
 import type { Logger } from "./log.ts";
 import type { Service, Stream, WireErrorCode } from "../protocol/service.ts";
 import { ConfigError } from "../protocol/errors.ts";
-import { prepareSocketDir } from "./socket_path.ts";
+import { delay, withTimeout } from "../protocol/async.ts";
+import { prepareSocketDir, refuseForeignFile } from "./socket_path.ts";
+import type { SocketKind } from "../protocol/socket_path.ts";
 
 /** How a server is set up. */
 export interface ServerOptions extends Partial<ConnectionLimits> {
   /** The Unix socket path. */
   socket: string;
+  /**
+   * Whether `socket` was named by the user or is the default: the rules for its
+   * directory differ (PROTOCOL.md, "Socket"). Default "explicit".
+   */
+  socketKind?: SocketKind;
   /** Connections served at once; the next gets `E_BUSY` and is closed. */
   maxClients?: number;
+  /** The services requests are routed to, by type. */
   services?: Service[];
+  /** Where the server logs. */
   log: Logger;
 }
+
+/** The whole shutdown's time by default: streams ended, services closed, replies flushed. */
+export const SHUTDOWN_MS = 5000;
 
 /** Defaults for {@linkcode ServerOptions}. */
 export const SERVER_DEFAULTS = {
@@ -25,17 +37,19 @@ export const SERVER_DEFAULTS = {
   maxQueuedBytes: 4 << 20,
   maxInflight: 1024,
   rateLimit: 100_000,
-  rateBurst: 20_000,
   idleTimeoutMs: 30_000,
 } as const;
 
 /**
  * The daemon's listener: owns the socket, accepts connections, routes validated
  * requests to services, answers `hello`/`ping`/`metrics` itself, and shuts down in
- * order (stop accepting, end streams, flush, close, remove the socket).
+ * order (stop accepting, end streams, flush, close, remove the socket). It is each
+ * connection's `ConnectionHost` (those methods are marked internal).
  */
-export class Server implements ConnectionHost {
+export class Server {
+  /** The socket path it listens on. */
   readonly socket: string;
+  /** Its logger. */
   readonly log: Logger;
   readonly #listener: Deno.Listener;
   readonly #limits: ConnectionLimits;
@@ -49,6 +63,7 @@ export class Server implements ConnectionHost {
   #stats = {
     connectionsTotal: 0,
     connectionsRejected: 0,
+    acceptErrors: 0,
     framesIn: 0,
     framesOut: 0,
     bytesIn: 0,
@@ -67,7 +82,8 @@ export class Server implements ConnectionHost {
       maxQueuedBytes: options.maxQueuedBytes ?? SERVER_DEFAULTS.maxQueuedBytes,
       maxInflight: options.maxInflight ?? SERVER_DEFAULTS.maxInflight,
       rateLimit: options.rateLimit ?? SERVER_DEFAULTS.rateLimit,
-      rateBurst: options.rateBurst ?? SERVER_DEFAULTS.rateBurst,
+      // A burst above the rate would let a flood through before the limit bites.
+      rateBurst: options.rateBurst ?? options.rateLimit ?? SERVER_DEFAULTS.rateLimit,
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
     };
     this.#services = options.services ?? [];
@@ -81,11 +97,13 @@ export class Server implements ConnectionHost {
    */
   static async listen(options: ServerOptions): Promise<Server> {
     const path = options.socket;
-    prepareSocketDir(path);
+    prepareSocketDir({ path, kind: options.socketKind ?? "explicit" });
+    refuseForeignFile(`${path}.lock`, "lock");
     const lock = await Deno.open(`${path}.lock`, { create: true, write: true, mode: 0o600 });
     let listener: Deno.Listener;
     try {
       await lock.lock(true);
+      refuseForeignFile(path, "socket");
       await removeStaleSocket(path, options.log);
       const oldMask = Deno.umask(0o077);
       try {
@@ -103,39 +121,74 @@ export class Server implements ConnectionHost {
     return server;
   }
 
+  /**
+   * Accepts until the server closes. No accept error ends it: EMFILE (out of
+   * descriptors) and the like are logged once per burst and retried after a short,
+   * growing pause, while the connections already open go on being served.
+   */
   async #acceptLoop(): Promise<void> {
-    try {
-      for await (const raw of this.#listener) {
-        if (this.#closing) {
-          raw.close();
-          continue;
-        }
-        const id = this.#nextId++;
-        const conn = new Connection(id, raw, this, this.#limits);
-        if (this.#conns.size >= this.#maxClients) {
-          this.#stats.connectionsRejected++;
-          conn.sendError(
-            null,
-            "E_BUSY",
-            `Server has ${this.#maxClients} clients already (--max-clients)`,
-            "json",
+    let failures = 0; // in a row, for the pause
+    let burst = 0; // in the current burst, for the log
+    let lastFailure = -Infinity;
+    while (!this.#closing) {
+      let raw: Deno.Conn;
+      try {
+        raw = await this.#listener.accept();
+      } catch (e) {
+        if (this.#closing || e instanceof Deno.errors.BadResource) return;
+        this.#stats.acceptErrors++;
+        const now = performance.now();
+        if (now - lastFailure > ACCEPT_BURST_GAP_MS) {
+          const before = burst > 1 ? ` (the previous burst had ${burst} failures)` : "";
+          this.log(
+            "error",
+            `accept failed: ${(e as Error).message ?? e}; retrying, not logging repeats for ` +
+              `${ACCEPT_BURST_GAP_MS / 1000} s${before}. ${this.#conns.size} connections open ` +
+              `(limit ${this.#maxClients}): lower --max-clients or raise ulimit -n`,
           );
-          void conn.drain(500).then(() => conn.close());
-          continue;
+          burst = 0;
         }
-        this.#conns.add(conn);
-        this.#stats.connectionsTotal++;
-        void conn.serve();
+        burst++;
+        lastFailure = now;
+        await delay(Math.min(ACCEPT_RETRY_MAX_MS, ACCEPT_RETRY_MS * 2 ** Math.min(failures++, 8)));
+        continue;
       }
-    } catch (e) {
-      if (!this.#closing) this.log("error", `accept failed: ${e}`);
+      failures = 0;
+      this.#admit(raw);
     }
   }
 
-  // ConnectionHost
+  /** Sets up one accepted connection: served, or refused with `E_BUSY` when full. */
+  #admit(raw: Deno.Conn): void {
+    if (this.#closing) {
+      raw.close();
+      return;
+    }
+    if (this.#conns.size >= this.#maxClients) {
+      // One write into an empty socket buffer, then close: a refused connection holds
+      // its descriptor for as short a time as possible.
+      this.#stats.connectionsRejected++;
+      this.countError("E_BUSY");
+      const message = `Server has ${this.#maxClients} clients already (--max-clients); ` +
+        `try again later`;
+      const frame = encodeMessageFrame(
+        { event: "error", id: null, code: "E_BUSY", message },
+        "json",
+      );
+      raw.write(frame).catch(() => 0).finally(() => raw.close());
+      return;
+    }
+    const conn = new Connection(this.#nextId++, raw, this, this.#limits);
+    this.#conns.add(conn);
+    this.#stats.connectionsTotal++;
+    void conn.serve();
+  }
+
+  /** @internal ConnectionHost: a request of `type` arrived. */
   countRequest(type: string): void {
     this.#requests[type] = (this.#requests[type] ?? 0) + 1;
   }
+  /** @internal ConnectionHost: routes a validated request. */
   dispatch(conn: Connection, request: Request, stream: Stream): void {
     this.countRequest(request.type);
     switch (request.type) {
@@ -175,17 +228,21 @@ export class Server implements ConnectionHost {
       fail(e);
     }
   }
+  /** @internal ConnectionHost: an error reply was sent. */
   countError(code: WireErrorCode): void {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
   }
+  /** @internal ConnectionHost: frames and bytes read. */
   countIn(frames: number, bytes: number): void {
     this.#stats.framesIn += frames;
     this.#stats.bytesIn += bytes;
   }
+  /** @internal ConnectionHost: frames and bytes written. */
   countOut(frames: number, bytes: number): void {
     this.#stats.framesOut += frames;
     this.#stats.bytesOut += bytes;
   }
+  /** @internal ConnectionHost: a connection closed. */
   closed(conn: Connection): void {
     this.#conns.delete(conn);
     for (const s of this.#services) s.disconnected?.(conn.id);
@@ -196,7 +253,7 @@ export class Server implements ConnectionHost {
     return this.#conns.size;
   }
 
-  /** The `metrics` reply: counters of the server and each service. */
+  /** @internal The `metrics` reply: counters of the server and each service. */
   metrics(): Message {
     const m: Message = {
       uptime_s: Math.round((Date.now() - this.#startedAt) / 100) / 10,
@@ -205,6 +262,8 @@ export class Server implements ConnectionHost {
         now: this.#conns.size,
         total: this.#stats.connectionsTotal,
         rejected: this.#stats.connectionsRejected,
+        max: this.#maxClients,
+        accept_errors: this.#stats.acceptErrors,
       },
       frames_in: this.#stats.framesIn,
       frames_out: this.#stats.framesOut,
@@ -220,14 +279,17 @@ export class Server implements ConnectionHost {
 
   /**
    * Stops accepting, ends open streams with reason "shutdown", lets services close,
-   * flushes and closes connections, and removes the socket. Idempotent.
+   * flushes and closes connections, and removes the socket, all by `deadline` (a time
+   * on `performance.now()`'s clock; default {@linkcode SHUTDOWN_MS} from now): services
+   * get the time left but the last quarter (at most 1 s), which is the flush's.
+   * Idempotent: later calls get the first shutdown.
    */
-  close(): Promise<void> {
-    this.#closing ??= this.#shutdown();
+  close(deadline: number = performance.now() + SHUTDOWN_MS): Promise<void> {
+    this.#closing ??= this.#shutdown(deadline);
     return this.#closing;
   }
 
-  async #shutdown(): Promise<void> {
+  async #shutdown(deadline: number): Promise<void> {
     this.log("info", "shutting down");
     try {
       this.#listener.close();
@@ -235,11 +297,16 @@ export class Server implements ConnectionHost {
       // already closed
     }
     for (const c of this.#conns) c.abortAll("shutdown");
+    const left = () => Math.max(0, deadline - performance.now());
+    const servicesDeadline = deadline - Math.min(1000, left() / 4);
+    // Services that do not close in time are left behind: the connections still close.
     await withTimeout(
-      Promise.allSettled(this.#services.map((s) => s.close?.() ?? Promise.resolve())),
-      2500,
-    );
-    await Promise.all([...this.#conns].map((c) => c.drain(1000)));
+      Promise.allSettled(
+        this.#services.map((s) => s.close?.(servicesDeadline) ?? Promise.resolve()),
+      ),
+      Math.max(0, servicesDeadline - performance.now()),
+    ).catch(() => {});
+    await Promise.all([...this.#conns].map((c) => c.drain(left())));
     for (const c of [...this.#conns]) c.close();
     try {
       Deno.removeSync(this.socket);
@@ -275,10 +342,8 @@ async function removeStaleSocket(path: string, log: Logger): Promise<void> {
   throw new ConfigError(`Another umad daemon is already serving "${path}"`);
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), ms)),
-  ]).finally(() => clearTimeout(timer));
-}
+/** First pause after a failed accept; it doubles per failure in a row, up to the max. */
+const ACCEPT_RETRY_MS = 5;
+const ACCEPT_RETRY_MAX_MS = 500;
+/** Accept failures closer together than this are one burst, logged once. */
+const ACCEPT_BURST_GAP_MS = 10_000;
