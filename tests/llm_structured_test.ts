@@ -212,6 +212,10 @@ Deno.test("an invalid grammar or schema is E_PROTO_BAD_REQUEST naming the proble
     [{ json_schema: { type: "integer", minimum: 5, maximum: 2 } }, /no integer/],
     [{ json_schema: false }, /matches no value/],
     [{ json_schema: { type: "number", multipleOf: 3 } }, /"multipleOf" is not supported/],
+    [
+      { json_schema: JSON.parse('{"items":'.repeat(200) + "{}" + "}".repeat(200)) },
+      /nests deeper than 64/,
+    ],
   ];
   for (const [fields, message] of cases) {
     const s = await generate(llm, { prompt: "x", max_tokens: 5, ...fields });

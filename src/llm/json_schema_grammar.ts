@@ -52,6 +52,8 @@ const UNSUPPORTED = [
 
 /** Largest digits in an unbounded integer part (JSON numbers stay exact in JS). */
 const MAX_DIGITS = 15;
+/** Deepest nesting of schemas converted (the converter recurses per level). */
+const MAX_SCHEMA_DEPTH = 64;
 /** Bounds of repetitions llama.cpp accepts. */
 const MAX_REPEAT = 2000;
 
@@ -209,6 +211,19 @@ class Converter {
 
   /** The rule name that matches `schema` followed by optional whitespace. */
   visit(schema: Schema, where: string): string {
+    if (++this.#depth > MAX_SCHEMA_DEPTH) {
+      throw new SchemaError(`${where}: schemas nested deeper than ${MAX_SCHEMA_DEPTH}`);
+    }
+    try {
+      return this.#visit(schema, where);
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  #depth = 0;
+
+  #visit(schema: Schema, where: string): string {
     if (schema === true) return "value";
     if (schema === false) throw new SchemaError(`${where}: the schema false matches no value`);
     if (!isObject(schema)) throw new SchemaError(`${where}: a schema must be an object or boolean`);
