@@ -111,6 +111,8 @@ async function startUmad(model: string): Promise<{ client: Client; stop(): Promi
 
 const LLAMA_TOOLS = `${ROOT}.bench/llama-tools`;
 const LLAMA_SERVER = `${LLAMA_TOOLS}/build/bin/llama-server`;
+/** The npm package's CPU library laid out for llama-server (same kernels as umad's). */
+const NPM_LIB = `${LLAMA_TOOLS}/npm-lib`;
 
 function exists(path: string): boolean {
   try {
@@ -149,6 +151,7 @@ async function startLlamaServer(model: string): Promise<{ url: string; stop(): P
     stdin: "null",
     stdout: "null",
     stderr: "null",
+    env: exists(NPM_LIB) ? { LD_LIBRARY_PATH: NPM_LIB } : {},
   }).spawn();
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 120_000;
@@ -303,6 +306,7 @@ async function rows(model: string, name: string, vocab: number): Promise<Row[]> 
 /** The Markdown section. */
 export async function benchModels(): Promise<string> {
   const t0 = performance.now();
+  const loadBefore = Deno.loadavg()[0];
   const small = ensureSyntheticModel(TINY_MODEL);
   const large = await ensureVocabModel("qwen2");
   log("raw decode and sampling split");
@@ -363,7 +367,11 @@ export async function benchModels(): Promise<string> {
     "preselection of `llama.ts`; llama-server: a mask of the whole vocabulary). A real model's " +
     "pick is usually allowed and costs one check.",
     "",
-    `This section took ${fmt(seconds, 0)} s.`,
+    `This section took ${fmt(seconds, 0)} s; the machine's load average was ${
+      fmt(loadBefore, 1)
+    } before it and ${
+      fmt(Deno.loadavg()[0], 1)
+    } after (with ${navigator.hardwareConcurrency} CPUs).`,
     "",
   ].join("\n");
 }
