@@ -1,6 +1,8 @@
 // `deno task bench`: every benchmark side by side in one run, written to
 // docs/BENCHMARKS.md with the machine and the date. `--only server,codec,pty,llm,models` picks
-// some.
+// some; `pty` is all of `pty.throughput,pty.echo,pty.capture,pty.wait` (about 6 minutes
+// here: throughput ~3, echo ~2 with the LLM load, capture ~20 s, wait ~20 s), which run
+// alone too.
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
 
@@ -9,6 +11,8 @@ const { values } = parseArgs({
   options: { only: { type: "string" }, out: { type: "string" } },
 });
 const only = new Set((values.only ?? "server,codec,pty,llm,models").split(","));
+const PTY_PARTS = ["pty.throughput", "pty.echo", "pty.capture", "pty.wait"];
+if (only.has("pty")) { for (const p of PTY_PARTS) only.add(p); }
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
 
 function machine(): string {
@@ -31,18 +35,28 @@ if (only.has("codec")) {
   const { benchCodec } = await import("./bench_codec.ts");
   sections.push(benchCodec());
 }
-if (only.has("pty")) {
+if (only.has("pty.throughput") || only.has("pty.echo")) {
   console.error("bench: terminals");
   const { benchPty, llmDecodeLoad } = await import("./bench_pty.ts");
+  const echo = only.has("pty.echo");
   // The daemon has its (demo) model loaded so the echo can be measured again while 8
   // streams decode beside it.
   sections.push(
     await benchPty({
-      daemonArgs: [],
-      backgroundLoad: llmDecodeLoad(8),
-      backgroundLabel: "8 LLM streams decode (demo model)",
+      daemonArgs: echo ? [] : ["--no-model"],
+      echoOnly: !only.has("pty.throughput"),
+      noEcho: !echo,
+      ...(echo
+        ? { backgroundLoad: llmDecodeLoad(8), backgroundLabel: "8 LLM streams decode (demo model)" }
+        : {}),
     }),
   );
+}
+if (only.has("pty.capture") || only.has("pty.wait")) {
+  console.error("bench: terminals read by programs");
+  const { benchPtyPrograms } = await import("./bench_pty_programs.ts");
+  const parts = (["capture", "wait"] as const).filter((p) => only.has(`pty.${p}`));
+  sections.push(await benchPtyPrograms({ parts: [...parts] }));
 }
 if (only.has("llm")) {
   console.error("bench: llm");

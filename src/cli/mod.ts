@@ -22,7 +22,9 @@ Commands:
   generate   stream a completion from the daemon's model
   run        start a terminal session and attach to it
   attach     attach to a terminal session (Ctrl-\\ detaches)
-  ls         list terminal sessions
+  ls         list terminal sessions (--watch: follow them)
+  capture    print a terminal session's screen as text
+  wait       wait until a terminal session shows a pattern
   kill       end a terminal session
 
 Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.`;
@@ -37,6 +39,8 @@ function commands(makeServices: ServiceFactory = defaultServices): Record<string
     run: async (a) => (await import("./run.ts")).runCommand(a),
     attach: async (a) => (await import("./attach.ts")).attachCommand(a),
     ls: async (a) => (await import("./ls.ts")).lsCommand(a),
+    capture: async (a) => (await import("./capture.ts")).captureCommand(a),
+    wait: async (a) => (await import("./wait.ts")).waitCommand(a),
     kill: async (a) => (await import("./kill.ts")).killCommand(a),
   };
 }

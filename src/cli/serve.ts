@@ -80,7 +80,9 @@ Model (llama.cpp):
 
 Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
-  --scrollback N       lines of scrollback kept per session
+  --scrollback N       lines of scrollback kept per session (default 1000)
+  --scrollback-bytes N scrollback memory per session at most (default 16777216:
+                       16 MiB; 12 bytes per cell, so fewer lines on wide terminals)
 
 Stops on SIGINT or SIGTERM within one 5 s deadline: open streams end with reason "shutdown",
 terminal sessions are hung up, replies are flushed, the socket is removed.
@@ -131,6 +133,7 @@ export async function serveCommand(
     "chat-template": { type: "string" },
     "exited-ttl": { type: "string" },
     scrollback: { type: "string" },
+    "scrollback-bytes": { type: "string" },
   }, false);
   if (values.help) {
     console.log(SERVE_HELP);
@@ -178,6 +181,7 @@ export async function serveCommand(
     pty: {
       exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),
       scrollback: intOption("scrollback", values.scrollback),
+      scrollbackBytes: intOption("scrollback-bytes", values["scrollback-bytes"], { min: 1 }),
     },
   };
   if (config.noModel && config.llm.model) throw new UsageError("--model and --no-model conflict");

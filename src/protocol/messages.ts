@@ -258,6 +258,24 @@ export interface PtyListRequest {
   /** Request id, unique among this connection's requests in flight. */
   id: string;
 }
+/** Holds output to this connection's attachments of `session` (umad's addition: flow control). */
+export interface PtyPauseRequest {
+  /** The request type. */
+  type: "pty.pause";
+  /** Request id; needed only to match an error reply. */
+  id?: string;
+  /** The session's id (or its name). */
+  session: string;
+}
+/** Sends the held output (or a fresh snapshot, if more than the cap waited) and goes on. */
+export interface PtyResumeRequest {
+  /** The request type. */
+  type: "pty.resume";
+  /** Request id; needed only to match an error reply. */
+  id?: string;
+  /** The session's id (or its name). */
+  session: string;
+}
 /** `pty.capture`: the screen and scrollback as text or ANSI. */
 export interface PtyCaptureRequest {
   /** The request type. */
@@ -345,6 +363,8 @@ export type Request =
   | PtyDetachRequest
   | PtyKillRequest
   | PtyListRequest
+  | PtyPauseRequest
+  | PtyResumeRequest
   | PtyCaptureRequest
   | PtyWaitRequest
   | WatchRequest
@@ -799,6 +819,9 @@ export function validateRequest(message: Message, codec: Codec): Request {
       };
     case "pty.list":
       return { type, id: f.id(true)! };
+    case "pty.pause":
+    case "pty.resume":
+      return { type, id: f.id(false), session: f.session() };
     case "pty.capture": {
       const format = message.format ?? "text";
       if (format !== "text" && format !== "ansi") {
@@ -881,6 +904,8 @@ export type RequiredInput = {
   "pty.detach": "session";
   "pty.kill": "session";
   "pty.list": never;
+  "pty.pause": "session";
+  "pty.resume": "session";
   "pty.capture": "session";
   "pty.wait": "session" | "pattern";
   watch: never;
