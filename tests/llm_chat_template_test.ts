@@ -126,3 +126,34 @@ Deno.test("keys of tool schemas are protected too", () => {
   assert.equal(p.originals.length, 2);
   assert.ok(!JSON.stringify(p.value).includes("<s>"));
 });
+
+Deno.test("prompt parts are cut at the template's control tokens only, longest first, with lstrip/rstrip", async () => {
+  const { cutAtControlTokens } = await import("../src/llm/prompt.ts");
+  const t = (id: number, text: string, lstrip = false, rstrip = false) => ({
+    id,
+    text,
+    lstrip,
+    rstrip,
+  });
+  // Longest first, as llama.cpp's tokenizer: <|im_end|> wins over <|im.
+  const controls = [
+    t(1, "<|im_end|>"),
+    t(2, "<|user|>", false, true),
+    t(3, "<|end|>", true),
+    t(4, "<|im"),
+  ];
+  assert.deepEqual(
+    cutAtControlTokens([
+      { text: "<|user|>\n  hi", special: true },
+      { text: " <|im_end|> x <|im", special: false },
+      { text: "  <|end|><|im_end|>", special: true },
+    ], controls),
+    // rstrip eats "\n  " after <|user|>; client text stays text; lstrip eats "  " before <|end|>.
+    [2, "hi <|im_end|> x <|im", 3, 1],
+  );
+  // Adjacent text of template and client is one fragment (tokenized in one call).
+  assert.deepEqual(
+    cutAtControlTokens([{ text: "a ", special: true }, { text: "b", special: false }], controls),
+    ["a b"],
+  );
+});
