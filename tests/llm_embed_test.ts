@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { generate, request, tinyService, vocabService } from "./llm_helpers.ts";
+import { EmbedBudget } from "../src/llm/embedder.ts";
 
 const TEXTS = [
   "The quick brown fox jumps over the lazy dog.",
@@ -93,4 +94,16 @@ Deno.test("an embedding batch runs beside a token stream: the stream keeps produ
   const m = llm.metrics!() as { llm: { model_requests: { embed: number; embed_inputs: number } } };
   assert.equal(m.llm.model_requests.embed, 1);
   assert.equal(m.llm.model_requests.embed_inputs, 16);
+});
+
+Deno.test("the embedding budget is the prefill share of a decode step at the measured cost per token", () => {
+  const b = new EmbedBudget(0.4);
+  assert.equal(b.tokens(), EmbedBudget.FIRST); // nothing measured yet
+  b.decodeStep(20);
+  b.embedded(10, 2); // 0.2 ms a token
+  assert.equal(b.tokens(), 40); // 0.4 × 20 ms / 0.2 ms
+  for (let i = 0; i < 50; i++) b.embedded(10, 40); // tokens got expensive: 4 ms each
+  assert.equal(b.tokens(), 2);
+  for (let i = 0; i < 50; i++) b.embedded(10, 400);
+  assert.equal(b.tokens(), 1); // never zero: embeddings always progress
 });

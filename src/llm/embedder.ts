@@ -268,3 +268,51 @@ export class Embedder {
     this.#ctx = null;
   }
 }
+
+/**
+ * How many embedding tokens fit beside a decode step: the share of a step's time that
+ * prompt chunks may add (`--prefill-ratio`), divided by the measured cost of an embedding
+ * token. Used until the scheduler reports its own spare room (`engine.spareTokens()`).
+ * Pure: fed with measurements, no clock of its own.
+ *
+ * @example
+ * ```ts
+ * import { EmbedBudget } from "./embedder.ts";
+ * const b = new EmbedBudget(0.4);
+ * b.decodeStep(10); // a 10 ms decode step
+ * b.embedded(8, 4); // 8 tokens took 4 ms
+ * console.log(b.tokens()); // 8: 0.4 × 10 ms at 0.5 ms a token
+ * ```
+ */
+export class EmbedBudget {
+  /** Tokens tried before any measurement, and the floor (embeddings always progress). */
+  static readonly FIRST = 4;
+  readonly #share: number;
+  #stepMs = 0;
+  #msPerToken = 0;
+
+  /** `share`: the fraction of a decode step's time embedding may add. */
+  constructor(share: number) {
+    this.#share = share;
+  }
+
+  /** A decode step took `ms`. */
+  decodeStep(ms: number): void {
+    this.#stepMs = this.#stepMs === 0 ? ms : this.#stepMs + 0.2 * (ms - this.#stepMs);
+  }
+
+  /** An embedding decode of `tokens` took `ms`. */
+  embedded(tokens: number, ms: number): void {
+    if (tokens <= 0) return;
+    const per = ms / tokens;
+    this.#msPerToken = this.#msPerToken === 0
+      ? per
+      : this.#msPerToken + 0.2 * (per - this.#msPerToken);
+  }
+
+  /** Tokens to embed beside the next decode step. */
+  tokens(): number {
+    if (this.#stepMs === 0 || this.#msPerToken === 0) return EmbedBudget.FIRST;
+    return Math.max(1, Math.floor((this.#share * this.#stepMs) / this.#msPerToken));
+  }
+}

@@ -7,6 +7,7 @@
 import { availableCpus, findLibDir, lowerThisThread, openLibraries } from "./ffi.ts";
 import { Engine } from "./engine.ts";
 import { ModelRequestHandler } from "./model_request_handler.ts";
+import { EmbedBudget } from "./embedder.ts";
 import {
   CTRL_MAIL,
   ctrlWord,
@@ -17,8 +18,8 @@ import {
 
 let engine: Engine | null = null;
 let requests: ModelRequestHandler | null = null;
-/** Embedding tokens per step while streams decode, until the scheduler reports its spare room. */
-const EMBED_CHUNK_BUSY = 16;
+/** Embedding tokens beside each step, until the scheduler reports its spare room. */
+let embedBudget = new EmbedBudget(0.4);
 /** Embedding tokens per decode when nothing else runs. */
 const EMBED_CHUNK_IDLE = 512;
 let closing = false;
@@ -52,8 +53,12 @@ function init(msg: EngineInit) {
     decodePriority,
     chatTemplate: msg.chatTemplate,
     log,
-    emit: (events, stats) => post({ op: "events", events, stats }),
+    emit: (events, stats) => {
+      if (stats && stats.rows > 0) embedBudget.decodeStep(stats.decodeMs);
+      post({ op: "events", events, stats });
+    },
   });
+  embedBudget = new EmbedBudget(msg.prefillRatio);
   requests = new ModelRequestHandler(engine.model, threads, post);
   engine.info.embedding_pooling = requests.embedder.pooling;
   post({ op: "ready", info: engine.info });
@@ -98,7 +103,7 @@ function handle(msg: ToEngine) {
 /** Prompt-equivalent tokens that fit beside this step within the latency budget. */
 function spareTokens(e: Engine): number {
   const spare = (e as { spareTokens?: () => number }).spareTokens?.();
-  return spare !== undefined ? Math.max(0, Math.floor(spare)) : EMBED_CHUNK_BUSY;
+  return spare !== undefined ? Math.max(0, Math.floor(spare)) : embedBudget.tokens();
 }
 
 let received = 0;
@@ -137,12 +142,17 @@ async function loop() {
     if (engine && engine.busy) {
       engine.step();
       // Embeddings take what the step's latency budget leaves (see embedder.ts).
-      if (requests?.busy) requests.step(spareTokens(engine));
+      if (requests?.busy) {
+        const t0 = performance.now();
+        const n = requests.step(spareTokens(engine));
+        embedBudget.embedded(n, performance.now() - t0);
+      }
       if (mailWaiting()) await receiveMail();
       continue;
     }
     if (requests?.busy) {
-      requests.step(EMBED_CHUNK_IDLE);
+      const t0 = performance.now();
+      embedBudget.embedded(requests.step(EMBED_CHUNK_IDLE), performance.now() - t0);
       if (mailWaiting()) await receiveMail();
       continue;
     }
