@@ -44,11 +44,29 @@ function log(msg: string) {
 /** One measurement: tokens/s over `streams` concurrent request loops, client to client. */
 interface Rate {
   tokS: number;
+  /** CPU time of the server process per generated token (ms): robust to a shared machine. */
+  cpuMsPerToken: number;
   tokens: number;
 }
 
-async function measure(streams: number, once: () => Promise<number>): Promise<Rate> {
+/** User + system CPU time of a process (ms), from /proc (Linux). */
+function cpuMs(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10; // utime + stime in 100 Hz ticks
+  } catch {
+    return NaN;
+  }
+}
+
+async function measure(
+  pid: number,
+  streams: number,
+  once: () => Promise<number>,
+): Promise<Rate> {
   await once(); // warm: first decode, grammar index
+  const cpu0 = cpuMs(pid);
   const t0 = performance.now();
   const counts = await Promise.all(Array.from({ length: streams }, async () => {
     let n = 0;
@@ -56,7 +74,11 @@ async function measure(streams: number, once: () => Promise<number>): Promise<Ra
     return n;
   }));
   const tokens = counts.reduce((a, b) => a + b, 0);
-  return { tokS: tokens / ((performance.now() - t0) / 1000), tokens };
+  return {
+    tokS: tokens / ((performance.now() - t0) / 1000),
+    cpuMsPerToken: (cpuMs(pid) - cpu0) / tokens,
+    tokens,
+  };
 }
 
 let seed = 1;
@@ -71,7 +93,9 @@ async function umadOnce(client: Client, grammar: boolean): Promise<number> {
   return r.usage.completion_tokens;
 }
 
-async function startUmad(model: string): Promise<{ client: Client; stop(): Promise<void> }> {
+async function startUmad(
+  model: string,
+): Promise<{ client: Client; pid: number; stop(): Promise<void> }> {
   const dir = await Deno.makeTempDir({ prefix: "umad-bench-models-" });
   const socket = `${dir}/umad.sock`;
   const child = new Deno.Command(Deno.execPath(), {
@@ -101,6 +125,7 @@ async function startUmad(model: string): Promise<{ client: Client; stop(): Promi
   const client = await connect({ socket, reconnect: false });
   return {
     client,
+    pid: child.pid,
     async stop() {
       await client.close();
       await stopChild(child);
@@ -130,7 +155,9 @@ function freePort(): number {
   return port;
 }
 
-async function startLlamaServer(model: string): Promise<{ url: string; stop(): Promise<void> }> {
+async function startLlamaServer(
+  model: string,
+): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
   const port = freePort();
   const child = new Deno.Command(LLAMA_SERVER, {
     args: [
@@ -167,7 +194,7 @@ async function startLlamaServer(model: string): Promise<{ url: string; stop(): P
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { url, stop: () => stopChild(child) };
+  return { url, pid: child.pid, stop: () => stopChild(child) };
 }
 
 /** llama-server requests it ended with an error (counted: their tokens still count). */
@@ -275,10 +302,10 @@ async function rows(model: string, name: string, vocab: number): Promise<Row[]> 
       model: name,
       vocab,
       server: "umad",
-      free1: await measure(1, once(false)),
-      free8: await measure(8, once(false)),
-      grammar1: await measure(1, once(true)),
-      grammar8: await measure(8, once(true)),
+      free1: await measure(u.pid, 1, once(false)),
+      free8: await measure(u.pid, 8, once(false)),
+      grammar1: await measure(u.pid, 1, once(true)),
+      grammar8: await measure(u.pid, 8, once(true)),
     });
   } finally {
     await u.stop();
@@ -292,10 +319,10 @@ async function rows(model: string, name: string, vocab: number): Promise<Row[]> 
       model: name,
       vocab,
       server: "llama-server",
-      free1: await measure(1, once(false)),
-      free8: await measure(8, once(false)),
-      grammar1: await measure(1, once(true)),
-      grammar8: await measure(8, once(true)),
+      free1: await measure(l.pid, 1, once(false)),
+      free8: await measure(l.pid, 8, once(false)),
+      grammar1: await measure(l.pid, 1, once(true)),
+      grammar8: await measure(l.pid, 8, once(true)),
     });
   } finally {
     await l.stop();
@@ -315,21 +342,25 @@ export async function benchModels(): Promise<string> {
     ...await rows(small, "umad-tiny (umad SPM vocab)", 4599),
     ...await rows(large, "qwen2-vocab (Qwen2 BPE vocab)", 151936),
   ];
+  const cell = (x: Rate) => `${fmt(x.tokS, 0)} (${fmt(x.cpuMsPerToken, 1)})`;
   const line = (r: Row) =>
-    `| ${r.model} | ${r.vocab.toLocaleString("en")} | ${r.server} | ${fmt(r.free1.tokS, 0)} | ${
-      fmt(r.free8.tokS, 0)
-    } | ${fmt(r.grammar1.tokS, 0)} | ${fmt(r.grammar8.tokS, 0)} |`;
+    `| ${r.model} | ${r.vocab.toLocaleString("en")} | ${r.server} | ${cell(r.free1)} | ${
+      cell(r.free8)
+    } | ${cell(r.grammar1)} | ${cell(r.grammar8)} |`;
   const ratio = (server: string, key: "free1" | "free8" | "grammar1" | "grammar8") => {
     const s = all.find((r) => r.server === server && r.vocab === 4599);
     const l = all.find((r) => r.server === server && r.vocab === 151936);
-    return s && l ? fmt(l[key].tokS / s[key].tokS, 2) : "n/a";
+    return s && l ? fmt(l[key].cpuMsPerToken / s[key].cpuMsPerToken, 1) : "n/a";
   };
   const servers = [...new Set(all.map((r) => r.server))];
   const seconds = (performance.now() - t0) / 1000;
   return [
     "## Real vocabularies and structured output",
     "",
-    `Tokens/s, client to client, ${THREADS} threads, \`--parallel ${PARALLEL}\`/\`-np ${PARALLEL}\`; ` +
+    `Tokens/s, client to client, and in parentheses the server process's CPU time per ` +
+    `generated token in ms (user + system, from /proc: much less sensitive to other load on ` +
+    `the machine than tokens/s; llama-server's threads spin-wait between graphs, umad's sleep, ` +
+    `so compare CPU time within a server). ${THREADS} threads, \`--parallel ${PARALLEL}\`/\`-np ${PARALLEL}\`; ` +
     `the same random weights' shape (n_embd 64, 2 layers, F16) with two vocabularies. ` +
     `Free: ${FREE_TOKENS} tokens per request at temperature 0.8. Grammar: the GBNF of a bounded ` +
     `JSON schema (umad's converter; the same grammar text to both servers), about 40 tokens per ` +
@@ -352,12 +383,12 @@ export async function benchModels(): Promise<string> {
     ).join("; ") + ". The output matrix (n_vocab × n_embd) dominates a large vocabulary's step; " +
     "sampling (top-k over every logit) is the smaller part.",
     "",
-    "152k vocabulary ÷ 4.6k vocabulary (same server): " +
+    "CPU time per token, 152k vocabulary ÷ 4.6k vocabulary (same server): " +
     servers.map((s) =>
       `${s} free ${ratio(s, "free1")}× / ${ratio(s, "free8")}×, grammar ${
         ratio(s, "grammar1")
       }× / ${ratio(s, "grammar8")}× (1 / 8 streams)`
-    ).join("; ") + ".",
+    ).join("; ") + " (×, from the CPU time per token).",
     "",
     `llama-server ended ${llamaErrors} requests early with an output-parser error on the ` +
     "random text (its tokens up to there are counted).",
