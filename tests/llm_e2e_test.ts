@@ -179,9 +179,13 @@ withDaemon(
   },
 );
 
-withDaemon("a client written for UMA Serve works unchanged (Python)", TINY(), async (d) => {
+withDaemon("a client written for UMA Serve works unchanged (Python)", [
+  ...TINY(),
+  "--max-tokens",
+  "7",
+], async (d) => {
   const out = await new Deno.Command("python3", {
-    args: [`${ROOT}tests/fixtures/uma_client.py`, d.socket],
+    args: [`${ROOT}tests/fixtures/uma_client.py`, d.socket, "7"],
     stdin: "null",
   }).output();
   const stdout = new TextDecoder().decode(out.stdout);
@@ -190,6 +194,10 @@ withDaemon("a client written for UMA Serve works unchanged (Python)", TINY(), as
   const r = JSON.parse(stdout);
   assert.equal(r.a_tokens, 12);
   assert.equal(r.d_reason, "cancelled");
+  assert.equal(r.big_code, "E_LIMIT_001");
+  assert.equal(r.utf8_code, "E_PROTO_001");
+  assert.equal(r.default_tokens, 7);
+  assert.ok(r.uma_metrics.batch_calls_total >= 1);
   assert.deepEqual(r.failures, []);
 });
 

@@ -15,6 +15,13 @@ import { DECODE_PRIORITIES } from "../llm/ffi.ts";
 import type { LlmServiceOptions } from "../llm/mod.ts";
 import type { PtyServiceOptions } from "../pty/mod.ts";
 import { choiceOption, intOption, numberOption, parse, UsageError } from "./_args.ts";
+import {
+  ensureToken,
+  isLoopback,
+  parseHttpAddress,
+  type TcpAddress,
+  TOKEN_FILE,
+} from "../http/mod.ts";
 
 function ratioOption(name: string, value: string | undefined): number | undefined {
   const r = numberOption(name, value);
@@ -48,12 +55,23 @@ Socket and limits:
   --idle-timeout MS    close connections that send nothing for MS (default ${SERVER_DEFAULTS.idleTimeoutMs}; 0 = never)
   --log-level LEVEL    ${LOG_LEVELS.join(", ")} (default info)
 
+HTTP (always on the socket: a connection that starts with an HTTP request line):
+  --http HOST:PORT     also serve HTTP on TCP (PORT alone: 127.0.0.1); an address other
+                       than loopback is served with a warning. OpenAI's API under /v1,
+                       Ollama's under /api, llama-server's /health, /metrics, /tokenize,
+                       /detokenize, /props. TCP requests need "Authorization: Bearer
+                       TOKEN", TOKEN being the contents of ${TOKEN_FILE} (mode 0600)
+                       beside the socket, created at start
+  --http-no-auth       serve --http without the token (anyone who can reach the port)
+
 Model (llama.cpp):
-  --model FILE.gguf    the model to serve (default: a built-in demo model with random weights)
+  --model FILE.gguf    the model to serve (default: $UMA_MODEL, else a built-in demo model
+                       with random weights)
   --no-model           serve no model (generate answers E_NO_MODEL)
   --llama-lib DIR      directory with libllama/libggml (default: $UMAD_LLAMA_LIB, else the
                        @node-llama-cpp package for this platform)
-  --ctx N              context size in tokens, shared by all sequences
+  --ctx N              context size in tokens, shared by all sequences (--n-ctx N too)
+  --max-tokens N       max_tokens of requests that give none (default 256)
   --parallel N         sequences decoded together (default 8)
   --threads N          CPU threads (default: the CPUs this process may use)
   --queue N            generate requests waiting for a sequence before E_BUSY
@@ -78,6 +96,9 @@ Model (llama.cpp):
                        one of llama.cpp's built-in templates (chatml, llama3, phi3,
                        mistral-v7, gemma, ...), instead of the model's own
 
+UMA Serve's daemon flags are accepted too: --n-ctx (= --ctx), --max-tokens, --threads,
+--model, --socket, and --max-merge N (no effect: prompt chunks are budgeted by time).
+
 Terminals:
   --exited-ttl MS      how long an exited session stays listed (default 5 minutes)
   --scrollback N       lines of scrollback kept per session (default 1000)
@@ -97,6 +118,10 @@ export interface ServeConfig {
   llm: Omit<LlmServiceOptions, "log">;
   /** The terminal service's options from the flags. */
   pty: Omit<PtyServiceOptions, "log">;
+  /** `--http`: the TCP address to serve HTTP on, if any. */
+  http?: TcpAddress;
+  /** `--http-no-auth`. */
+  httpNoAuth: boolean;
 }
 
 /** Builds the services a daemon runs; replaced in tests, extended as services land. */
@@ -122,6 +147,11 @@ export async function serveCommand(
     "no-model": { type: "boolean" },
     "llama-lib": { type: "string" },
     ctx: { type: "string" },
+    "n-ctx": { type: "string" },
+    "max-tokens": { type: "string" },
+    "max-merge": { type: "string" },
+    http: { type: "string" },
+    "http-no-auth": { type: "boolean" },
     parallel: { type: "string" },
     threads: { type: "string" },
     queue: { type: "string" },
@@ -156,14 +186,25 @@ export async function serveCommand(
     rateBurst: intOption("rate-burst", values["rate-burst"], { min: 1 }),
     idleTimeoutMs: intOption("idle-timeout", values["idle-timeout"]),
   };
+  if (values.ctx !== undefined && values["n-ctx"] !== undefined) {
+    throw new UsageError("--ctx and --n-ctx are the same setting: give one");
+  }
+  intOption("max-merge", values["max-merge"], { min: 1 });
+  const noModel = values["no-model"] ?? false;
+  const envModel = Deno.env.get("UMA_MODEL") || undefined;
   const config: ServeConfig = {
     socket,
     log,
-    noModel: values["no-model"] ?? false,
+    noModel,
+    http: values.http !== undefined ? parseHttpAddress(values.http) : undefined,
+    httpNoAuth: values["http-no-auth"] ?? false,
     llm: {
-      model: values.model,
+      model: values.model ?? (noModel ? undefined : envModel),
       libDir: values["llama-lib"],
-      ctx: intOption("ctx", values.ctx, { min: 16 }),
+      ctx: values["n-ctx"] !== undefined
+        ? intOption("n-ctx", values["n-ctx"], { min: 16 })
+        : intOption("ctx", values.ctx, { min: 16 }),
+      defaultMaxTokens: intOption("max-tokens", values["max-tokens"], { min: 1, max: 1 << 24 }),
       parallel: intOption("parallel", values.parallel, { min: 1, max: 256 }),
       threads: intOption("threads", values.threads, { min: 1, max: 1024 }),
       queue: intOption("queue", values.queue),
@@ -184,7 +225,8 @@ export async function serveCommand(
       scrollbackBytes: intOption("scrollback-bytes", values["scrollback-bytes"], { min: 1 }),
     },
   };
-  if (config.noModel && config.llm.model) throw new UsageError("--model and --no-model conflict");
+  if (config.noModel && values.model) throw new UsageError("--model and --no-model conflict");
+  if (config.httpNoAuth && !config.http) throw new UsageError("--http-no-auth needs --http");
 
   // Fail fast, before a slow model load, on a bad path, an unsafe directory or a live daemon.
   if (config.llm.model !== undefined) requireModelFile(config.llm.model);
@@ -198,15 +240,41 @@ export async function serveCommand(
   limits.maxClients = budget.maxClients;
   config.pty.maxSessions = budget.maxSessions;
 
+  const token = config.http && !config.httpNoAuth ? ensureToken(socket) : undefined;
+  if (config.http && !isLoopback(config.http.hostname)) {
+    log(
+      "warn",
+      `--http ${config.http.hostname}: serving HTTP beyond loopback; anyone who can reach ` +
+        `the port ${token ? "and has the token" : "(--http-no-auth: with no token)"} can use it`,
+    );
+  }
+  if (values["max-merge"] !== undefined) {
+    log("info", "--max-merge (UMA Serve) has no effect: prompt chunks are budgeted by time");
+  }
+
   const services = await makeServices(config);
   const server = await Server.listen({
     socket,
     socketKind: where.kind,
     log,
     services,
+    http: {
+      tcp: config.http,
+      token: token?.token ?? null,
+      tokenPath: token?.path,
+      defaultMaxTokens: config.llm.defaultMaxTokens,
+    },
     ...Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)),
   });
   log("info", `umad listening on ${socket} (pid ${Deno.pid})`);
+  const tcp = server.httpAddress;
+  if (tcp) {
+    log(
+      "info",
+      `HTTP on http://${tcp.hostname.includes(":") ? `[${tcp.hostname}]` : tcp.hostname}:` +
+        `${tcp.port} (${token ? `bearer token in ${token.path}` : "no token: --http-no-auth"})`,
+    );
+  }
 
   const signal = await new Promise<string>((resolve) => {
     for (const sig of ["SIGINT", "SIGTERM"] as const) {

@@ -36,7 +36,17 @@ function log(level: "info" | "warn" | "error", message: string) {
 
 function init(msg: EngineInit) {
   const libs = openLibraries(findLibDir(msg.libDir));
-  const threads = msg.threads > 0 ? msg.threads : availableCpus(libs);
+  const cpus = availableCpus(libs);
+  let threads = msg.threads > 0 ? msg.threads : cpus;
+  if (threads > cpus) {
+    // ggml's threads spin between graph nodes: more of them than CPUs makes each token
+    // many times slower (shared/NATIVE.md), so a larger --threads is capped.
+    log(
+      "warn",
+      `--threads ${threads} is more than the ${cpus} CPUs this process may use; using ${cpus}`,
+    );
+    threads = cpus;
+  }
   // Before the thread pool exists, so its threads inherit it.
   const decodePriority = lowerThisThread(libs, msg.decodePriority);
   engine = new Engine(libs, {

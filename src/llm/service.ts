@@ -20,6 +20,7 @@ import { type DecodePriority, findLibDir } from "./ffi.ts";
 import { readGgufHeader } from "./gguf.ts";
 import { ensureDemoModel } from "./synthetic_model.ts";
 import { Samples } from "../protocol/samples.ts";
+import { UmaCounters } from "./uma_metrics.ts";
 import {
   CANCEL_CANCELLED,
   CANCEL_SHUTDOWN,
@@ -55,6 +56,8 @@ export interface LlmServiceOptions {
   threads?: number;
   /** Requests that may wait for a stream before `E_BUSY` (default 64). */
   queue?: number;
+  /** `max_tokens` of requests that give none (`--max-tokens`; default 256). */
+  defaultMaxTokens?: number;
   /**
    * Share of a decode step's time prompt chunks may add (default 0.4: the latency
    * guard that keeps inter-token p99 within 1.5x while prompts arrive).
@@ -159,6 +162,7 @@ class GenerateService implements LlmService {
   readonly #log: (level: LlmLogLevel, message: string) => void;
   readonly #slots: (Job | null)[];
   readonly #queueMax: number;
+  readonly #defaultMaxTokens: number;
   #interactive: Job[] = [];
   #batch: Job[] = [];
   #batchSkips = 0;
@@ -194,6 +198,7 @@ class GenerateService implements LlmService {
   #prefillMs = 0;
   #kvCells = 0;
   #paused = 0;
+  #uma = new UmaCounters();
 
   constructor(
     worker: Worker,
@@ -203,7 +208,9 @@ class GenerateService implements LlmService {
     demo: boolean,
     queueMax: number,
     log: (level: LlmLogLevel, message: string) => void,
+    defaultMaxTokens: number = GENERATE_DEFAULTS.max_tokens,
   ) {
+    this.#defaultMaxTokens = defaultMaxTokens;
     this.#worker = worker;
     this.#control = control;
     this.#abort = abort;
@@ -252,7 +259,7 @@ class GenerateService implements LlmService {
       stream.end();
       return;
     }
-    const params = paramsOf(request);
+    const params = paramsOf(request, this.#defaultMaxTokens);
     // Grammar, schema and forced tool calls are checked here: a bad one is the client's error.
     const grammar = structuredOutputGrammar(request, this.info.tool_call_format);
     if (grammar !== undefined) params.grammar = grammar;
@@ -373,6 +380,7 @@ class GenerateService implements LlmService {
   }
 
   #onStats(s: StepStats) {
+    this.#uma.add(s);
     if (s.rows) {
       this.#steps++;
       this.#rows.add(s.rows);
@@ -536,6 +544,8 @@ class GenerateService implements LlmService {
     const active = this.#slots.filter((s) => s !== null).length;
     const rows = this.#rows.summary();
     return {
+      // UMA Serve's clients read its counters at the top level (PROTOCOL.md).
+      ...this.#uma.flat(this.#tokensOut),
       llm: {
         model: this.info.name,
         tokens_in: this.#tokensIn,
@@ -621,10 +631,10 @@ function chatTemplateOverride(value: string | undefined): ChatTemplateOverride |
 }
 
 /** Sampling settings with defaults; a request without a seed gets a random one. */
-function paramsOf(r: GenerateRequest): GenerateParams {
+function paramsOf(r: GenerateRequest, defaultMaxTokens: number): GenerateParams {
   const d = GENERATE_DEFAULTS;
   return {
-    maxTokens: r.max_tokens ?? d.max_tokens,
+    maxTokens: r.max_tokens ?? defaultMaxTokens,
     temperature: r.temperature ?? d.temperature,
     topK: r.top_k ?? d.top_k,
     topP: r.top_p ?? d.top_p,
@@ -724,6 +734,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
     demo,
     options.queue ?? DEFAULT_QUEUE,
     log,
+    options.defaultMaxTokens,
   );
 }
 

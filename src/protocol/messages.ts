@@ -1,6 +1,7 @@
 import { decodeBase64 } from "./base64.ts";
 import type { Codec, Message } from "./codec.ts";
 import { UmadError } from "./errors.ts";
+import { hasLoneSurrogate } from "./uma.ts";
 
 /** The protocol version this code speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -163,6 +164,8 @@ export interface GenerateRequest {
   tools?: ToolSpec[];
   /** Which tool the model must call, if any. */
   tool_choice?: ToolChoice;
+  /** Set for a request in UMA Serve's form (no `type`): its errors carry UMA's codes. */
+  uma?: true;
 }
 /** `cancel`: stops the stream whose id is `target` (a generation, an attach, a watch). */
 export interface CancelRequest {
@@ -734,13 +737,19 @@ function validateSignal(value: unknown): SignalName {
  * ```
  */
 export function validateRequest(message: Message, codec: Codec): Request {
-  let type = message.type;
+  const type = message.type;
   if (type === undefined) {
     if (message.event === "cancel") {
       const f = new Fields(message, "cancel");
       return { type: "cancel", target: f.id(true)! };
     }
-    if ("prompt" in message) type = "generate";
+    if ("prompt" in message) {
+      const req = validateGenerate(new Fields(message, "generate"));
+      if (req.prompt !== undefined && hasLoneSurrogate(req.prompt)) {
+        throw new UmadError("E_PROTO_001", "invalid utf-8 in the prompt (a lone surrogate)");
+      }
+      return { ...req, uma: true };
+    }
   }
   if (typeof type !== "string") throw bad('Field "type" is required and must be a string');
   const f = new Fields(message, type);

@@ -9,6 +9,26 @@ import { ConfigError } from "../protocol/errors.ts";
 import { delay, withTimeout } from "../protocol/async.ts";
 import { prepareSocketDir, refuseForeignFile } from "./socket_path.ts";
 import type { SocketKind } from "../protocol/socket_path.ts";
+import {
+  HTTP_ROUTES,
+  HttpGateway,
+  type HttpSession,
+  listenTcp,
+  type TcpAddress,
+  type TcpEndpoint,
+} from "../http/mod.ts";
+
+/** HTTP beside the framed protocol: always on the socket, on TCP with `--http`. */
+export interface ServerHttpOptions {
+  /** `--http HOST:PORT`: also serve HTTP on this TCP address. */
+  tcp?: TcpAddress;
+  /** The bearer token TCP requests must carry; null with `--http-no-auth`. */
+  token: string | null;
+  /** Where the token is kept (reported in `hello`). */
+  tokenPath?: string;
+  /** The daemon's default `max_tokens`, reported by `/props`. */
+  defaultMaxTokens?: number;
+}
 
 /** How a server is set up. */
 export interface ServerOptions extends Partial<ConnectionLimits> {
@@ -25,6 +45,8 @@ export interface ServerOptions extends Partial<ConnectionLimits> {
   services?: Service[];
   /** Where the server logs. */
   log: Logger;
+  /** HTTP settings; default: HTTP on the socket only. */
+  http?: ServerHttpOptions;
 }
 
 /** The whole shutdown's time by default: streams ended, services closed, replies flushed. */
@@ -58,6 +80,9 @@ export class Server {
   readonly #routes = new Map<RequestType, Service>();
   readonly #conns = new Set<Connection>();
   readonly #startedAt = Date.now();
+  readonly #http: HttpGateway;
+  readonly #httpOptions: ServerHttpOptions;
+  #tcp: TcpEndpoint | undefined;
   #nextId = 1;
   #closing: Promise<void> | undefined;
   #stats = {
@@ -88,6 +113,18 @@ export class Server {
     };
     this.#services = options.services ?? [];
     for (const s of this.#services) for (const t of s.types) this.#routes.set(t, s);
+    this.#httpOptions = options.http ?? { token: null };
+    this.#http = new HttpGateway({
+      host: {
+        dispatch: (request, stream) => this.dispatch(null, request, stream),
+        log: (level, message) => this.log(level, message),
+      },
+      maxBodyBytes: this.#limits.maxFrame,
+      maxQueuedBytes: this.#limits.maxQueuedBytes,
+      idleTimeoutMs: this.#limits.idleTimeoutMs,
+      token: this.#httpOptions.token,
+      defaultMaxTokens: this.#httpOptions.defaultMaxTokens,
+    }, HTTP_ROUTES);
   }
 
   /**
@@ -117,6 +154,21 @@ export class Server {
       lock.close();
     }
     const server = new Server(listener, options);
+    if (options.http?.tcp) {
+      try {
+        server.#tcp = listenTcp(
+          options.http.tcp,
+          (raw) => server.#admit(raw, "tcp"),
+          (level, message) => server.log(level, message),
+        );
+      } catch (e) {
+        await server.close();
+        const { hostname, port } = options.http.tcp;
+        throw new ConfigError(`Cannot serve HTTP on ${hostname}:${port}: ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
+    }
     void server.#acceptLoop();
     return server;
   }
@@ -154,12 +206,15 @@ export class Server {
         continue;
       }
       failures = 0;
-      this.#admit(raw);
+      this.#admit(raw, "unix");
     }
   }
 
-  /** Sets up one accepted connection: served, or refused with `E_BUSY` when full. */
-  #admit(raw: Deno.Conn): void {
+  /**
+   * Sets up one accepted connection (`tcp`: from `--http`, HTTP only): served, or
+   * refused with `E_BUSY` (an HTTP 503 on TCP) when full.
+   */
+  #admit(raw: Deno.Conn, transport: "unix" | "tcp"): void {
     if (this.#closing) {
       raw.close();
       return;
@@ -169,6 +224,13 @@ export class Server {
       // its descriptor for as short a time as possible.
       this.#stats.connectionsRejected++;
       this.countError("E_BUSY");
+      if (transport === "tcp") {
+        // An HTTP client reads a status line, not a frame.
+        const refusal = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n" +
+          "Retry-After: 1\r\nContent-Length: 0\r\n\r\n";
+        raw.write(new TextEncoder().encode(refusal)).catch(() => 0).finally(() => raw.close());
+        return;
+      }
       const message = `Server has ${this.#maxClients} clients already (--max-clients); ` +
         `try again later`;
       const frame = encodeMessageFrame(
@@ -178,22 +240,27 @@ export class Server {
       raw.write(frame).catch(() => 0).finally(() => raw.close());
       return;
     }
-    const conn = new Connection(this.#nextId++, raw, this, this.#limits);
+    const conn = new Connection(this.#nextId++, raw, this, this.#limits, transport);
     this.#conns.add(conn);
     this.#stats.connectionsTotal++;
     void conn.serve();
+  }
+
+  /** The `--http` TCP address, when serving one (the port the system chose, for port 0). */
+  get httpAddress(): TcpAddress | undefined {
+    return this.#tcp?.address;
   }
 
   /** @internal ConnectionHost: a request of `type` arrived. */
   countRequest(type: string): void {
     this.#requests[type] = (this.#requests[type] ?? 0) + 1;
   }
-  /** @internal ConnectionHost: routes a validated request. */
-  dispatch(conn: Connection, request: Request, stream: Stream): void {
+  /** @internal ConnectionHost: routes a validated request; `conn` is null over HTTP. */
+  dispatch(conn: Connection | null, request: Request, stream: Stream): void {
     this.countRequest(request.type);
     switch (request.type) {
       case "hello": {
-        conn.client = request.client;
+        if (conn) conn.client = request.client;
         let extra: Message = {};
         for (const s of this.#services) if (s.hello) extra = { ...extra, ...s.hello() };
         stream.send("hello", {
@@ -201,6 +268,7 @@ export class Server {
           version: VERSION,
           protocol: PROTOCOL_VERSION,
           pid: Deno.pid,
+          http: this.#httpInfo(),
           ...extra,
         });
         stream.end();
@@ -228,6 +296,24 @@ export class Server {
       fail(e);
     }
   }
+  /** @internal ConnectionHost: hands a connection that speaks HTTP to the gateway. */
+  serveHttp(conn: Connection, socket: Deno.Conn, head: Uint8Array): HttpSession {
+    return this.#http.adopt(conn, socket, head);
+  }
+
+  #httpInfo(): Message {
+    const tcp = this.#tcp?.address;
+    const host = tcp && (tcp.hostname.includes(":") ? `[${tcp.hostname}]` : tcp.hostname);
+    const info: Message = { socket: this.socket, tcp: tcp ? `http://${host}:${tcp.port}` : null };
+    if (tcp) {
+      info.auth = this.#httpOptions.token !== null ? "bearer" : "none";
+      if (this.#httpOptions.token !== null && this.#httpOptions.tokenPath) {
+        info.token_file = this.#httpOptions.tokenPath;
+      }
+    }
+    return info;
+  }
+
   /** @internal ConnectionHost: an error reply was sent. */
   countError(code: WireErrorCode): void {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
@@ -273,6 +359,7 @@ export class Server {
       errors: { ...this.#errors },
       memory: { rss: Deno.memoryUsage().rss, heap_used: Deno.memoryUsage().heapUsed },
     };
+    Object.assign(m, this.#http.metrics());
     for (const s of this.#services) if (s.metrics) Object.assign(m, s.metrics());
     return m;
   }
@@ -296,6 +383,8 @@ export class Server {
     } catch {
       // already closed
     }
+    this.#tcp?.close();
+    this.#http.close();
     for (const c of this.#conns) c.abortAll("shutdown");
     const left = () => Math.max(0, deadline - performance.now());
     const servicesDeadline = deadline - Math.min(1000, left() / 4);
