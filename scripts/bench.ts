@@ -1,5 +1,5 @@
 // `deno task bench`: every benchmark side by side in one run, written to
-// docs/BENCHMARKS.md with the machine and the date. `--only server,codec,pty,llm,http` picks
+// docs/BENCHMARKS.md with the machine and the date. `--only server,codec,pty,llm,http,models` picks
 // some; `pty` is all of `pty.throughput,pty.echo,pty.capture,pty.wait` (about 6 minutes
 // here: throughput ~3, echo ~2 with the LLM load, capture ~20 s, wait ~20 s), which run
 // alone too.
@@ -10,7 +10,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: { only: { type: "string" }, out: { type: "string" } },
 });
-const only = new Set((values.only ?? "server,codec,pty,llm,http").split(","));
+const only = new Set((values.only ?? "server,codec,pty,llm,http,models").split(","));
 const PTY_PARTS = ["pty.throughput", "pty.echo", "pty.capture", "pty.wait"];
 if (only.has("pty")) { for (const p of PTY_PARTS) only.add(p); }
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
@@ -68,6 +68,12 @@ if (only.has("http")) {
   console.error("bench: http");
   const { benchHttp } = await import("./bench_http.ts");
   sections.push(await benchHttp());
+}
+
+if (only.has("models")) {
+  console.error("bench: real vocabularies and structured output");
+  const { benchModels } = await import("./bench_models.ts");
+  sections.push(await benchModels());
 }
 
 const doc = [

@@ -439,8 +439,7 @@ withHttpDaemon("llama-server's /health and /props", async (d) => {
   }
 }, { args: ["--max-tokens", "9"] });
 
-// ---- Routes whose backends other work adds (the models helper's tokenizer, embeddings,
-// grammars and tool calls). The HTTP mapping is done; these run once those land. ----
+// ---- Routes backed by the model's tokenizer, embeddings, grammars and tool calls. ----
 
 withHttpDaemon("the openai and ollama clients get embeddings", async (d) => {
   const openai = new OpenAI({ baseURL: `${d.base}/v1`, apiKey: d.token!, maxRetries: 0 });
@@ -456,7 +455,7 @@ withHttpDaemon("the openai and ollama clients get embeddings", async (d) => {
   const ollama = new Ollama({ host: d.base, headers: { Authorization: `Bearer ${d.token}` } });
   const o = await ollama.embed({ model: "m", input: ["one", "two"] });
   assert.equal(o.embeddings.length, 2);
-}, { ignore: true /* needs the embed backend (models helper, issue 12) */ });
+});
 
 withHttpDaemon("a JSON-schema response_format gives JSON that matches the schema", async (d) => {
   const openai = new OpenAI({ baseURL: `${d.base}/v1`, apiKey: d.token!, maxRetries: 0 });
@@ -479,7 +478,7 @@ withHttpDaemon("a JSON-schema response_format gives JSON that matches the schema
   });
   const value = JSON.parse(c.choices[0].message.content ?? "");
   assert.equal(typeof value.n, "number");
-}, { ignore: true /* needs json_schema → grammar in the engine (models helper, issue 12) */ });
+});
 
 withHttpDaemon("a forced tool call comes back as OpenAI's tool_calls", async (d) => {
   const openai = new OpenAI({ baseURL: `${d.base}/v1`, apiKey: d.token!, maxRetries: 0 });
@@ -521,11 +520,9 @@ withHttpDaemon("a forced tool call comes back as OpenAI's tool_calls", async (d)
   }
   assert.equal(streamed, "get_weather");
 }, {
-  ignore: true, // needs tool_calls from the engine and vocab_models.ts (models helper, issue 12)
   // A real tokenizer and a template with a tool-call format (Hermes, via Qwen 2.5).
   model: async () => {
-    // A static import once src/llm/vocab_models.ts is on main.
-    const { ensureVocabModel } = await import(`../src/llm/${"vocab_models.ts"}`);
+    const { ensureVocabModel } = await import("../src/llm/vocab_models.ts");
     const { ensureLlamaSource } = await import("../src/llm/llama_source.ts");
     const templates = `${await ensureLlamaSource()}/models/templates`;
     return [
@@ -560,7 +557,7 @@ withHttpDaemon("/tokenize and /detokenize round-trip text", async (d) => {
   } finally {
     uf.close();
   }
-}, { ignore: true /* needs the tokenize/detokenize backend (models helper, issue 12) */ });
+});
 
 withHttpDaemon(
   "a full queue is a 429 with Retry-After; the stream in the way goes on",

@@ -92,6 +92,9 @@ Model (llama.cpp):
                        with a prompt-lookup draft (the token that followed the
                        stream's last tokens before; when it is the one sampled, the
                        next token comes from the same decode; same tokens either way)
+  --chat-template FILE|NAME  render chat messages with this Jinja template file, or with
+                       one of llama.cpp's built-in templates (chatml, llama3, phi3,
+                       mistral-v7, gemma, ...), instead of the model's own
 
 UMA Serve's daemon flags are accepted too: --n-ctx (= --ctx), --max-tokens, --threads,
 --model, --socket, and --max-merge N (no effect: prompt chunks are budgeted by time).
@@ -157,6 +160,7 @@ export async function serveCommand(
     "no-batch-invariance": { type: "boolean" },
     "no-lookup": { type: "boolean" },
     "decode-priority": { type: "string" },
+    "chat-template": { type: "string" },
     "exited-ttl": { type: "string" },
     scrollback: { type: "string" },
     "scrollback-bytes": { type: "string" },
@@ -213,6 +217,7 @@ export async function serveCommand(
         values["decode-priority"],
         DECODE_PRIORITIES,
       ),
+      chatTemplate: values["chat-template"],
     },
     pty: {
       exitedTtlMs: intOption("exited-ttl", values["exited-ttl"]),

@@ -6,6 +6,8 @@
 /// <reference lib="deno.worker" />
 import { availableCpus, findLibDir, lowerThisThread, openLibraries } from "./ffi.ts";
 import { Engine } from "./engine.ts";
+import { ModelRequestHandler } from "./model_request_handler.ts";
+import { EmbedBudget } from "./embedder.ts";
 import {
   CTRL_MAIL,
   ctrlWord,
@@ -15,6 +17,11 @@ import {
 } from "./engine_messages.ts";
 
 let engine: Engine | null = null;
+let requests: ModelRequestHandler | null = null;
+/** Embedding tokens beside each step, until the scheduler reports its spare room. */
+let embedBudget = new EmbedBudget(0.4);
+/** Embedding tokens per decode when nothing else runs. */
+const EMBED_CHUNK_IDLE = 512;
 let closing = false;
 let wake: (() => void) | null = null;
 const pending: ToEngine[] = [];
@@ -54,9 +61,16 @@ function init(msg: EngineInit) {
     batchInvariant: msg.batchInvariant,
     lookup: msg.lookup,
     decodePriority,
+    chatTemplate: msg.chatTemplate,
     log,
-    emit: (events, stats) => post({ op: "events", events, stats }),
+    emit: (events, stats) => {
+      if (stats && stats.rows > 0) embedBudget.decodeStep(stats.decodeMs);
+      post({ op: "events", events, stats });
+    },
   });
+  embedBudget = new EmbedBudget(msg.prefillRatio);
+  requests = new ModelRequestHandler(engine.model, threads, post);
+  engine.info.embedding_pooling = requests.embedder.pooling;
   post({ op: "ready", info: engine.info });
 }
 
@@ -80,7 +94,26 @@ function handle(msg: ToEngine) {
     case "batch":
       for (const m of msg.messages) handle(m);
       return;
+    case "tokenize":
+    case "detokenize":
+    case "embed":
+    case "embed.cancel":
+      if (requests) requests.handle(msg);
+      else {post({
+          op: "reply",
+          rid: msg.rid,
+          kind: "error",
+          code: "E_INTERNAL",
+          message: "no model",
+        });}
+      return;
   }
+}
+
+/** Prompt-equivalent tokens that fit beside this step within the latency budget. */
+function spareTokens(e: Engine): number {
+  const spare = (e as { spareTokens?: () => number }).spareTokens?.();
+  return spare !== undefined ? Math.max(0, Math.floor(spare)) : embedBudget.tokens();
 }
 
 let received = 0;
@@ -118,6 +151,18 @@ async function loop() {
     if (closing) break;
     if (engine && engine.busy) {
       engine.step();
+      // Embeddings take what the step's latency budget leaves (see embedder.ts).
+      if (requests?.busy) {
+        const t0 = performance.now();
+        const n = requests.step(spareTokens(engine));
+        embedBudget.embedded(n, performance.now() - t0);
+      }
+      if (mailWaiting()) await receiveMail();
+      continue;
+    }
+    if (requests?.busy) {
+      const t0 = performance.now();
+      embedBudget.embedded(requests.step(EMBED_CHUNK_IDLE), performance.now() - t0);
       if (mailWaiting()) await receiveMail();
       continue;
     }
@@ -126,6 +171,7 @@ async function loop() {
   }
   if (engine) {
     engine.shutdown();
+    requests?.close();
     engine.close();
   }
   post({ op: "closed" });

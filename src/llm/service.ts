@@ -8,9 +8,13 @@ import {
   type GenerateRequest,
   type Message,
   type Request,
+  type ToolCall,
   UmadError,
   type Usage,
 } from "../protocol/mod.ts";
+import { ModelRequestClient } from "./model_requests.ts";
+import { structuredOutputGrammar } from "./structured_output.ts";
+import type { ChatTemplateOverride } from "./prompt.ts";
 import type { Service, Stream } from "../protocol/service.ts";
 import { type DecodePriority, findLibDir } from "./ffi.ts";
 import { readGgufHeader } from "./gguf.ts";
@@ -86,6 +90,11 @@ export interface LlmServiceOptions {
    * give the next token in the same step; the tokens are the same either way.
    */
   lookup?: boolean;
+  /**
+   * `--chat-template FILE|NAME`: a Jinja template file, or the name of one of llama.cpp's
+   * built-in templates ("chatml", "llama3", ...), instead of the model's own.
+   */
+  chatTemplate?: string;
   /** Where log lines go. */
   log?: (level: LlmLogLevel, message: string) => void;
 }
@@ -140,10 +149,11 @@ type Outcome =
   | "disconnected"
   | "busy"
   | "prompt_too_large"
+  | "bad_request"
   | "error";
 
 class GenerateService implements LlmService {
-  readonly types = ["generate"] as const;
+  readonly types = ["generate", "tokenize", "detokenize", "embed"] as const;
   readonly info: EngineInfo;
   readonly demo: boolean;
   readonly #worker: Worker;
@@ -174,6 +184,7 @@ class GenerateService implements LlmService {
     disconnected: 0,
     busy: 0,
     prompt_too_large: 0,
+    bad_request: 0,
     error: 0,
   };
   #ttft = new Samples();
@@ -217,6 +228,7 @@ class GenerateService implements LlmService {
   }
 
   #outbox: ToEngine[] = [];
+  readonly #model = new ModelRequestClient((msg) => this.#post(msg));
 
   /** Queues a message; one postMessage per turn, so requests sent together start together. */
   #post(msg: ToEngine) {
@@ -231,16 +243,26 @@ class GenerateService implements LlmService {
   }
 
   handle(request: Request, stream: Stream): void {
+    if (this.#fatal !== null) throw new UmadError("E_INTERNAL", this.#fatal);
+    if (
+      request.type === "tokenize" || request.type === "detokenize" || request.type === "embed"
+    ) {
+      if (this.#closing) throw new UmadError("E_INTERNAL", "The daemon is shutting down");
+      this.#model.handle(request, stream);
+      return;
+    }
     if (request.type !== "generate") {
       throw new UmadError("E_PROTO_BAD_REQUEST", `generate service got "${request.type}"`);
     }
-    if (this.#fatal !== null) throw new UmadError("E_INTERNAL", this.#fatal);
     if (this.#closing) {
       stream.send("eos", { reason: "shutdown", usage: usage(0, 0, 0, 0) });
       stream.end();
       return;
     }
     const params = paramsOf(request, this.#defaultMaxTokens);
+    // Grammar, schema and forced tool calls are checked here: a bad one is the client's error.
+    const grammar = structuredOutputGrammar(request, this.info.tool_call_format);
+    if (grammar !== undefined) params.grammar = grammar;
     const busy = this.#slots.every((s) => s !== null);
     if (busy && this.#interactive.length + this.#batch.length >= this.#queueMax) {
       this.#outcomes.busy++;
@@ -293,12 +315,16 @@ class GenerateService implements LlmService {
       this.#slots[slot] = job;
       Atomics.store(this.#control, slot * SLOT_WORDS + SLOT_CANCEL, 0);
       Atomics.store(this.#control, slot * SLOT_WORDS + SLOT_PAUSED, 0);
+      const toolsOn = (job.req.tools?.length ?? 0) > 0 && job.req.tool_choice !== "none";
       this.#post({
         op: "start",
         slot,
         rid: job.rid,
         prompt: job.req.prompt,
         messages: job.req.messages,
+        tools: toolsOn ? job.req.tools : undefined,
+        special: job.req.special,
+        parseTools: toolsOn && job.req.messages !== undefined,
         params: job.params,
       });
     }
@@ -346,6 +372,9 @@ class GenerateService implements LlmService {
         this.#resolveClosed();
         return;
       case "ready":
+        return;
+      case "reply":
+        this.#model.onReply(msg);
         return;
     }
   }
@@ -397,11 +426,17 @@ class GenerateService implements LlmService {
       case "end":
         job.promptTokens = ev.prompt_tokens;
         job.completionTokens = ev.completion_tokens;
-        this.#answer(job, ev.reason);
+        this.#answer(job, ev.reason, undefined, ev.tool_calls);
         this.#release(job);
         return;
       case "error":
-        this.#outcomes[ev.code === "E_LIMIT_PROMPT_TOO_LARGE" ? "prompt_too_large" : "error"]++;
+        this.#outcomes[
+          ev.code === "E_LIMIT_PROMPT_TOO_LARGE"
+            ? "prompt_too_large"
+            : ev.code === "E_PROTO_BAD_REQUEST"
+            ? "bad_request"
+            : "error"
+        ]++;
         job.answered = true;
         this.#release(job);
         job.stream.fail(ev.code, ev.message);
@@ -438,6 +473,7 @@ class GenerateService implements LlmService {
     job: Job,
     reason: "stop" | "length" | "stop_string" | "cancelled" | "shutdown",
     abortReason?: string,
+    toolCalls?: ToolCall[],
   ) {
     if (job.answered) return;
     job.answered = true;
@@ -454,8 +490,9 @@ class GenerateService implements LlmService {
       job.firstAt ? job.firstAt - job.start : now - job.start,
       now - job.start,
     );
-    if (job.req.stream) job.stream.send("eos", { reason, usage: u });
-    else job.stream.send("result", { text: job.text.join(""), reason, usage: u });
+    const calls = toolCalls?.length ? { tool_calls: toolCalls } : {};
+    if (job.req.stream) job.stream.send("eos", { reason, usage: u, ...calls });
+    else job.stream.send("result", { text: job.text.join(""), reason, usage: u, ...calls });
     job.stream.end();
   }
 
@@ -471,6 +508,7 @@ class GenerateService implements LlmService {
     this.#slots.fill(null);
     this.#interactive = [];
     this.#batch = [];
+    this.#model.failAll(`The model engine failed: ${message}`);
     this.#resolveClosed();
   }
 
@@ -490,6 +528,11 @@ class GenerateService implements LlmService {
         parallel: i.parallel,
         threads: i.threads,
         chat_template: i.chat_template,
+        chat_template_renderer: i.chat_template_renderer,
+        tool_call_format: i.tool_call_format,
+        vocab_type: i.vocab_type,
+        n_embd: i.n_embd,
+        embedding_pooling: i.embedding_pooling,
         batch_invariant: i.batch_invariant,
         lookup_drafts: i.lookup_drafts,
         decode_priority: i.decode_priority,
@@ -523,6 +566,7 @@ class GenerateService implements LlmService {
         backpressure_pauses: this.#paused,
         ttft_ms: this.#ttft.summary(),
         inter_token_ms: this.#itl.summary(),
+        model_requests: { ...this.#model.counts, waiting: this.#model.pending },
       },
     };
   }
@@ -564,6 +608,26 @@ function usage(prompt: number, completion: number, ttft: number, total: number):
     ttft_ms: r(ttft),
     total_ms: r(total),
   };
+}
+
+/**
+ * `--chat-template FILE|NAME`: an existing file is a Jinja template; anything else names
+ * one of llama.cpp's built-in templates (checked against the library's list when the
+ * model loads).
+ */
+function chatTemplateOverride(value: string | undefined): ChatTemplateOverride | undefined {
+  if (value === undefined) return undefined;
+  let isFile = false;
+  try {
+    isFile = Deno.statSync(value).isFile;
+  } catch { /* not a file: a built-in's name */ }
+  if (!isFile) {
+    if (value.includes("/") || value.endsWith(".jinja")) {
+      throw new Error(`--chat-template: file "${value}" does not exist`);
+    }
+    return { kind: "builtin", name: value };
+  }
+  return { kind: "jinja", source: Deno.readTextFileSync(value), name: `file:${value}` };
 }
 
 /** Sampling settings with defaults; a request without a seed gets a random one. */
@@ -614,6 +678,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
     );
   }
   readGgufHeader(modelPath); // a clear error for a file that is not a GGUF model
+  const chatTemplate = chatTemplateOverride(options.chatTemplate);
   const perStream = options.ctx !== undefined
     ? Math.floor(options.ctx / parallel)
     : DEFAULT_CTX_PER_STREAM;
@@ -654,6 +719,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
         decodePriority: options.decodePriority ?? "low",
         batchInvariant: options.batchInvariant ?? true,
         lookup: options.lookup ?? true,
+        chatTemplate,
       } satisfies ToEngine,
     );
   }).catch((err) => {

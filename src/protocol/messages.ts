@@ -528,6 +528,20 @@ function validateMessages(v: unknown): ChatMessage[] {
   });
 }
 
+/** Deepest nesting of a tool's JSON Schema (templates and converters walk it recursively). */
+export const MAX_SCHEMA_NESTING = 64;
+
+/** How deeply objects and arrays nest in `v` (stops counting past the limit). */
+function nestingOf(v: unknown, depth = 0): number {
+  if (depth > MAX_SCHEMA_NESTING || v === null || typeof v !== "object") return depth;
+  let max = depth + 1;
+  for (const x of Object.values(v as Record<string, unknown>)) {
+    max = Math.max(max, nestingOf(x, depth + 1));
+    if (max > MAX_SCHEMA_NESTING) break;
+  }
+  return max;
+}
+
 function validateTools(v: unknown): ToolSpec[] | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) throw bad('generate: field "tools" must be an array of tools');
@@ -549,6 +563,9 @@ function validateTools(v: unknown): ToolSpec[] | undefined {
     }
     if (fn.parameters !== undefined && !isMap(fn.parameters)) {
       throw bad(`generate: tools[${i}].function.parameters must be a JSON Schema object`);
+    }
+    if (fn.parameters !== undefined && nestingOf(fn.parameters) > MAX_SCHEMA_NESTING) {
+      throw bad(`generate: tools[${i}].function.parameters nest deeper than ${MAX_SCHEMA_NESTING}`);
     }
     const spec: ToolSpec = { type: "function", function: { name: fn.name } };
     if (fn.description !== undefined) spec.function.description = fn.description as string;
@@ -611,6 +628,9 @@ function validateGenerate(f: Fields): GenerateRequest {
     if (typeof m.json_schema === "boolean") jsonSchema = m.json_schema ? {} : { not: {} };
     else if (isMap(m.json_schema)) jsonSchema = m.json_schema;
     else throw bad('generate: field "json_schema" must be a JSON Schema object');
+  }
+  if (jsonSchema !== undefined && nestingOf(jsonSchema) > MAX_SCHEMA_NESTING) {
+    throw bad(`generate: field "json_schema" nests deeper than ${MAX_SCHEMA_NESTING}`);
   }
   if (grammar !== undefined && jsonSchema !== undefined) {
     throw bad('generate: give "grammar" or "json_schema", not both');
