@@ -9,6 +9,7 @@ import { generate } from "../src/client/generate.ts";
 import type { UmadError } from "../src/client/errors.ts";
 import { RawClient, startDaemon, type TestDaemon } from "./_daemon.ts";
 import { tinyModel } from "./llm_helpers.ts";
+import { delay } from "../src/protocol/async.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -199,16 +200,18 @@ withDaemon(
         stderr: new TextDecoder().decode(out.stderr),
       };
     };
+    // The CLI ends its text with a newline (unless the text has one).
+    const printed = expected.text.endsWith("\n") ? expected.text : expected.text + "\n";
     const plain = await run([]);
     assert.equal(plain.code, 0, plain.stderr);
-    assert.equal(plain.stdout, expected.text);
+    assert.equal(plain.stdout, printed);
     const piped = await run([], "the water");
     assert.equal(piped.code, 0, piped.stderr);
-    assert.equal(piped.stdout, expected.text, "the prompt read from stdin");
+    assert.equal(piped.stdout, printed, "the prompt read from stdin");
     const stop = expected.text.slice(6, 9);
     const stopped = await run(["--stop", "never-seen", "--stop", stop]);
     assert.equal(stopped.code, 0, stopped.stderr);
-    assert.equal(stopped.stdout, expected.text.slice(0, expected.text.indexOf(stop)));
+    assert.equal(stopped.stdout, expected.text.slice(0, expected.text.indexOf(stop)) + "\n");
     const json = await run(["--json"]);
     assert.equal(json.code, 0, json.stderr);
     const lines = json.stdout.trim().split("\n").map((l) => JSON.parse(l));
@@ -219,9 +222,13 @@ withDaemon(
   },
 );
 
-withDaemon("a client written for UMA Serve works unchanged (Python)", TINY(), async (d) => {
+withDaemon("a client written for UMA Serve works unchanged (Python)", [
+  ...TINY(),
+  "--max-tokens",
+  "7",
+], async (d) => {
   const out = await new Deno.Command("python3", {
-    args: [`${ROOT}tests/fixtures/uma_client.py`, d.socket],
+    args: [`${ROOT}tests/fixtures/uma_client.py`, d.socket, "7"],
     stdin: "null",
   }).output();
   const stdout = new TextDecoder().decode(out.stdout);
@@ -230,6 +237,10 @@ withDaemon("a client written for UMA Serve works unchanged (Python)", TINY(), as
   const r = JSON.parse(stdout);
   assert.equal(r.a_tokens, 12);
   assert.equal(r.d_reason, "cancelled");
+  assert.equal(r.big_code, "E_LIMIT_001");
+  assert.equal(r.utf8_code, "E_PROTO_001");
+  assert.equal(r.default_tokens, 7);
+  assert.ok(r.uma_metrics.batch_calls_total >= 1);
   assert.deepEqual(r.failures, []);
 });
 
@@ -246,7 +257,7 @@ withDaemon(
     }
     await raw.next((m) => m.event === "token" && m.id === "y");
     const waiting = generate(client, { prompt: "after", max_tokens: 3 }).complete();
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
     raw.close();
     const r = await waiting;
     assert.equal(r.usage.completion_tokens, 3);
@@ -256,7 +267,7 @@ withDaemon(
     for (let i = 0; i < 100 && disconnected < 2; i++) {
       const m = (await client.metrics()).llm as { requests: Record<string, number> };
       disconnected = m.requests.disconnected;
-      if (disconnected < 2) await new Promise((r) => setTimeout(r, 50));
+      if (disconnected < 2) await delay(50);
     }
     assert.equal(disconnected, 2);
   },
@@ -280,7 +291,9 @@ withDaemon(
   },
 );
 
-withDaemon("pings stay fast while eight streams decode", [
+// How fast: `deno task bench --only llm` measures the ping round trip beside eight
+// streams, from another process; here, that pings are answered while they decode.
+withDaemon("pings are answered while eight streams decode", [
   "--model",
   tinyModel(),
   "--threads",
@@ -294,15 +307,13 @@ withDaemon("pings stay fast while eight streams decode", [
     { length: 8 },
     (_, i) => generate(client, { prompt: `stream ${i}`, max_tokens: 100000, temperature: 0 }),
   );
-  const started = gens.map((g) => g[Symbol.asyncIterator]().next());
-  await Promise.all(started);
-  const rtts: number[] = [];
-  for (let i = 0; i < 200; i++) rtts.push(await client.ping());
+  const iterators = gens.map((g) => g[Symbol.asyncIterator]());
+  await Promise.all(iterators.map((it) => it.next()));
+  for (let t = 0; t < 200; t++) assert.equal((await client.request({ type: "ping", t })).t, t);
+  // Every stream was still decoding after the last pong: the pings did not wait for them.
+  const next = await Promise.all(iterators.map((it) => it.next()));
+  assert.deepEqual(next.map((r) => r.value?.event), Array(8).fill("token"));
   for (const g of gens) g.cancel();
-  rtts.sort((a, b) => a - b);
-  const p99 = rtts[Math.floor(rtts.length * 0.99)];
-  // Generous bound for a shared 2-core test machine; the bench measures the real figure.
-  assert.ok(p99 < 25, `ping p99 ${p99.toFixed(2)} ms`);
 });
 
 withDaemon(
@@ -313,7 +324,8 @@ withDaemon(
       () => generate(client, { prompt: "hi" }).complete(),
       (e: UmadError) => e.code === "E_NO_MODEL",
     );
-    assert.equal(await client.ping() >= 0, true, "the connection goes on");
+    const after = await client.request({ type: "ping", t: "after" });
+    assert.equal(after.t, "after", "the connection goes on");
   },
 );
 

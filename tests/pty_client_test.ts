@@ -5,6 +5,7 @@ import { attach, spawn, type Terminal } from "../src/client/terminal.ts";
 import { decodeBase64, type Message } from "../src/protocol/mod.ts";
 import { encodeFrame, encodePayload } from "../src/protocol/mod.ts";
 import { bytes, ptyFds, startPtyDaemon, waitUntil } from "./pty_helpers.ts";
+import { delay } from "../src/protocol/async.ts";
 
 type Daemon = Awaited<ReturnType<typeof startPtyDaemon>>;
 
@@ -123,9 +124,9 @@ Deno.test("two clients of one session see the same output, and readonly is enfor
     await withClient(d.socket, async (c1) => {
       await withClient(d.socket, async (c2) => {
         const t1 = await spawn(c1, "cat", [], { name: "shared" });
+        const o1 = collect(t1); // before anything else is awaited: events may come meanwhile
         const t2 = await attach(c2, "shared", { readonly: true });
         assert.equal(t2.session, t1.session);
-        const o1 = collect(t1);
         const o2 = collect(t2);
         await waitUntil(() => o1.snapshots.length === 1 && o2.snapshots.length === 1);
         t1.write("line-one\r");
@@ -250,7 +251,7 @@ Deno.test("a client that stops reading neither stalls another client nor grows t
           const m = Deno.readTextFileSync(`/proc/${d.pid}/status`).match(/VmRSS:\s+(\d+)/);
           return Number(m![1]) * 1024;
         };
-        await new Promise((r) => setTimeout(r, 300));
+        await delay(300);
         const rssBefore = rss();
         let tail = "";
         let total = 0;

@@ -44,16 +44,19 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const client = await connect({ socket: values.socket, reconnect: false, client: "umad-run" });
   try {
-    const msg: Record<string, unknown> = { type: "pty.spawn", cwd: Deno.cwd(), env, ...size };
-    if (positionals.length > 0) msg.argv = positionals;
-    if (values.name !== undefined) msg.name = values.name;
-    const reply = await client.request(msg);
-    const session = String(reply.session);
+    const { session } = await client.request({
+      type: "pty.spawn",
+      cwd: Deno.cwd(),
+      env,
+      ...size,
+      argv: positionals.length > 0 ? positionals : undefined,
+      name: values.name,
+    });
     if (values.detached) {
       console.log(session);
       return 0;
     }
-    const end = await attachTerminal(client, session);
+    const end = await attachTerminal(client, session, { fresh: true });
     if (end.kind === "error") return 1;
     if (end.kind === "detached") return 0;
     if (end.signal) return 128 + (SIGNALS[end.signal] ?? 0);

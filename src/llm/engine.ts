@@ -25,7 +25,9 @@
  * kernel accumulates its online softmax in cell order, so the same sequence would round
  * differently depending on its neighbours' history.
  */
-import { Batch, LlamaContext, LlamaModel, Sampler } from "./llama.ts";
+import { Batch, GrammarRejectedError, LlamaContext, LlamaModel, Sampler } from "./llama.ts";
+import { ChatTemplateError, type ChatTemplateOverride, PromptBuilder } from "./prompt.ts";
+import { detectToolCallFormat, parseToolCalls, type ToolCallFormat } from "./tool_calls.ts";
 import type { DecodePriority, NativeLibs } from "./ffi.ts";
 import { Detokenizer } from "./detokenizer.ts";
 import { FittedCostModel } from "./cost_model.ts";
@@ -50,6 +52,8 @@ import {
   type StepStats,
   type StreamEvent,
 } from "./engine_messages.ts";
+import type { ToolSpec } from "../protocol/messages.ts";
+import type { ToolCall } from "../protocol/events.ts";
 
 /** Most tokens of one decode call in default mode (llama.cpp's usual n_batch). */
 const UNIFIED_BATCH = 512;
@@ -67,18 +71,24 @@ class Stream {
   generated = 0;
   /** Prompt tokens taken from the prefix cache (known once admitted). */
   cached = 0;
+  /** The sampled tokens, for tool calls read out of the output. */
+  readonly output: number[] = [];
+  /** The request's tools, when its output is read for tool calls. */
+  readonly tools: ToolSpec[] | null;
   constructor(
     slot: number,
     rid: number,
     params: GenerateParams,
     promptTokens: number,
     sampler: Sampler,
+    tools: ToolSpec[] | null,
   ) {
     this.slot = slot;
     this.rid = rid;
     this.params = params;
     this.promptTokens = promptTokens;
     this.sampler = sampler;
+    this.tools = tools;
     this.text = new Detokenizer(params.stop);
   }
 }
@@ -107,6 +117,8 @@ export interface EngineOptions {
   lookup: boolean;
   /** The decode threads' priority, as applied (reported in `info`). */
   decodePriority: DecodePriority;
+  /** `--chat-template`: replaces the model's own. */
+  chatTemplate?: ChatTemplateOverride;
   /** Log lines for the daemon's log. */
   log: (level: "info" | "warn" | "error", message: string) => void;
   /** Stream events (and a call's figures) for the service. */
@@ -123,6 +135,9 @@ export class Engine {
   readonly info: EngineInfo;
   /** The policy this engine executes. */
   readonly scheduler: Scheduler;
+  /** Requests → prompt tokens (chat template, injection-safe tokenization). */
+  readonly prompts: PromptBuilder;
+  readonly #toolFormat: ToolCallFormat;
   readonly #o: EngineOptions;
   readonly #streams: (Stream | null)[];
   readonly #batch: Batch;
@@ -178,6 +193,17 @@ export class Engine {
     });
     this.#streams = new Array(o.parallel).fill(null);
     this.#stats = this.#noStats();
+    this.prompts = new PromptBuilder(m, o.chatTemplate);
+    if (this.prompts.fallbackReason && !o.chatTemplate) {
+      o.log(
+        "warn",
+        `Chat template: ${this.prompts.fallbackReason}; messages are rendered with ` +
+          `llama.cpp's "${this.prompts.choice.name}" template`,
+      );
+    }
+    this.#toolFormat = detectToolCallFormat(
+      o.chatTemplate?.kind === "jinja" ? o.chatTemplate.source : m.chatTemplate,
+    );
     const name = m.meta("general.name") ?? o.modelPath.split("/").pop() ?? "model";
     this.info = {
       name,
@@ -193,7 +219,12 @@ export class Engine {
       n_seq_max: nSeqMax,
       parallel: o.parallel,
       threads: o.threads,
-      chat_template: m.chatTemplate ? "model" : "chatml",
+      chat_template: this.prompts.choice.name,
+      chat_template_renderer: this.prompts.choice.renderer,
+      tool_call_format: this.#toolFormat,
+      vocab_type: m.vocabType,
+      n_embd: m.nEmbd,
+      embedding_pooling: "mean",
       mode: det ? "deterministic" : "default",
       kv_unified: !det,
       batch_invariant: det,
@@ -254,30 +285,31 @@ export class Engine {
   #paused = (slot: number): boolean =>
     Atomics.load(this.#o.control, slot * SLOT_WORDS + SLOT_PAUSED) !== 0;
 
-  /** The prompt's tokens: the chat template rendered, or the raw prompt. */
-  #buildPrompt(msg: EngineStart): Int32Array {
-    if (msg.messages) {
-      return this.model.tokenize(this.model.applyChatTemplate(msg.messages), true, true);
-    }
-    return this.model.tokenize(msg.prompt ?? "", true, false);
-  }
-
-  /** The one place samplers are made. */
+  /** The one place samplers are made (a grammar llama.cpp refuses throws GrammarRejectedError). */
   #createSampler(params: GenerateParams): Sampler {
-    return new Sampler(this.model.libs, {
-      temperature: params.temperature,
-      topK: params.topK,
-      topP: params.topP,
-      minP: params.minP,
-      repeatPenalty: params.repeatPenalty,
-      seed: params.seed,
-    }, this.model.nVocab);
+    return new Sampler(
+      this.model.libs,
+      {
+        temperature: params.temperature,
+        topK: params.topK,
+        topP: params.topP,
+        minP: params.minP,
+        repeatPenalty: params.repeatPenalty,
+        seed: params.seed,
+        grammar: params.grammar,
+      },
+      this.model.nVocab,
+      this.model,
+    );
   }
 
   /** Starts a stream: tokenizes, checks limits, queues it; errors become events. */
   start(msg: EngineStart): void {
     const { slot, rid, params } = msg;
-    const fail = (code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_INTERNAL", message: string) => {
+    const fail = (
+      code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_PROTO_BAD_REQUEST" | "E_INTERNAL",
+      message: string,
+    ) => {
       this.#o.emit([{ rid, kind: "error", code, message }]);
     };
     if (!(slot >= 0 && slot < this.#o.parallel) || this.#streams[slot] !== null) {
@@ -286,9 +318,10 @@ export class Engine {
     }
     let prompt: Int32Array;
     try {
-      prompt = this.#buildPrompt(msg);
+      prompt = this.prompts.build(msg);
     } catch (err) {
-      fail("E_INTERNAL", `Tokenizing the prompt failed: ${(err as Error).message}`);
+      if (err instanceof ChatTemplateError) fail("E_PROTO_BAD_REQUEST", err.message);
+      else fail("E_INTERNAL", `Tokenizing the prompt failed: ${(err as Error).message}`);
       return;
     }
     if (prompt.length === 0) prompt = Int32Array.of(this.model.bos >= 0 ? this.model.bos : 0);
@@ -307,8 +340,16 @@ export class Engine {
       );
       return;
     }
-    const sampler = this.#createSampler(params);
-    this.#streams[slot] = new Stream(slot, rid, params, prompt.length, sampler);
+    let sampler: Sampler;
+    try {
+      sampler = this.#createSampler(params);
+    } catch (err) {
+      if (!(err instanceof GrammarRejectedError)) throw err;
+      fail("E_PROTO_BAD_REQUEST", `grammar: ${err.message}`);
+      return;
+    }
+    const tools = msg.parseTools ? msg.tools ?? [] : null;
+    this.#streams[slot] = new Stream(slot, rid, params, prompt.length, sampler, tools);
     this.scheduler.add({
       key: slot,
       prompt,
@@ -336,7 +377,16 @@ export class Engine {
       prompt_tokens: s.promptTokens,
       cached_tokens: s.cached,
       completion_tokens: s.generated,
+      ...this.#toolCalls(s),
     });
+  }
+
+  /** Tool calls in a finished stream's output, when its request had tools. */
+  #toolCalls(s: Stream): { tool_calls?: ToolCall[] } {
+    if (s.tools === null) return {};
+    const text = this.model.detokenize(s.output);
+    const calls = parseToolCalls(text, this.#toolFormat, s.tools).toolCalls;
+    return calls.length ? { tool_calls: calls } : {};
   }
 
   #fail(s: Stream, message: string) {
@@ -519,6 +569,7 @@ export class Engine {
       return false;
     }
     s.generated++;
+    if (s.tools !== null) s.output.push(token);
     const step = s.text.push(model.piece(token));
     if (step.stopped) {
       this.#out.push({ rid: s.rid, kind: "token", text: step.text, token_id: token });

@@ -7,6 +7,11 @@ import type { DecodePriority } from "./ffi.ts";
 import type { SamplingParams } from "./llama.ts";
 import type { CacheStats } from "./scheduler.ts";
 import type { CostCoefficients } from "./cost_model.ts";
+import type { ChatMessage, ToolSpec } from "../protocol/messages.ts";
+import type { ToolCall } from "../protocol/events.ts";
+import type { ModelReplyMessage, ModelRequestMessage } from "./model_requests.ts";
+import type { ChatTemplateOverride } from "./prompt.ts";
+import type { ToolCallFormat } from "./tool_calls.ts";
 
 /** Per-slot words in the shared Int32Array. */
 export const SLOT_WORDS = 2;
@@ -51,6 +56,8 @@ export interface EngineInit {
   prefixCache: boolean;
   /** Lookup drafts in a lone stream's padding row (deterministic mode). */
   lookup: boolean;
+  /** `--chat-template`: replaces the model's own template. */
+  chatTemplate?: ChatTemplateOverride;
 }
 
 /** Sampling and stopping settings of one stream, defaults applied. */
@@ -68,7 +75,13 @@ export interface EngineStart {
   slot: number;
   rid: number;
   prompt?: string;
-  messages?: { role: string; content: string }[];
+  messages?: ChatMessage[];
+  /** Tools passed to the chat template. */
+  tools?: ToolSpec[];
+  /** Raw prompts: parse control-token text (messages' text never is). */
+  special: boolean;
+  /** Read tool calls out of the output (the request has tools and may call them). */
+  parseTools: boolean;
   params: GenerateParams;
 }
 
@@ -78,29 +91,53 @@ export type ToEngine =
   | EngineStart
   | { op: "wake" }
   | { op: "shutdown" }
+  | ModelRequestMessage
   /** Several messages of one turn of the main thread's event loop, handled together. */
   | { op: "batch"; messages: ToEngine[] };
 
 /** What the loaded model and context look like. */
 export interface EngineInfo {
+  /** The model's name (`general.name`, else the file name). */
   name: string;
+  /** The model file. */
   path: string;
+  /** llama.cpp's description of the model. */
   description: string;
+  /** Parameters. */
   n_params: number;
+  /** Size of the weights in bytes. */
   size_bytes: number;
+  /** Tokens in the vocabulary. */
   n_vocab: number;
+  /** Context the model was trained with. */
   n_ctx_train: number;
   /** Tokens one stream may hold (prompt + output). */
   n_ctx: number;
+  /** KV cells of the context, all streams together. */
   n_ctx_total: number;
+  /** Largest decode call. */
   n_batch: number;
   /** Sequence ids of the context: streams plus cached prefixes. */
   n_seq_max: number;
+  /** Streams decoded together. */
   parallel: number;
+  /** CPU threads. */
   threads: number;
+  /** Which template renders messages ("model", "file:PATH" or a llama.cpp built-in's name). */
   chat_template: string;
+  /** "jinja" (@huggingface/jinja, as transformers) or "llama.cpp" (its built-in templates). */
+  chat_template_renderer: "jinja" | "llama.cpp";
+  /** How the template asks the model to call tools. */
+  tool_call_format: ToolCallFormat;
+  /** Tokenizer family ("bpe", "spm", ...). */
+  vocab_type: string;
+  /** Length of `embed` vectors. */
+  n_embd: number;
+  /** How `embed` pools token states ("mean" unless the model declares its own). */
+  embedding_pooling: string;
   /** Which scheduler runs: `default` (unified KV, mixed steps) or `deterministic`. */
   mode: "default" | "deterministic";
+  /** One KV cache shared by every sequence (default mode). */
   kv_unified: boolean;
   /** Same seed, same tokens alone or beside others: true in deterministic mode only. */
   batch_invariant: boolean;
@@ -128,11 +165,13 @@ export type StreamEvent =
     /** Prompt tokens found in KV (prefix cache). */
     cached_tokens: number;
     completion_tokens: number;
+    /** Calls read from the output (requests with tools). */
+    tool_calls?: ToolCall[];
   }
   | {
     rid: number;
     kind: "error";
-    code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_INTERNAL";
+    code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_PROTO_BAD_REQUEST" | "E_INTERNAL";
     message: string;
   };
 
@@ -162,4 +201,5 @@ export type FromEngine =
   | { op: "ready"; info: EngineInfo }
   | { op: "fatal"; message: string }
   | { op: "events"; events: StreamEvent[]; stats?: StepStats }
+  | ModelReplyMessage
   | { op: "closed" };

@@ -6,6 +6,7 @@
 /// <reference lib="deno.worker" />
 import { availableCpus, findLibDir, lowerThisThread, openLibraries } from "./ffi.ts";
 import { Engine } from "./engine.ts";
+import { ModelRequestHandler } from "./model_request_handler.ts";
 import {
   CTRL_MAIL,
   ctrlWord,
@@ -15,6 +16,9 @@ import {
 } from "./engine_messages.ts";
 
 let engine: Engine | null = null;
+let requests: ModelRequestHandler | null = null;
+/** Embedding tokens per decode when nothing else runs. */
+const EMBED_CHUNK_IDLE = 512;
 let closing = false;
 let wake: (() => void) | null = null;
 const pending: ToEngine[] = [];
@@ -29,7 +33,17 @@ function log(level: "info" | "warn" | "error", message: string) {
 
 function init(msg: EngineInit) {
   const libs = openLibraries(findLibDir(msg.libDir));
-  const threads = msg.threads > 0 ? msg.threads : availableCpus(libs);
+  const cpus = availableCpus(libs);
+  let threads = msg.threads > 0 ? msg.threads : cpus;
+  if (threads > cpus) {
+    // ggml's threads spin between graph nodes: more of them than CPUs makes each token
+    // many times slower (shared/NATIVE.md), so a larger --threads is capped.
+    log(
+      "warn",
+      `--threads ${threads} is more than the ${cpus} CPUs this process may use; using ${cpus}`,
+    );
+    threads = cpus;
+  }
   // Before the thread pool exists, so its threads inherit it.
   const decodePriority = lowerThisThread(libs, msg.decodePriority);
   engine = new Engine(libs, {
@@ -44,9 +58,12 @@ function init(msg: EngineInit) {
     prefixCache: msg.prefixCache,
     lookup: msg.lookup,
     decodePriority,
+    chatTemplate: msg.chatTemplate,
     log,
     emit: (events, stats) => post({ op: "events", events, stats }),
   });
+  requests = new ModelRequestHandler(engine.model, threads, post);
+  engine.info.embedding_pooling = requests.embedder.pooling;
   post({ op: "ready", info: engine.info });
 }
 
@@ -70,7 +87,29 @@ function handle(msg: ToEngine) {
     case "batch":
       for (const m of msg.messages) handle(m);
       return;
+    case "tokenize":
+    case "detokenize":
+    case "embed":
+    case "embed.cancel":
+      if (requests) requests.handle(msg);
+      else {post({
+          op: "reply",
+          rid: msg.rid,
+          kind: "error",
+          code: "E_INTERNAL",
+          message: "no model",
+        });}
+      return;
   }
+}
+
+/**
+ * Embedding tokens beside this step: what the scheduler says its latency budget leaves,
+ * and one at least, so embeddings progress while prompts take the whole budget (as a
+ * prompt gets a token a step at least).
+ */
+function spareTokens(e: Engine): number {
+  return Math.max(1, Math.floor(e.spareTokens()));
 }
 
 let received = 0;
@@ -108,6 +147,13 @@ async function loop() {
     if (closing) break;
     if (engine && engine.busy) {
       engine.step();
+      // Embeddings take what the step's latency budget leaves (see embedder.ts).
+      if (requests?.busy) requests.step(spareTokens(engine));
+      if (mailWaiting()) await receiveMail();
+      continue;
+    }
+    if (requests?.busy) {
+      requests.step(EMBED_CHUNK_IDLE);
       if (mailWaiting()) await receiveMail();
       continue;
     }
@@ -116,6 +162,7 @@ async function loop() {
   }
   if (engine) {
     engine.shutdown();
+    requests?.close();
     engine.close();
   }
   post({ op: "closed" });
