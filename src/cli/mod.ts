@@ -22,6 +22,8 @@ Commands:
   attach     attach to a terminal session (Ctrl-\\ detaches)
   ls         list terminal sessions
   kill       end a terminal session
+  llama      build or add the llama.cpp libraries (native build, GPU packages)
+  devices    list the compute devices llama.cpp sees (GPUs, their memory)
 
 Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.`;
 
@@ -36,6 +38,8 @@ export function commands(makeServices: ServiceFactory = defaultServices): Record
     attach: async (a) => (await import("./attach.ts")).attachCommand(a),
     ls: async (a) => (await import("./ls.ts")).lsCommand(a),
     kill: async (a) => (await import("./kill.ts")).killCommand(a),
+    llama: async (a) => (await import("./llama.ts")).llamaCommand(a),
+    devices: async (a) => (await import("./devices.ts")).devicesCommand(a),
   };
 }
 

@@ -36,8 +36,14 @@ Socket and limits:
 Model (llama.cpp):
   --model FILE.gguf    the model to serve (default: a built-in demo model with random weights)
   --no-model           serve no model (generate answers E_NO_MODEL)
-  --llama-lib DIR      directory with libllama/libggml (default: $UMAD_LLAMA_LIB, else the
-                       @node-llama-cpp package for this platform)
+  --llama-lib DIR      directory with libllama/libggml (default: $UMAD_LLAMA_LIB, else a
+                       native build ("umad llama build"), an added GPU package ("umad
+                       llama add cuda|vulkan"), the embedded libraries, the npm package;
+                       "umad llama list" shows which and why)
+  --gpu-layers N|auto  layers to offload to the GPU (default auto: as many as fit in its
+                       free memory beside the KV cache; 0: the CPU only)
+  --device NAME        the device to offload to, e.g. CUDA0, Vulkan0 (see "umad devices")
+  --no-gpu             the CPU only, and prefer a CPU library
   --ctx N              context size in tokens, shared by all sequences
   --parallel N         sequences decoded together (default 8)
   --threads N          CPU threads (default: the CPUs this process may use)
@@ -98,6 +104,9 @@ export async function serveCommand(
     model: { type: "string" },
     "no-model": { type: "boolean" },
     "llama-lib": { type: "string" },
+    "gpu-layers": { type: "string" },
+    device: { type: "string" },
+    "no-gpu": { type: "boolean" },
     ctx: { type: "string" },
     parallel: { type: "string" },
     threads: { type: "string" },
@@ -136,6 +145,11 @@ export async function serveCommand(
     llm: {
       model: values.model,
       libDir: values["llama-lib"],
+      gpuLayers: values["gpu-layers"] === "auto"
+        ? "auto"
+        : intOption("gpu-layers", values["gpu-layers"], { max: 100000 }),
+      device: values.device,
+      noGpu: values["no-gpu"] ?? false,
       ctx: intOption("ctx", values.ctx, { min: 16 }),
       parallel: intOption("parallel", values.parallel, { min: 1, max: 256 }),
       threads: intOption("threads", values.threads, { min: 1, max: 1024 }),
@@ -156,6 +170,9 @@ export async function serveCommand(
     },
   };
   if (config.noModel && config.llm.model) throw new UsageError("--model and --no-model conflict");
+  if (config.llm.noGpu && (values["gpu-layers"] !== undefined || values.device !== undefined)) {
+    throw new UsageError("--no-gpu conflicts with --gpu-layers and --device");
+  }
 
   // Fail fast, before a slow model load, on an unsafe directory or a live daemon.
   prepareSocketDir(socket);

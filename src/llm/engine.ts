@@ -30,6 +30,7 @@
  * every row scan all cells (measured ~25% slower 8-row decodes at 700-token contexts).
  */
 import { Batch, LlamaContext, LlamaModel, Sampler } from "./llama.ts";
+import { deviceList, type OffloadRequest, planModelOffload } from "./devices.ts";
 import type { DecodePriority, NativeLibs } from "./ffi.ts";
 import { Detokenizer } from "./detokenizer.ts";
 import { TokenHistory } from "./lookup.ts";
@@ -41,6 +42,7 @@ import {
   type EngineInfo,
   type EngineStart,
   type GenerateParams,
+  type LibraryInfo,
   SLOT_CANCEL,
   SLOT_PAUSED,
   SLOT_WORDS,
@@ -143,6 +145,10 @@ export interface EngineOptions {
   lookup: boolean;
   /** The decode threads' priority, as applied (reported in `info`). */
   decodePriority: DecodePriority;
+  /** The library loaded (reported in `info`). */
+  library: LibraryInfo;
+  /** GPU offload; default: as many layers as fit on the GPUs. */
+  gpu?: OffloadRequest;
   log: (level: "info" | "warn" | "error", message: string) => void;
   emit: (events: StreamEvent[], stats?: StepStats) => void;
 }
@@ -216,16 +222,36 @@ export class Engine {
     this.#o = o;
     o.log("info", `Loading model "${o.modelPath}"...`);
     const t0 = performance.now();
+    const nSeqMax = Math.max(2, o.parallel); // a spare sequence id pads one-stream decodes
+    // Decode calls hold one row per sequence; prompt calls up to 2 chunks' worth of rows.
+    const nBatch = Math.max(o.batchInvariant ? 2 * MAX_CHUNK + 2 : FREE_BATCH, nSeqMax);
+    const { plan: offload, devices } = planModelOffload(
+      libs,
+      o.modelPath,
+      o.gpu ?? { gpuLayers: "auto" },
+      {
+        nCtx: (o.ctx > 0 ? o.ctx : 2048) * nSeqMax,
+        nBatch,
+      },
+    );
     this.model = LlamaModel.load(
       libs,
       o.modelPath,
       (f) => o.log("info", `Loading model: ${Math.round(f * 100)}%`),
+      undefined,
+      { layers: offload.gpuLayers, devices: deviceList(libs, offload) },
     );
     const m = this.model;
+    const gpuLayers = offload.gpuLayers === 0 ? 0 : (m.offloaded?.layers ?? offload.gpuLayers);
+    o.log(
+      "info",
+      gpuLayers > 0
+        ? `GPU offload: ${gpuLayers}/${offload.totalLayers} layers on ${
+          offload.deviceNames.join(", ")
+        } (${offload.reason})`
+        : `No GPU offload (${offload.reason}): the model runs on the CPU`,
+    );
     const perSeq = Math.max(16, o.ctx > 0 ? o.ctx : Math.min(2048, m.nCtxTrain || 2048));
-    const nSeqMax = Math.max(2, o.parallel); // a spare sequence id pads one-stream decodes
-    // Decode calls hold one row per sequence; prompt calls up to 2 chunks' worth of rows.
-    const nBatch = Math.max(o.batchInvariant ? 2 * MAX_CHUNK + 2 : FREE_BATCH, nSeqMax);
     this.ctx = new LlamaContext(m, {
       nCtx: perSeq * nSeqMax,
       nBatch,
@@ -234,6 +260,8 @@ export class Engine {
       kvUnified: false,
       abortFlag: o.abort,
       poll: 0,
+      opOffload: offload.opOffload && gpuLayers > 0,
+      synchronize: gpuLayers > 0,
     });
     this.#nCtxSeq = Math.min(perSeq, this.ctx.nCtxSeq);
     this.#batch = new Batch(this.ctx.nBatch);
@@ -258,6 +286,12 @@ export class Engine {
       batch_invariant: o.batchInvariant,
       lookup_drafts: this.#lookup,
       decode_priority: o.decodePriority,
+      library: o.library,
+      devices: devices.map(({ index: _, ...d }) => d),
+      gpu_layers: gpuLayers,
+      gpu_layers_total: offload.totalLayers,
+      gpu_devices: gpuLayers > 0 ? offload.deviceNames : [],
+      gpu_reason: offload.reason,
     };
     o.log(
       "info",

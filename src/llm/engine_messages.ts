@@ -5,6 +5,9 @@
 
 import type { DecodePriority } from "./ffi.ts";
 import type { SamplingParams } from "./llama.ts";
+import type { OffloadRequest } from "./devices.ts";
+import type { DeviceInfo } from "../protocol/events.ts";
+import type { LibraryLayout, LibrarySource, LlamaBackend } from "./llama_lib.ts";
 
 /** Per-slot words in the shared Int32Array. */
 export const SLOT_WORDS = 2;
@@ -29,7 +32,13 @@ export const CANCEL_SHUTDOWN = 2;
 /** Engine settings sent with `init`. */
 export interface EngineInit {
   op: "init";
-  libDir?: string;
+  /**
+   * The llama.cpp library directories to try, best first (`llama_lib.ts` chose them):
+   * the next is loaded only when one fails (one entry for --llama-lib).
+   */
+  libraries: { dir: string; source: LibrarySource; reason: string }[];
+  /** GPU offload (`--gpu-layers`, `--device`, `--no-gpu`); default: auto. */
+  gpu?: OffloadRequest;
   modelPath: string;
   /** Context per stream (tokens), or 0 for the default. */
   ctx: number;
@@ -77,6 +86,26 @@ export type ToEngine =
   /** Several messages of one turn of the main thread's event loop, handled together. */
   | { op: "batch"; messages: ToEngine[] };
 
+/** The llama.cpp library in use, as `hello.model.library` reports it. */
+export interface LibraryInfo {
+  /** Its directory. */
+  path: string;
+  source: LibrarySource;
+  layout: LibraryLayout;
+  /** The GPU backend the library carries, or "cpu". */
+  backend: LlamaBackend;
+  /** `llama_version()`. */
+  version: string;
+  /** Backends registered: `["Vulkan", "CPU"]`. */
+  backends: string[];
+  /** The CPU backend variant npm's layout picked (`libggml-cpu-haswell.so`), or null. */
+  cpu_variant: string | null;
+  /** The CPU code's features (`AVX2`, `AVX512`, `AMX_INT8`, `LLAMAFILE`, `REPACK`, ...). */
+  cpu_features: string[];
+  /** Why this library was chosen. */
+  reason: string;
+}
+
 /** What the loaded model and context look like. */
 export interface EngineInfo {
   name: string;
@@ -99,6 +128,16 @@ export interface EngineInfo {
   lookup_drafts: boolean;
   /** The decode threads' priority as applied (`--decode-priority`). */
   decode_priority: DecodePriority;
+  /** The llama.cpp library in use. */
+  library: LibraryInfo;
+  /** Every compute device the library's backends see (the CPU included). */
+  devices: DeviceInfo[];
+  /** Layers on a GPU (0: CPU only), of the model's offloadable layers (blocks + output). */
+  gpu_layers: number;
+  gpu_layers_total: number;
+  /** The devices holding them, and why this many. */
+  gpu_devices: string[];
+  gpu_reason: string;
 }
 
 /** One event of a stream. */
@@ -137,6 +176,7 @@ export interface StepStats {
 export type FromEngine =
   | { op: "log"; level: "info" | "warn" | "error"; message: string }
   | { op: "ready"; info: EngineInfo }
-  | { op: "fatal"; message: string }
+  /** `config`: the user's setup is wrong (library, device): a configuration error. */
+  | { op: "fatal"; message: string; config?: boolean }
   | { op: "events"; events: StreamEvent[]; stats?: StepStats }
   | { op: "closed" };

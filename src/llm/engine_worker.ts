@@ -4,7 +4,9 @@
  * postMessage; cancel and backpressure flags arrive through shared memory.
  */
 /// <reference lib="deno.worker" />
-import { availableCpus, findLibDir, lowerThisThread, openLibraries } from "./ffi.ts";
+import { availableCpus, lowerThisThread, type NativeLibs, openLibraries } from "./ffi.ts";
+import { LibraryError, type LibrarySource } from "./llama_lib.ts";
+import { ConfigError } from "../protocol/errors.ts";
 import { Engine } from "./engine.ts";
 import {
   CTRL_MAIL,
@@ -27,8 +29,33 @@ function log(level: "info" | "warn" | "error", message: string) {
   post({ op: "log", level, message });
 }
 
+/** Opens the chosen library, else (for one umad found itself) the next that loads. */
+function openChosen(msg: EngineInit): { libs: NativeLibs; source: LibrarySource; reason: string } {
+  const choices = msg.libraries;
+  for (let i = 0;; i++) {
+    try {
+      return { ...choices[i], libs: openLibraries(choices[i].dir) };
+    } catch (e) {
+      if (i + 1 >= choices.length) throw e;
+      log(
+        "warn",
+        `llama.cpp in ${choices[i].dir} failed to load (${(e as Error).message}); ` +
+          `falling back to ${choices[i + 1].dir}`,
+      );
+    }
+  }
+}
+
 function init(msg: EngineInit) {
-  const libs = openLibraries(findLibDir(msg.libDir));
+  const { libs, source, reason } = openChosen(msg);
+  const lib = libs.library;
+  log(
+    "info",
+    `llama.cpp ${lib.version} from ${lib.dir} (${lib.layout} layout): backends ` +
+      `${lib.backends.join(", ")}` +
+      (lib.cpuVariant ? `; CPU code ${lib.cpuVariant}` : "; CPU code built in") +
+      ` (${lib.cpuFeatures.join(" ")})`,
+  );
   const threads = msg.threads > 0 ? msg.threads : availableCpus(libs);
   // Before the thread pool exists, so its threads inherit it.
   const decodePriority = lowerThisThread(libs, msg.decodePriority);
@@ -44,6 +71,18 @@ function init(msg: EngineInit) {
     batchInvariant: msg.batchInvariant,
     lookup: msg.lookup,
     decodePriority,
+    library: {
+      path: lib.dir,
+      source,
+      layout: lib.layout,
+      backend: lib.backend,
+      version: lib.version,
+      backends: lib.backends,
+      cpu_variant: lib.cpuVariant,
+      cpu_features: lib.cpuFeatures,
+      reason,
+    },
+    gpu: msg.gpu,
     log,
     emit: (events, stats) => post({ op: "events", events, stats }),
   });
@@ -56,7 +95,11 @@ function handle(msg: ToEngine) {
       try {
         init(msg);
       } catch (err) {
-        post({ op: "fatal", message: (err as Error).message });
+        post({
+          op: "fatal",
+          message: (err as Error).message,
+          config: err instanceof LibraryError || err instanceof ConfigError,
+        });
       }
       return;
     case "start":
