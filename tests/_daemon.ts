@@ -200,9 +200,11 @@ export class RawClient {
 /** Runs the umad CLI (`deno run -A main.ts ...args`) to completion. */
 export async function runUmad(
   args: string[],
+  opts: { env?: Record<string, string> } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}main.ts`, ...args],
+    env: opts.env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

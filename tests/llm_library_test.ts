@@ -135,6 +135,20 @@ Deno.test("GPU libraries come first unless --no-gpu, which prefers a CPU library
   );
 });
 
+Deno.test("a GPU library whose device this machine lacks ranks after the CPU libraries", () => {
+  const c = [
+    usable("npm", "cpu"),
+    usable("native", "cpu"),
+    usable("prebuilt", "vulkan"),
+    usable("prebuilt", "cuda"),
+  ];
+  const none = chooseLibrary(c, { gpu: true, present: [] });
+  assert.equal(none.choice.source, "native");
+  assert.match(none.reason, /no vulkan\/cuda device on this machine/);
+  assert.deepEqual(none.fallbacks.map((f) => f.files.backend), ["cpu", "vulkan", "cuda"]);
+  assert.equal(chooseLibrary(c, { gpu: true, present: ["cuda"] }).choice.files.backend, "cuda");
+});
+
 Deno.test("an explicit directory is used or refused, never replaced; nothing usable says what to do", () => {
   const bad: LibraryCandidate = { source: "--llama-lib", dir: "/x", problem: "it is empty" };
   assert.throws(

@@ -1,6 +1,6 @@
 import { parse, UsageError } from "./_args.ts";
 import { openLibraries } from "../llm/ffi.ts";
-import { chooseLibrary, libraryCandidates } from "../llm/llama_lib.ts";
+import { chooseLibrary, gpuHints, libraryCandidates } from "../llm/llama_lib.ts";
 import { listDevices } from "../llm/devices.ts";
 
 export const DEVICES_HELP = `umad devices — the compute devices llama.cpp sees
@@ -35,6 +35,7 @@ function devices(args: string[]): number {
   if (positionals.length) throw new UsageError(`Unexpected argument "${positionals[0]}"`);
   const chosen = chooseLibrary(libraryCandidates({ libDir: values["llama-lib"] }), {
     gpu: !values["no-gpu"],
+    present: gpuHints(),
   });
   const libs = openLibraries(chosen.choice.dir);
   try {

@@ -4,6 +4,7 @@ import { buildNative, GPU_REQUESTS, type GpuRequest } from "../llm/native_build.
 import { addPrebuilt } from "../llm/prebuilt.ts";
 import {
   chooseLibrary,
+  gpuHints,
   libraryCandidates,
   LLAMA_CPP_VERSION,
   LLAMA_PACKAGE_VERSION,
@@ -170,7 +171,7 @@ function listCommand(args: string[]): number {
   let chosen: ReturnType<typeof chooseLibrary> | null = null;
   let error: string | null = null;
   try {
-    chosen = chooseLibrary(candidates, { gpu: !values["no-gpu"] });
+    chosen = chooseLibrary(candidates, { gpu: !values["no-gpu"], present: gpuHints() });
   } catch (e) {
     error = (e as Error).message;
   }

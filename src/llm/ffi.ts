@@ -10,6 +10,7 @@
  */
 import {
   chooseLibrary,
+  gpuHints,
   inspectLibraryDir,
   libraryCandidates,
   LibraryError,
@@ -358,7 +359,10 @@ export interface NativeLibs {
  * ```
  */
 export function findLibDir(libDir?: string, options: { gpu?: boolean } = {}): string {
-  return chooseLibrary(libraryCandidates({ libDir }), { gpu: options.gpu ?? true }).choice.dir;
+  return chooseLibrary(libraryCandidates({ libDir }), {
+    gpu: options.gpu ?? true,
+    present: gpuHints(),
+  }).choice.dir;
 }
 
 function libcPath(): string {

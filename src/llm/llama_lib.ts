@@ -479,7 +479,48 @@ export interface LibraryChoice {
   skipped: string[];
 }
 
-function rank(c: LibraryCandidate & { files: LibraryFiles }, gpu: boolean): number {
+/** What {@linkcode chooseLibrary} weighs besides the candidates. */
+export interface LibraryPrefs {
+  /** False under --no-gpu: CPU libraries first. */
+  gpu: boolean;
+  /**
+   * GPU backends this machine seems to have ({@linkcode gpuHints}); a GPU library whose
+   * backend is not among them ranks after the CPU ones. Default: all of them.
+   */
+  present?: readonly LlamaBackend[];
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The GPU backends this machine seems to have, from device nodes, without loading
+ * anything: CUDA where the NVIDIA driver is (`/dev/nvidiactl`), Vulkan where a render
+ * node is (`/dev/dri/renderD*`) or the NVIDIA driver, or where `GGML_VK_VISIBLE_DEVICES`
+ * names devices (software Vulkan in tests); Metal on Apple Silicon. On Windows every
+ * backend counts (no cheap check).
+ */
+export function gpuHints(): LlamaBackend[] {
+  const os = Deno.build.os;
+  if (os === "darwin") return Deno.build.arch === "aarch64" ? ["metal"] : [];
+  if (os === "windows") return ["cuda", "vulkan"];
+  const nvidia = exists("/dev/nvidiactl") || exists("/proc/driver/nvidia/version");
+  const render = (listDir("/dev/dri") ?? []).some((n) => n.startsWith("renderD"));
+  const out: LlamaBackend[] = [];
+  if (nvidia) out.push("cuda");
+  if (nvidia || render || Deno.env.get("GGML_VK_VISIBLE_DEVICES")) out.push("vulkan");
+  return out;
+}
+
+function rank(c: LibraryCandidate & { files: LibraryFiles }, prefs: LibraryPrefs): number {
+  const present = prefs.present ?? GPU_BACKENDS;
+  const gpu = prefs.gpu && present.includes(c.files.backend);
   const isGpu = c.files.backend !== "cpu";
   // GPU libraries run on the CPU too, so with --no-gpu they come last rather than never.
   const order: Record<LibrarySource, number> = {
@@ -490,7 +531,7 @@ function rank(c: LibraryCandidate & { files: LibraryFiles }, gpu: boolean): numb
     embedded: 3,
     npm: 4,
   };
-  return (gpu ? (isGpu ? 0 : 10) : (isGpu ? 10 : 0)) + order[c.source];
+  return (isGpu ? (gpu ? 0 : 20) : 10) + order[c.source];
 }
 
 function describe(c: LibraryCandidate & { files: LibraryFiles }): string {
@@ -513,9 +554,10 @@ function describe(c: LibraryCandidate & { files: LibraryFiles }): string {
 
 /**
  * Picks the library to load (pure: decides over {@linkcode libraryCandidates}' answer).
- * An explicit directory is used or refused. Otherwise GPU libraries come first (unless
- * `gpu` is false), and within each kind a native build, then an added package, then the
- * embedded libraries, then the npm package. Throws {@linkcode LibraryError} when nothing
+ * An explicit directory is used or refused. Otherwise GPU libraries whose device seems
+ * present come first (unless `gpu` is false), then CPU libraries, then other GPU ones
+ * (they run on the CPU too); within each kind a native build, then an added package, then
+ * the embedded libraries, then the npm package. Throws {@linkcode LibraryError} when nothing
  * is usable, listing what was tried and how to get a library.
  *
  * @example
@@ -531,7 +573,7 @@ function describe(c: LibraryCandidate & { files: LibraryFiles }): string {
  */
 export function chooseLibrary(
   candidates: LibraryCandidate[],
-  prefs: { gpu: boolean },
+  prefs: LibraryPrefs,
 ): LibraryChoice {
   const explicit = candidates.find((c) =>
     c.source === "--llama-lib" || c.source === "UMAD_LLAMA_LIB"
@@ -544,7 +586,7 @@ export function chooseLibrary(
     return { choice, reason: `${describe(choice)} (${choice.dir})`, fallbacks: [], skipped: [] };
   }
   const usable = candidates.filter((c): c is LibraryChoice["choice"] => c.files !== undefined)
-    .sort((a, b) => rank(a, prefs.gpu) - rank(b, prefs.gpu));
+    .sort((a, b) => rank(a, prefs) - rank(b, prefs));
   const skipped = candidates.filter((c) => !c.files).map((c) =>
     `${c.source} ${c.dir}: ${c.problem}`
   );
@@ -565,10 +607,12 @@ export function chooseLibrary(
   const others = fallbacks.length
     ? `; preferred over ${fallbacks.map((f) => `${f.source} (${f.files.backend})`).join(", ")}`
     : "";
-  const why =
-    choice.files.backend === "cpu" && !prefs.gpu && usable.some((u) => u.files.backend !== "cpu")
-      ? " (--no-gpu)"
-      : "";
+  const gpuLibs = usable.filter((u) => u.files.backend !== "cpu");
+  const why = choice.files.backend !== "cpu" || gpuLibs.length === 0
+    ? ""
+    : !prefs.gpu
+    ? " (--no-gpu)"
+    : ` (no ${[...new Set(gpuLibs.map((u) => u.files.backend))].join("/")} device on this machine)`;
   return {
     choice,
     reason: `${describe(choice)} (${choice.dir})${why}${others}`,

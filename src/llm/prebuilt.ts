@@ -47,18 +47,21 @@ export async function addPrebuilt(
   const pkg = prebuiltPackage(backend);
   if (pkg === null || (backend !== "cpu" && pkg.backend !== backend)) {
     throw new LibraryError(
-      `There is no prebuilt ${backend} package for ${Deno.build.os}-${Deno.build.arch}` +
-        (backend === "metal" ? " (Metal is for Apple Silicon)" : "") +
-        `; build one from source with "umad llama build --gpu ${backend}"`,
+      backend === "metal"
+        ? `Metal is for macOS on Apple Silicon; this is ${Deno.build.os}-${Deno.build.arch}`
+        : `There is no prebuilt ${backend} package for ${Deno.build.os}-${Deno.build.arch}; ` +
+          `build one from source with "umad llama build --gpu ${backend}"`,
     );
   }
   const dir = options.dir ?? prebuiltDir(pkg, options.cacheRoot ?? llamaCacheDir());
   const log = options.log ?? (() => {});
   const stamp = `${dir}/.complete`;
   if (!options.force) {
+    // The stamp names what is there: another version or package is fetched again.
     try {
-      Deno.statSync(stamp);
-      return { dir, pkg, fetched: false };
+      if (JSON.parse(Deno.readTextFileSync(stamp)).integrity === pkg.integrity) {
+        return { dir, pkg, fetched: false };
+      }
     } catch { /* not there yet */ }
   }
   const name = `@node-llama-cpp/${pkg.platform}`;

@@ -13,7 +13,7 @@ import {
 } from "../protocol/mod.ts";
 import type { Service, Stream } from "../protocol/service.ts";
 import type { DecodePriority } from "./ffi.ts";
-import { chooseLibrary, libraryCandidates } from "./llama_lib.ts";
+import { chooseLibrary, gpuHints, libraryCandidates } from "./llama_lib.ts";
 import { ConfigError } from "../protocol/errors.ts";
 import { readGgufHeader } from "./gguf.ts";
 import { ensureDemoModel } from "./synthetic_model.ts";
@@ -611,6 +611,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
   }
   const libraries = chooseLibrary(libraryCandidates({ libDir: options.libDir }), {
     gpu: !options.noGpu,
+    present: gpuHints(),
   });
   log("info", `llama.cpp: loading ${libraries.reason}`);
   for (const s of libraries.skipped) log("info", `llama.cpp: skipped ${s}`);
