@@ -32,8 +32,10 @@ export interface AddPrebuiltOptions {
 }
 
 /**
- * Fetches the package carrying `backend` for this platform and returns the directory of
- * its libraries. Throws {@linkcode LibraryError} when no such package exists here.
+ * Fetches the package carrying `backend` for this platform (or the package named, of any
+ * platform: `deno task compile` stages other platforms' libraries this way) and returns
+ * the directory of its libraries. Throws {@linkcode LibraryError} when no such package
+ * exists here.
  *
  * @example
  * ```ts ignore
@@ -41,10 +43,11 @@ export interface AddPrebuiltOptions {
  * ```
  */
 export async function addPrebuilt(
-  backend: LlamaBackend,
+  what: LlamaBackend | PrebuiltPackage,
   options: AddPrebuiltOptions = {},
 ): Promise<{ dir: string; pkg: PrebuiltPackage; fetched: boolean }> {
-  const pkg = prebuiltPackage(backend);
+  const backend = typeof what === "string" ? what : what.backend;
+  const pkg = typeof what === "string" ? prebuiltPackage(what) : what;
   if (pkg === null || (backend !== "cpu" && pkg.backend !== backend)) {
     throw new LibraryError(
       backend === "metal"
