@@ -1,5 +1,6 @@
 // `deno task bench`: every benchmark side by side in one run, written to
-// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm` picks some.
+// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm,native` picks
+// some (`native`: prebuilt library vs native build, ~6 min; see scripts/bench_native.ts).
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
 
@@ -7,7 +8,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: { only: { type: "string" }, out: { type: "string" } },
 });
-const only = new Set((values.only ?? "server,pty,llm").split(","));
+const only = new Set((values.only ?? "server,pty,llm,native").split(","));
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
 
 function machine(): string {
@@ -42,6 +43,12 @@ if (only.has("llm")) {
   console.error("bench: llm");
   const { benchLlm } = await import("./bench_llm.ts");
   sections.push(await benchLlm());
+}
+
+if (only.has("native")) {
+  console.error("bench: native build vs prebuilt library");
+  const { benchNative } = await import("./bench_native.ts");
+  sections.push(await benchNative());
 }
 
 const doc = [

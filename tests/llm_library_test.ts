@@ -341,6 +341,10 @@ Deno.test("umad serve prefers a native build in the cache, --llama-lib still win
           const r = await generate(client, { prompt: "hi", max_tokens: 3, temperature: 0 })
             .complete();
           assert.equal(r.usage.completion_tokens, 3);
+          const status = await runUmad(["status", "--socket", d.socket]);
+          assert.match(status.stdout, new RegExp(`^model\\.library\\.source\\s+${source}$`, "m"));
+          assert.match(status.stdout, /^model\.devices\[0\]\.name\s+CPU$/m);
+          assert.match(status.stdout, /^model\.gpu_layers\s+0$/m);
         } finally {
           await client.close();
         }
@@ -356,6 +360,25 @@ Deno.test("umad serve prefers a native build in the cache, --llama-lib still win
     }
   } finally {
     await Deno.remove(xdg, { recursive: true });
+  }
+});
+
+Deno.test("bad GPU flags exit 2: --gpu-layers not a number, --no-gpu with --gpu-layers, a --device that does not exist", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "umad-gpuflags-" });
+  const serve = (...a: string[]) =>
+    runUmad(["serve", "--socket", `${dir}/s.sock`, "--model", tinyModel(), ...a]);
+  try {
+    let r = await serve("--gpu-layers", "lots");
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--gpu-layers/);
+    r = await serve("--no-gpu", "--gpu-layers", "3");
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--no-gpu conflicts/);
+    r = await serve("--device", "CUDA7", "--llama-lib", npmDir());
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--device "CUDA7" does not exist; devices: CPU/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

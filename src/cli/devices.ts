@@ -3,6 +3,7 @@ import { openLibraries } from "../llm/ffi.ts";
 import { chooseLibrary, gpuHints, libraryCandidates } from "../llm/llama_lib.ts";
 import { listDevices } from "../llm/devices.ts";
 
+/** `umad devices --help`. */
 export const DEVICES_HELP = `umad devices — the compute devices llama.cpp sees
 
 Usage: umad devices [--llama-lib DIR] [--no-gpu] [--json]

@@ -12,6 +12,7 @@ import {
   llamaCacheDir,
 } from "../llm/llama_lib.ts";
 
+/** `umad llama --help`. */
 export const LLAMA_HELP = `umad llama — the llama.cpp libraries umad runs on
 
 Usage:

@@ -17,6 +17,15 @@ function ratioOption(name: string, value: string | undefined): number | undefine
   return r;
 }
 
+function gpuLayersOption(value: string | undefined): number | "auto" | undefined {
+  if (value === undefined || value === "auto") return value;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new UsageError(`--gpu-layers must be a whole number of layers or "auto", got "${value}"`);
+  }
+  return n;
+}
+
 export const SERVE_HELP = `umad serve — run the daemon
 
 Usage: umad serve [options]
@@ -145,9 +154,7 @@ export async function serveCommand(
     llm: {
       model: values.model,
       libDir: values["llama-lib"],
-      gpuLayers: values["gpu-layers"] === "auto"
-        ? "auto"
-        : intOption("gpu-layers", values["gpu-layers"], { max: 100000 }),
+      gpuLayers: gpuLayersOption(values["gpu-layers"]),
       device: values.device,
       noGpu: values["no-gpu"] ?? false,
       ctx: intOption("ctx", values.ctx, { min: 16 }),

@@ -10,12 +10,25 @@
 import type { DeviceInfo } from "../protocol/events.ts";
 import { ConfigError } from "../protocol/errors.ts";
 import { DEVICE_TYPES, type NativeLibs } from "./ffi.ts";
-import { type GgufHeader, type GgufReadValue, readGgufHeader } from "./gguf.ts";
+import { readGgufHeader } from "./gguf.ts";
 
 export type { DeviceInfo };
 
+/** What {@linkcode modelFootprint} reads of a GGUF header (`readGgufHeader` gives one). */
+export interface GgufLayout {
+  /** The metadata keys and values. */
+  metadata: Map<string, unknown>;
+  /** The tensors: name, offset in the data section, size when known. */
+  tensors: readonly { name: string; offset: number; size?: number }[];
+  /** File offset of the data section. */
+  dataOffset: number;
+  /** Size of the file. */
+  fileSize: number;
+}
+
 /** A device as the planner sees it: its info and its place in llama.cpp's list. */
 export interface Device extends DeviceInfo {
+  /** Its index in `ggml_backend_dev_get`. */
   index: number;
 }
 
@@ -65,11 +78,13 @@ export interface ModelFootprint {
   outputBytes: number;
   /** KV cache bytes per cell per layer (F16 K and V). */
   kvBytesPerCell: number;
+  /** Tokens of the vocabulary (logits rows). */
   nVocab: number;
+  /** Embedding width. */
   nEmbd: number;
 }
 
-function metaNumber(meta: Map<string, GgufReadValue>, key: string): number | null {
+function metaNumber(meta: Map<string, unknown>, key: string): number | null {
   const v = meta.get(key);
   if (typeof v === "number") return v;
   if (typeof v === "bigint") return Number(v);
@@ -80,7 +95,7 @@ function metaNumber(meta: Map<string, GgufReadValue>, key: string): number | nul
  * A model's footprint from its GGUF header. Tensor sizes come from the data offsets (so
  * any quantization type is counted, padding included). Pure.
  */
-export function modelFootprint(header: GgufHeader): ModelFootprint {
+export function modelFootprint(header: GgufLayout): ModelFootprint {
   const meta = header.metadata;
   const arch = String(meta.get("general.architecture") ?? "llama");
   const num = (k: string) => metaNumber(meta, `${arch}.${k}`);
@@ -138,6 +153,7 @@ export interface OffloadPlan {
   totalLayers: number;
   /** Names of the devices the layers go to. */
   deviceNames: string[];
+  /** Why this many layers, for the log. */
   reason: string;
 }
 

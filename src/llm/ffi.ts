@@ -336,14 +336,19 @@ export interface LoadedLibrary extends LibraryFiles {
 
 /** The opened libraries. */
 export interface NativeLibs {
+  /** libllama's symbols. */
   llama: Deno.DynamicLibrary<typeof LLAMA_SYMBOLS>["symbols"];
+  /** libggml's symbols. */
   ggml: Deno.DynamicLibrary<typeof GGML_SYMBOLS>["symbols"];
+  /** libggml-base's symbols. */
   ggmlBase: Deno.DynamicLibrary<typeof GGML_BASE_SYMBOLS>["symbols"];
+  /** libc's symbols. */
   libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
   /** Directory the libraries came from. */
   dir: string;
   /** What was loaded from it. */
   library: LoadedLibrary;
+  /** Closes the four libraries. */
   close(): void;
 }
 
@@ -552,6 +557,7 @@ function cgroupCpuQuota(): number | null {
 /** How decode threads compete for the CPU with the event loop and other programs. */
 export type DecodePriority = "idle" | "low" | "normal";
 
+/** The choices of `--decode-priority`. */
 export const DECODE_PRIORITIES: readonly DecodePriority[] = ["idle", "low", "normal"];
 
 /** Linux `SCHED_IDLE`: runs only when nothing else wants the CPU. */

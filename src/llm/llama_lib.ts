@@ -44,6 +44,7 @@ export type LibrarySource =
 
 /** The llama.cpp libraries are missing, unusable or of another release (exit code 2). */
 export class LibraryError extends ConfigError {
+  /** Takes the message and, when wrapping, `{ cause }`. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "LibraryError";
@@ -52,16 +53,22 @@ export class LibraryError extends ConfigError {
 
 /** The three files umad opens from a library directory. */
 export interface LibraryFiles {
+  /** The directory. */
   dir: string;
+  /** How its files are named. */
   layout: LibraryLayout;
+  /** Path of libllama. */
   llama: string;
+  /** Path of libggml (the registry). */
   ggml: string;
+  /** Path of libggml-base. */
   ggmlBase: string;
   /** The GPU backend the directory carries, or "cpu". */
   backend: LlamaBackend;
 }
 
-type Os = typeof Deno.build.os;
+/** An operating system, as `Deno.build.os` names it. */
+export type Os = typeof Deno.build.os;
 
 function libAffixes(os: Os): { prefix: string; ext: string } {
   if (os === "windows") return { prefix: "", ext: "dll" };
@@ -165,8 +172,11 @@ export function inspectLibraryDir(
 export interface PrebuiltPackage {
   /** `linux-x64-vulkan`: the package name without its scope, and its `bins/` folder. */
   platform: string;
+  /** The OS it runs on. */
   os: Os;
+  /** The CPU architecture it runs on. */
   arch: typeof Deno.build.arch;
+  /** The GPU backend it carries, or "cpu". */
   backend: LlamaBackend;
   /** The registry's `dist.integrity` of the tarball. */
   integrity: string;
@@ -277,16 +287,23 @@ export function prebuiltDir(pkg: PrebuiltPackage, root = llamaCacheDir()): strin
 
 /** What `umad llama build` writes beside a native build's libraries (`build.json`). */
 export interface NativeBuildManifest {
+  /** The llama.cpp release built (`0.4.0`). */
   llama_cpp_version: string;
+  /** The npm package version whose source it came from. */
   package_version: string;
+  /** The backend built in. */
   backend: LlamaBackend;
   /** {@linkcode cpuSignature}'s key of the machine it was built on. */
   cpu_key: string;
+  /** That CPU, in words. */
   cpu: string;
   /** The cmake options it was configured with. */
   cmake_options: string[];
+  /** The compiler's version line. */
   compiler: string;
+  /** When (ISO 8601). */
   built_at: string;
+  /** How long the build took. */
   build_seconds: number;
 }
 
@@ -351,7 +368,9 @@ export function cpuSignature(): { key: string; description: string } {
 
 /** One place a library might be loaded from. */
 export interface LibraryCandidate {
+  /** Where it came from. */
   source: LibrarySource;
+  /** Its directory. */
   dir: string;
   /** The files, when the directory holds a usable set. */
   files?: LibraryFiles;
@@ -470,6 +489,7 @@ export function libraryCandidates(options: CandidateOptions = {}): LibraryCandid
 
 /** What {@linkcode chooseLibrary} picked, why, and what comes next if it fails to load. */
 export interface LibraryChoice {
+  /** The candidate to load. */
   choice: LibraryCandidate & { files: LibraryFiles };
   /** One sentence for the log. */
   reason: string;

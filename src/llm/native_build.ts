@@ -30,6 +30,7 @@ export const GPU_REQUESTS: readonly GpuRequest[] = ["auto", "cpu", "cuda", "vulk
 
 /** A build cannot start or failed; the message says what to install or where the log is. */
 export class NativeBuildError extends ConfigError {
+  /** Takes the message and, when wrapping, `{ cause }`. */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "NativeBuildError";
@@ -38,20 +39,25 @@ export class NativeBuildError extends ConfigError {
 
 /** What is installed on this machine, as far as a build cares. */
 export interface ToolProbe {
+  /** The OS. */
   os: typeof Deno.build.os;
+  /** The CPU architecture. */
   arch: typeof Deno.build.arch;
   /** `cmake --version`'s version, or null when cmake is missing. */
   cmake: string | null;
-  /** The C and C++ compilers found (`cc`/`c++`, `gcc`/`g++`, `clang`/`clang++`), or null. */
+  /** The C compiler found (`cc`, `gcc` or `clang`, with its C++ pair), or null. */
   cc: string | null;
+  /** The C++ compiler found, or null. */
   cxx: string | null;
   /** The compiler's first version line (for the manifest). */
   compilerVersion: string;
+  /** `ninja` is installed (its `[n/m]` lines give the progress). */
   ninja: boolean;
   /** CUDA: `nvcc`. */
   nvcc: boolean;
-  /** Vulkan: the `glslc` shader compiler and the headers (`vulkan/vulkan.h`). */
+  /** Vulkan: the `glslc` shader compiler. */
   glslc: boolean;
+  /** The Vulkan headers (`vulkan/vulkan.h`) are installed. */
   vulkanHeaders: boolean;
 }
 
@@ -153,27 +159,35 @@ function versionAtLeast(version: string, min: string): boolean {
 
 /** A build to run: where and with which commands. */
 export interface BuildPlan {
+  /** The backend it builds. */
   backend: LlamaBackend;
   /** `…/native/v0.4.0-<backend>-<cpu key>`: `build/` (cmake's tree), `lib/`, `build.json`. */
   dir: string;
+  /** cmake's build tree. */
   buildDir: string;
+  /** Where the libraries are copied (what the loader opens). */
   libDir: string;
   /** The cmake options (also recorded in the manifest). */
   options: string[];
-  /** `cmake` arguments to configure, then to build. */
+  /** `cmake` arguments to configure. */
   configure: string[];
+  /** `cmake` arguments to build the `llama` target. */
   build: string[];
 }
 
 /** Settings of {@linkcode planNativeBuild}. */
 export interface PlanOptions {
+  /** The backend to build. */
   backend: LlamaBackend;
   /** The llama.cpp source checkout (`ensureLlamaSource()`). */
   source: string;
   /** Parallel compile jobs. */
   jobs: number;
+  /** {@linkcode cpuSignature}'s key of this machine. */
   cpuKey: string;
+  /** The OS the build runs on. */
   os: typeof Deno.build.os;
+  /** Use the Ninja generator. */
   ninja: boolean;
   /** The user cache's llama folder (default {@linkcode llamaCacheDir}). */
   cacheRoot?: string;
@@ -307,11 +321,13 @@ export function probeTools(): ToolProbe {
 
 /** Settings of {@linkcode buildNative}. */
 export interface NativeBuildOptions {
+  /** What `--gpu` asked for. */
   gpu: GpuRequest;
   /** Parallel compile jobs (default: the CPUs). */
   jobs?: number;
   /** The llama.cpp source, or how to get it (called once the tools are known to be there). */
   source: string | (() => Promise<string>);
+  /** The user cache's llama folder (default {@linkcode llamaCacheDir}). */
   cacheRoot?: string;
   /** Start from an empty build tree. */
   clean?: boolean;
@@ -321,12 +337,15 @@ export interface NativeBuildOptions {
   probe?: ToolProbe;
   /** Progress: a fraction and the current line. */
   onProgress?: (fraction: number, line: string) => void;
+  /** Status lines. */
   log?: (message: string) => void;
 }
 
 /** What a finished build left. */
 export interface NativeBuildResult {
+  /** What ran, and where. */
   plan: BuildPlan;
+  /** What `build.json` now says. */
   manifest: NativeBuildManifest;
 }
 

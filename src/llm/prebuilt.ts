@@ -26,6 +26,7 @@ export interface AddPrebuiltOptions {
   registry?: string;
   /** Fetch again even when the files are there. */
   force?: boolean;
+  /** Status lines. */
   log?: (message: string) => void;
   /** Download progress in bytes (total 0 when unknown). */
   onBytes?: (done: number, total: number) => void;

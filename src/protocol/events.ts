@@ -34,11 +34,15 @@ export interface ToolCall {
 
 /** A GPU or other compute device llama.cpp can use. */
 export interface DeviceInfo {
+  /** llama.cpp's name for it (`CUDA0`, `Vulkan0`, `MTL0`, `CPU`): what `--device` takes. */
   name: string;
+  /** The driver's description (the GPU's or CPU's model). */
   description: string;
+  /** `enum ggml_backend_dev_type`. */
   type: "cpu" | "gpu" | "igpu" | "accel";
-  /** Bytes. */
+  /** Free memory in bytes. */
   memory_free: number;
+  /** Total memory in bytes. */
   memory_total: number;
 }
 
@@ -60,7 +64,25 @@ export interface ModelInfo {
   /** Which chat template renders `messages` (its name or "model"). */
   chat_template: string;
   decode_priority: "idle" | "low" | "normal";
-  /** Further fields a service reports (mode, library, devices...). */
+  /** The llama.cpp library in use, where it came from and why (see docs/PROTOCOL.md). */
+  library?: {
+    path: string;
+    source: string;
+    layout: "npm" | "cmake";
+    backend: "cpu" | "cuda" | "vulkan" | "metal";
+    version: string;
+    backends: string[];
+    cpu_variant: string | null;
+    cpu_features: string[];
+    reason: string;
+  };
+  /** Every compute device the library's backends see, the CPU included. */
+  devices?: DeviceInfo[];
+  /** Layers on a GPU (0: the CPU only), of the model's blocks plus its output layer. */
+  gpu_layers?: number;
+  gpu_layers_total?: number;
+  gpu_devices?: string[];
+  /** Further fields a service reports (mode, ...). */
   [key: string]: unknown;
 }
 
