@@ -2,6 +2,7 @@
 // sockets (the same client for umad and for the baselines), and process helpers.
 import { encodeFrame, encodePayload, FrameDecoder } from "../src/protocol/mod.ts";
 import { percentileOf } from "../src/protocol/samples.ts";
+import { delay } from "../src/protocol/async.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -66,7 +67,7 @@ export async function waitForSocket(path: string, timeoutMs = 120_000): Promise<
       (await Deno.connect({ transport: "unix", path })).close();
       return;
     } catch {
-      await new Promise((r) => setTimeout(r, 50));
+      await delay(50);
     }
   }
   throw new Error(`nothing listening on ${path}`);

@@ -17,6 +17,7 @@ import {
 } from "../src/protocol/mod.ts";
 import { type PtyProcess, spawnPty } from "../src/pty/mod.ts";
 import { percentile } from "../src/protocol/samples.ts";
+import { delay } from "../src/protocol/async.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = `${ROOT}main.ts`;
@@ -55,8 +56,6 @@ interface Echo {
   note?: string;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 function which(cmd: string): string | undefined {
   for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
     try {
@@ -93,7 +92,7 @@ async function startDaemon(args: string[]) {
       break;
     } catch {
       if (Date.now() > deadline) throw new Error("the umad daemon did not start");
-      await sleep(50);
+      await delay(50);
     }
   }
   return {
@@ -146,7 +145,7 @@ async function throughOuterTerminal(argv: string[]): Promise<{ bytes: number; se
   };
   const exited = new Promise<void>((r) => p.onExit = () => r());
   const start = performance.now();
-  while (performance.now() - last < 700 || performance.now() - start < 1000) await sleep(50);
+  while (performance.now() - last < 700 || performance.now() - start < 1000) await delay(50);
   bytes = 0;
   const t0 = performance.now();
   p.write(new TextEncoder().encode("\r"));
@@ -227,7 +226,7 @@ async function echoDirect(n: number): Promise<number[]> {
     text += new TextDecoder().decode(b);
     sig.fire();
   };
-  while (!text.includes("READY")) await sleep(10);
+  while (!text.includes("READY")) await delay(10);
   const samples = await measureEcho(n, (k) => p.write(k), sig.next);
   await closeProcess(p);
   return samples;
@@ -255,7 +254,7 @@ async function echoUmadClient(socket: string, n: number): Promise<number[]> {
         }
       }
     })();
-    while (!text.includes("READY")) await sleep(10);
+    while (!text.includes("READY")) await delay(10);
     const samples = await measureEcho(
       n,
       (k) => c.send({ type: "pty.input", session, data: k }),
@@ -318,7 +317,7 @@ async function echoRawConn(socket: string, n: number): Promise<number[]> {
       }
     };
     void write({ type: "pty.attach", id: "att", session });
-    while (!text.includes("READY")) await sleep(10);
+    while (!text.includes("READY")) await delay(10);
     const samples = await measureEcho(
       n,
       (k) => void write({ type: "pty.input", session, data: k }),
@@ -345,9 +344,9 @@ async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
   const deadline = Date.now() + 20000;
   while (!text.includes("READY")) {
     if (Date.now() > deadline) throw new Error(`${argv[0]}: no READY`);
-    await sleep(10);
+    await delay(10);
   }
-  await sleep(300);
+  await delay(300);
   const samples = await measureEcho(n, (k) => p.write(k), sig.next);
   await closeProcess(p);
   return samples;
@@ -384,7 +383,7 @@ for (let i = 0; i < Number(streams); i++) {
 }
 const t0 = Date.now();
 while (tokens < Number(streams) * 4 && Date.now() - t0 < 10000) {
-  await new Promise((r) => setTimeout(r, 20));
+  await delay(20);
 }
 console.log("ready");
 `;

@@ -2,6 +2,7 @@
 // and 10 / 100 / 1000 concurrent clients pinging, side by side in one run.
 import { connect } from "../src/client/client.ts";
 import { fmt, pct, PingConn, ROOT, spawnDeno, stopChild, waitForSocket } from "./_bench_util.ts";
+import { delay } from "../src/protocol/async.ts";
 
 async function rttSample(path: string, n: number): Promise<number[]> {
   const c = await PingConn.open(path);
@@ -59,13 +60,13 @@ async function paced(
   let errors = 0;
   const until = performance.now() + ms;
   await Promise.all(conns.map(async (c, i) => {
-    await new Promise((r) => setTimeout(r, (i * everyMs) / clients)); // spread the phases
+    await delay((i * everyMs) / clients); // spread the phases
     try {
       while (performance.now() < until) {
         const t0 = performance.now();
         lat.push(await c.ping());
         const wait = everyMs - (performance.now() - t0);
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (wait > 0) await delay(wait);
       }
     } catch {
       errors++;
@@ -95,13 +96,13 @@ async function probeUnderLoad(
     String(ms + 1000),
   ]);
   try {
-    await new Promise((r) => setTimeout(r, 500)); // the load's clients are connected
+    await delay(500); // the load's clients are connected
     const probe = await PingConn.open(path);
     const lat: number[] = [];
     const until = performance.now() + ms;
     while (performance.now() < until) {
       lat.push(await probe.ping());
-      await new Promise((r) => setTimeout(r, 2));
+      await delay(2);
     }
     probe.close();
     return { p50: pct(lat, 0.5), p99: pct(lat, 0.99), count: lat.length };

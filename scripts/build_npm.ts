@@ -374,10 +374,10 @@ const TERMINALS_PROTOCOL = `Terminal requests go through \`request\`, \`stream\`
 
 \`\`\`js
 const { session } = await client.request({ type: "pty.spawn", argv: ["bash"], cols: 80, rows: 24 });
-const events = client.stream({ type: "pty.attach", session }, (ev) => ev.event === "pty.exit");
+const events = client.stream({ type: "pty.attach", session }); // until pty.exit or pty.detached
 client.send({ type: "pty.input", session, data: new TextEncoder().encode("echo hi\\n") });
 for await (const ev of events) {
-  // data is bytes with the default MessagePack codec (base64 text with codec "json").
+  // Terminal data is bytes in both codecs.
   if (ev.event === "pty.snapshot" || ev.event === "pty.output") process.stdout.write(ev.data);
 }
 \`\`\``;
@@ -393,11 +393,14 @@ daemon that shares one LLM and many terminal sessions among all the programs of 
 machine over a Unix socket. It runs on Node 18+, Deno and Bun (\`node:net\`, or
 \`Deno.connect\` under Deno) and speaks umad's framed protocol in MessagePack (default) or JSON.
 
-Start the daemon first (\`umad serve\`), then:
+It is not on the npm registry: build it from a umad checkout with \`deno task npm\`
+(this folder, \`npm/\`) and install the folder into your project:
 
 \`\`\`sh
-npm install ${PACKAGE_NAME}
+npm install /path/to/umad/npm    # or "${PACKAGE_NAME}": "file:/path/to/umad/npm" in package.json
 \`\`\`
+
+Start the daemon first (\`umad serve\`).
 
 ## Connect, ping, metrics
 
@@ -415,15 +418,23 @@ await client.close();
 \`\`\`
 
 Options of \`connect\`: \`socket\` (path), \`codec\` (\`"msgpack"\` or \`"json"\`),
-\`client\` (name sent in \`hello\`), \`timeoutMs\`, and \`reconnect\` (\`true\` by
-default, \`false\`, or \`{ initialDelayMs, maxDelayMs, factor, jitter, maxAttempts }\`).
-When the connection drops, requests in flight fail with \`ConnectionClosedError\` and the
-client redials with exponential backoff and jitter; \`onDisconnect(cb)\` and
-\`onReconnect(cb)\` tell you when.
+\`client\` (name sent in \`hello\`), \`timeoutMs\`, \`reconnect\` (\`true\` by
+default, \`false\`, or \`{ initialDelayMs, maxDelayMs, factor, jitter, maxAttempts }\`),
+and \`dialer\` (a function returning a \`Transport\`: tests pass \`memoryPipe()\`'s end).
+When the connection drops, requests in flight fail with \`ConnectionClosedError\` and one
+reconnect loop redials with exponential backoff and jitter; requests made meanwhile wait
+for it; \`onDisconnect(cb)\` and \`onReconnect(cb)\` tell you when. A failed first
+\`connect()\` leaves nothing running, and \`close()\` settles every request.
+
+Requests and events are typed by umad's wire contract: \`request({type: "tokenize", text})\`
+resolves with a \`tokenize\` event, \`stream({type: "generate", ...})\` yields \`token\`,
+\`eos\` or \`result\`. \`rawRequest\`, \`rawStream\` and \`rawSend\` send any map as it
+is.
 
 ## Stream a generation
 
-Streams are async iterators. Leaving the loop early cancels the generation.
+Streams are async iterators. Leaving the loop early cancels the request (a generation
+stops, an attach detaches, a watch ends).
 
 \`\`\`js
 for await (const ev of client.stream({ type: "generate", prompt: "Hello", max_tokens: 32 })) {

@@ -2,6 +2,7 @@
 // raw framed client that speaks bytes (so tests can send anything, malformed too).
 import { decodePayload, encodeFrame, encodePayload, FrameDecoder } from "../src/protocol/mod.ts";
 import type { Codec, Message } from "../src/protocol/mod.ts";
+import { deferred, withTimeout } from "../src/protocol/async.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -79,10 +80,7 @@ export async function startDaemon(
     } catch {
       // not up yet
     }
-    const exited = await Promise.race([
-      process.status.then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 50)),
-    ]);
+    const exited = await withTimeout(process.status, 50).then(() => true, () => false);
     if (exited || Date.now() > deadline) {
       await daemon.stop();
       throw new Error(`daemon did not start:\n${log}`);
@@ -162,13 +160,9 @@ export class RawClient {
           `timed out waiting for an event; queued: ${JSON.stringify(this.#queue).slice(0, 500)}`,
         );
       }
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, left);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
+      const woken = deferred();
+      this.#waiters.push(woken.resolve);
+      await withTimeout(woken.promise, left).catch(() => {});
     }
   }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { encode as msgpackEncode } from "@msgpack/msgpack";
 import { encodeFrame, ERROR_CODES } from "../src/protocol/mod.ts";
 import { RawClient, startDaemon } from "./_daemon.ts";
+import { delay } from "../src/protocol/async.ts";
 
 /** A small seeded PRNG (mulberry32) so a failing run can be replayed. */
 function prng(seed: number): () => number {
@@ -99,7 +100,7 @@ Deno.test("10,000 random and mutated frames never disturb the daemon or another 
       const reply = await watcher.request({ type: "ping", id, t: pings });
       assert.deepEqual(reply, { event: "pong", id, t: pings }, `seed ${seed}`);
       pings++;
-      await new Promise((r) => setTimeout(r, 2));
+      await delay(2);
     }
   })();
   const codes = new Set<string>(ERROR_CODES);

@@ -9,6 +9,7 @@ import { generate } from "../src/client/generate.ts";
 import type { UmadError } from "../src/client/errors.ts";
 import { RawClient, startDaemon, type TestDaemon } from "./_daemon.ts";
 import { tinyModel } from "./llm_helpers.ts";
+import { delay } from "../src/protocol/async.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -203,7 +204,7 @@ withDaemon(
     }
     await raw.next((m) => m.event === "token" && m.id === "y");
     const waiting = generate(client, { prompt: "after", max_tokens: 3 }).complete();
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
     raw.close();
     const r = await waiting;
     assert.equal(r.usage.completion_tokens, 3);
@@ -213,7 +214,7 @@ withDaemon(
     for (let i = 0; i < 100 && disconnected < 2; i++) {
       const m = (await client.metrics()).llm as { requests: Record<string, number> };
       disconnected = m.requests.disconnected;
-      if (disconnected < 2) await new Promise((r) => setTimeout(r, 50));
+      if (disconnected < 2) await delay(50);
     }
     assert.equal(disconnected, 2);
   },
@@ -237,7 +238,9 @@ withDaemon(
   },
 );
 
-withDaemon("pings stay fast while eight streams decode", [
+// How fast: `deno task bench --only llm` measures the ping round trip beside eight
+// streams, from another process; here, that pings are answered while they decode.
+withDaemon("pings are answered while eight streams decode", [
   "--model",
   tinyModel(),
   "--threads",
@@ -251,15 +254,13 @@ withDaemon("pings stay fast while eight streams decode", [
     { length: 8 },
     (_, i) => generate(client, { prompt: `stream ${i}`, max_tokens: 100000, temperature: 0 }),
   );
-  const started = gens.map((g) => g[Symbol.asyncIterator]().next());
-  await Promise.all(started);
-  const rtts: number[] = [];
-  for (let i = 0; i < 200; i++) rtts.push(await client.ping());
+  const iterators = gens.map((g) => g[Symbol.asyncIterator]());
+  await Promise.all(iterators.map((it) => it.next()));
+  for (let t = 0; t < 200; t++) assert.equal((await client.request({ type: "ping", t })).t, t);
+  // Every stream was still decoding after the last pong: the pings did not wait for them.
+  const next = await Promise.all(iterators.map((it) => it.next()));
+  assert.deepEqual(next.map((r) => r.value?.event), Array(8).fill("token"));
   for (const g of gens) g.cancel();
-  rtts.sort((a, b) => a - b);
-  const p99 = rtts[Math.floor(rtts.length * 0.99)];
-  // Generous bound for a shared 2-core test machine; the bench measures the real figure.
-  assert.ok(p99 < 25, `ping p99 ${p99.toFixed(2)} ms`);
 });
 
 withDaemon(
@@ -270,7 +271,8 @@ withDaemon(
       () => generate(client, { prompt: "hi" }).complete(),
       (e: UmadError) => e.code === "E_NO_MODEL",
     );
-    assert.equal(await client.ping() >= 0, true, "the connection goes on");
+    const after = await client.request({ type: "ping", t: "after" });
+    assert.equal(after.t, "after", "the connection goes on");
   },
 );
 

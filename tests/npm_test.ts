@@ -86,13 +86,23 @@ Deno.test("the built npm package's types check for a TypeScript consumer", async
 const client: Client = await connect({ codec: "json", reconnect: { maxAttempts: 3 } });
 const ms: number = await client.ping();
 const hello: { server: string; protocol: number } = client.hello;
-for await (const ev of client.stream({ type: "generate", prompt: "Hi" })) console.log(ev.event);
+for await (const ev of client.stream({ type: "generate", prompt: "Hi" })) {
+  if (ev.event === "token") console.log(ev.text.length);
+  // @ts-expect-error a generation has no terminal output
+  if (ev.event === "pty.output") console.log(ev);
+}
+const { tokens }: { tokens: number[] } = await client.request({ type: "tokenize", text: "Hi" });
+// @ts-expect-error tokenize needs its text
+await client.request({ type: "tokenize" });
+// @ts-expect-error no such request type (rawRequest sends anything)
+await client.request({ type: "nope" });
+await client.rawRequest({ type: "nope" });
 const err: UmadError = new BadRequestError("E_PROTO_BAD_REQUEST", "bad");
 // @ts-expect-error codec is "msgpack" | "json"
 await connect({ codec: "xml" });
 // @ts-expect-error ping resolves to a number
 const wrong: string = await client.ping();
-console.log(ms, hello, err, wrong);
+console.log(ms, hello, err, wrong, tokens);
 await client.close();
 `,
     );

@@ -1,6 +1,7 @@
 // `umad run` / `attach` / `ls` / `kill` driven through tmux as the outer terminal.
 import assert from "node:assert/strict";
 import { startPtyDaemon } from "./pty_helpers.ts";
+import { delay } from "../src/protocol/async.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = `${ROOT}main.ts`;
@@ -57,7 +58,7 @@ class Tmux {
     while (Date.now() < deadline) {
       screen = await this.capture(target);
       if (re.test(screen)) return screen;
-      await new Promise((r) => setTimeout(r, 100));
+      await delay(100);
     }
     throw new Error(`Timed out waiting for ${re} in tmux pane ${target}:\n${screen}`);
   }
@@ -87,7 +88,7 @@ Deno.test({
 
       // The outer window changes size: the session follows (SIGWINCH).
       await tmux.cmd("resize-window", "-t", "one", "-x", "120", "-y", "35");
-      await new Promise((r) => setTimeout(r, 300));
+      await delay(300);
       await tmux.keys("one", "stty size", "Enter");
       await tmux.waitFor("one", /^35 120$/m);
 

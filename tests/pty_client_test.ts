@@ -5,6 +5,7 @@ import { attach, spawn, type Terminal } from "../src/client/terminal.ts";
 import { decodeBase64, type Message } from "../src/protocol/mod.ts";
 import { encodeFrame, encodePayload } from "../src/protocol/mod.ts";
 import { bytes, ptyFds, startPtyDaemon, waitUntil } from "./pty_helpers.ts";
+import { delay } from "../src/protocol/async.ts";
 
 type Daemon = Awaited<ReturnType<typeof startPtyDaemon>>;
 
@@ -250,7 +251,7 @@ Deno.test("a client that stops reading neither stalls another client nor grows t
           const m = Deno.readTextFileSync(`/proc/${d.pid}/status`).match(/VmRSS:\s+(\d+)/);
           return Number(m![1]) * 1024;
         };
-        await new Promise((r) => setTimeout(r, 300));
+        await delay(300);
         const rssBefore = rss();
         let tail = "";
         let total = 0;

@@ -2,6 +2,7 @@
 import type { ErrorCode, Message, Request } from "../src/protocol/mod.ts";
 import { validateRequest } from "../src/protocol/mod.ts";
 import type { Service, Stream } from "../src/protocol/service.ts";
+import { delay } from "../src/protocol/async.ts";
 
 /** One recorded event. */
 export interface Recorded extends Message {
@@ -96,7 +97,7 @@ export class FakeStream implements Stream {
           }; text: ${JSON.stringify(this.text().slice(-300))}`,
         );
       }
-      await new Promise((r) => setTimeout(r, 10));
+      await delay(10);
     }
   }
 }
@@ -127,7 +128,7 @@ export async function waitUntil(pred: () => boolean, ms = 5000, what = "conditio
   const deadline = Date.now() + ms;
   while (!pred()) {
     if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
+    await delay(10);
   }
 }
 

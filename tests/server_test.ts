@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { encodeFrame, encodePayload } from "../src/protocol/mod.ts";
 import { RawClient, rssOf, runUmad, startDaemon } from "./_daemon.ts";
+import { delay } from "../src/protocol/async.ts";
 
 Deno.test("hello, ping and metrics answer in the codec of the request", async () => {
   const d = await startDaemon();
@@ -175,7 +176,7 @@ Deno.test("past --max-clients the next connection gets E_BUSY and is closed", as
     assert.ok(extra.closed);
     // Room again once one leaves.
     clients[0].close();
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
     const again = await RawClient.connect(d.socket);
     clients.push(again);
     assert.equal((await again.request({ type: "ping", id: "y" })).event, "pong");
@@ -192,7 +193,7 @@ Deno.test("a connection over its request rate gets E_RATE_LIMITED and stays open
     for (let i = 0; i < 25_000; i++) await c.send({ type: "ping", id: `p${i}` });
     const limited = await c.next((m) => m.code === "E_RATE_LIMITED");
     assert.match(limited.message as string, /20 requests per second/);
-    await new Promise((r) => setTimeout(r, 300));
+    await delay(300);
     assert.equal((await c.request({ type: "ping", id: "after" })).event, "pong");
   } finally {
     c.close();
@@ -208,7 +209,7 @@ Deno.test("a connection that sends nothing is closed after the idle timeout", as
     await active.request({ type: "ping", id: "1" });
     await quiet.done;
     assert.ok(quiet.closed);
-    await new Promise((r) => setTimeout(r, 400));
+    await delay(400);
     assert.equal((await active.request({ type: "ping", id: "2" })).event, "pong");
   } finally {
     quiet.close();
@@ -221,11 +222,10 @@ Deno.test("SIGTERM stops the daemon with exit 0 and removes its socket", async (
   const d = await startDaemon();
   const c = await RawClient.connect(d.socket);
   await c.request({ type: "ping", id: "1" });
-  const t0 = Date.now();
+  // stop() kills with SIGKILL after 5 s, which would not exit 0.
   const status = await d.stop();
   c.close();
   assert.equal(status.code, 0);
-  assert.ok(Date.now() - t0 < 5000);
   assert.throws(() => Deno.lstatSync(d.socket), Deno.errors.NotFound);
 });
 
@@ -253,7 +253,7 @@ Deno.test("a client that never reads costs bounded memory and others are still a
       const t0 = performance.now();
       assert.equal((await other.request({ type: "ping", id: `o${i}` })).event, "pong");
       rtts.push(performance.now() - t0);
-      await new Promise((r) => setTimeout(r, 10));
+      await delay(10);
     }
     const after = rssOf(d.pid);
     // The daemon stopped reading the hog once its replies filled the cap: the hog's

@@ -28,11 +28,10 @@ Deno.test("SIGTERM ends open generations with eos shutdown, hangs up terminals, 
     const spawned = await c.request({ type: "pty.spawn", id: "s", argv: ["sleep", "60"] });
     await c.request({ type: "pty.attach", id: "a", session: spawned.session });
 
-    const t0 = Date.now();
+    // Exit 0: neither the daemon's own hard stop (exit 1) nor stop()'s SIGKILL after 5 s.
     const status = await d.stop();
     stopped = true;
     assert.equal(status.code, 0, d.stderr());
-    assert.ok(Date.now() - t0 < 5000, "shutdown took 5 s or more");
     for (const id of ["g1", "g2", "g3"]) {
       const eos = await c.next((m) => m.id === id && m.event === "eos");
       assert.equal(eos.reason, "shutdown", `${id}: ${JSON.stringify(eos)}`);

@@ -24,9 +24,7 @@ export async function killCommand(args: string[]): Promise<number> {
   }
   const client = await connect({ socket: values.socket, reconnect: false, client: "umad-kill" });
   try {
-    const msg: Record<string, unknown> = { type: "pty.kill", session: positionals[0] };
-    if (values.signal !== undefined) msg.signal = values.signal;
-    await client.request(msg);
+    await client.request({ type: "pty.kill", session: positionals[0], signal: values.signal });
     return 0;
   } finally {
     await client.close();

@@ -9,6 +9,7 @@ import { defaultServices } from "./services.ts";
 /** One CLI command: takes its arguments, returns the exit code. */
 export type Command = (args: string[]) => Promise<number>;
 
+/** The text of `umad --help`. */
 export const HELP = `umad — one local daemon for LLM generation and terminal sessions
 
 Usage: umad <command> [options]       (umad <command> --help for each)
@@ -28,7 +29,7 @@ Commands:
 Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.`;
 
 /** The commands; `serve` takes the services to run. */
-export function commands(makeServices: ServiceFactory = defaultServices): Record<string, Command> {
+function commands(makeServices: ServiceFactory = defaultServices): Record<string, Command> {
   return {
     serve: (a) => serveCommand(a, makeServices),
     ping: pingCommand,

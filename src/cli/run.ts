@@ -44,11 +44,14 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const client = await connect({ socket: values.socket, reconnect: false, client: "umad-run" });
   try {
-    const msg: Record<string, unknown> = { type: "pty.spawn", cwd: Deno.cwd(), env, ...size };
-    if (positionals.length > 0) msg.argv = positionals;
-    if (values.name !== undefined) msg.name = values.name;
-    const reply = await client.request(msg);
-    const session = String(reply.session);
+    const { session } = await client.request({
+      type: "pty.spawn",
+      cwd: Deno.cwd(),
+      env,
+      ...size,
+      argv: positionals.length > 0 ? positionals : undefined,
+      name: values.name,
+    });
     if (values.detached) {
       console.log(session);
       return 0;

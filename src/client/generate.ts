@@ -1,37 +1,34 @@
 /**
  * `generate()`: a model completion as an async iterator of typed events, with
- * `cancel()`. Runtime-neutral, like the rest of the client.
+ * `cancel()` and `complete()`. Runtime-neutral, like the rest of the client.
  *
  * @module
  */
-import type { Message } from "../protocol/codec.ts";
-import type { GenerateRequest } from "../protocol/messages.ts";
+import type { EndReason, ReplyOf, ToolCall, Usage } from "../protocol/events.ts";
+import type { RequestInput } from "../protocol/messages.ts";
 import type { Client } from "./client.ts";
-import type { EventStream } from "./event_stream.ts";
-
-/** Why a generation ended. */
-export type EndReason = "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
-
-/** Token counts and timings of a finished generation. */
-export interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  ttft_ms: number;
-  total_ms: number;
-}
 
 /**
- * Parameters of a `generate` request (PROTOCOL.md): the validated request's fields,
- * all optional here (`stream` defaults to true: `token` events then `eos`; false: one
- * `result`).
+ * Parameters of a `generate` request (PROTOCOL.md): `prompt` or `messages`, and any of
+ * the optional fields (`stream` defaults to true: `token` events then `eos`; false:
+ * one `result`).
  */
-export type GenerateParams = Partial<Omit<GenerateRequest, "type" | "id">>;
+export type GenerateParams = Omit<RequestInput<"generate">, "type" | "id">;
 
-/** One event of a generation. */
-export type GenerateEvent =
-  | { event: "token"; id: string; text: string; token_id: number }
-  | { event: "eos"; id: string; reason: EndReason; usage: Usage }
-  | { event: "result"; id: string; text: string; reason: EndReason; usage: Usage };
+/** One event of a generation: `token`, `eos` or `result`. */
+export type GenerateEvent = ReplyOf<"generate">;
+
+/** What {@linkcode Generation.complete} resolves with. */
+export interface Completion {
+  /** The whole generated text. */
+  text: string;
+  /** Why it ended. */
+  reason: EndReason;
+  /** Token counts and timings. */
+  usage: Usage;
+  /** The functions the model called, if any. */
+  tool_calls?: ToolCall[];
+}
 
 /** A running generation: iterate its events; `cancel()` stops it within a decode step. */
 export interface Generation extends AsyncIterable<GenerateEvent> {
@@ -40,10 +37,8 @@ export interface Generation extends AsyncIterable<GenerateEvent> {
   /** Asks the daemon to stop; the stream then ends with `eos` reason `cancelled`. */
   cancel(): void;
   /** Collects the whole text and the end event (consumes the iterator). */
-  complete(): Promise<{ text: string; reason: EndReason; usage: Usage }>;
+  complete(): Promise<Completion>;
 }
-
-const isLast = (ev: Message) => ev.event === "eos" || ev.event === "result";
 
 /**
  * Starts a generation. An `error` event makes the iteration throw the matching
@@ -51,30 +46,31 @@ const isLast = (ev: Message) => ev.event === "eos" || ev.event === "result";
  *
  * @example
  * ```ts ignore
+ * import { connect, generate } from "./mod.ts";
  * const client = await connect();
  * const gen = generate(client, { prompt: "Once upon a time", max_tokens: 32 });
  * for await (const ev of gen) if (ev.event === "token") console.log(ev.text);
  * ```
  */
 export function generate(client: Client, params: GenerateParams): Generation {
-  const stream: EventStream = client.stream({ ...params, type: "generate" }, isLast);
+  const stream = client.stream({ ...params, type: "generate" });
   const gen: Generation = {
     id: stream.id,
     cancel() {
       if (!stream.done) client.send({ type: "cancel", target: stream.id });
     },
-    [Symbol.asyncIterator]() {
-      return stream as AsyncIterableIterator<Message> as AsyncIterableIterator<GenerateEvent>;
-    },
+    [Symbol.asyncIterator]: () => stream,
     async complete() {
       const parts: string[] = [];
-      for await (const ev of gen) {
-        if (ev.event === "token") parts.push(ev.text);
-        else {return {
-            text: ev.event === "result" ? ev.text : parts.join(""),
-            reason: ev.reason,
-            usage: ev.usage,
-          };}
+      for await (const ev of stream) {
+        if (ev.event === "token") {
+          parts.push(ev.text);
+          continue;
+        }
+        const text = ev.event === "result" ? ev.text : parts.join("");
+        const done: Completion = { text, reason: ev.reason, usage: ev.usage };
+        if (ev.tool_calls) done.tool_calls = ev.tool_calls;
+        return done;
       }
       throw new Error(`Generation ${stream.id} ended without eos`);
     },

@@ -7,23 +7,21 @@
  *
  * @module
  */
-import { decodeBase64 } from "../protocol/base64.ts";
-import type { Message } from "../protocol/codec.ts";
+import type { ReplyOf } from "../protocol/events.ts";
+import type { Client } from "./client.ts";
 
-/** The part of {@linkcode Client} a terminal uses (any object with these methods works). */
-export interface PtyClient {
-  request(message: Message): Promise<Message>;
-  stream(message: Message, isLast: (event: Message) => boolean): AsyncIterableIterator<Message>;
-  send(message: Message): void;
-  onReconnect(cb: () => void): () => void;
-}
+/** The part of {@linkcode Client} a terminal uses. */
+export type PtyClient = Pick<Client, "request" | "stream" | "send" | "onReconnect">;
 
 /** Options of {@linkcode spawn} (node-pty's names). */
 export interface SpawnOptions {
   /** Session name shown by `umad ls` (node-pty uses `name` for TERM; umad sets TERM itself). */
   name?: string;
+  /** Width, columns (default 80). */
   cols?: number;
+  /** Height, rows (default 24). */
   rows?: number;
+  /** Working directory (default: the daemon's home). */
   cwd?: string;
   /** Merged over the daemon's environment. */
   env?: Record<string, string>;
@@ -35,8 +33,9 @@ export interface SpawnOptions {
 export interface AttachOptions {
   /** Watch only: `write` and `resize` throw. */
   readonly?: boolean;
-  /** This client's size (it becomes the session's size once the client is active). */
+  /** This client's width (it becomes the session's size once the client is active). */
   cols?: number;
+  /** This client's height. */
   rows?: number;
   /** Re-attach after the client reconnects (default true). */
   reattach?: boolean;
@@ -46,6 +45,7 @@ export interface AttachOptions {
 export interface ExitEvent {
   /** The exit status; 0 when a signal ended the program (then `signal` is set). */
   exitCode: number;
+  /** The signal that ended the program, if one did. */
   signal?: string;
 }
 
@@ -53,12 +53,15 @@ export interface ExitEvent {
 export interface SnapshotEvent {
   /** Terminal output that redraws the screen (and scrollback) on a reset terminal. */
   data: Uint8Array;
+  /** The screen's width, columns. */
   cols: number;
+  /** The screen's height, rows. */
   rows: number;
 }
 
 /** Returned by the `on*` methods. */
 export interface Disposable {
+  /** Removes the listener. */
   dispose(): void;
 }
 
@@ -79,13 +82,7 @@ class Emitter<T> {
   }
 }
 
-function toBytes(value: unknown): Uint8Array {
-  if (value instanceof Uint8Array) return value;
-  if (typeof value === "string") return decodeBase64(value);
-  return new Uint8Array(0);
-}
-
-const isEnd = (ev: Message) => ev.event === "pty.exit" || ev.event === "pty.detached";
+type AttachEvent = ReplyOf<"pty.attach">;
 
 /**
  * One attached terminal session.
@@ -114,7 +111,7 @@ export class Terminal {
   #decoder = new TextDecoder();
   #ended = false;
   #exitEvent: ExitEvent | undefined;
-  #stream: AsyncIterableIterator<Message> | undefined;
+  #stream: AsyncIterableIterator<AttachEvent> | undefined;
   #reconnected: (() => void) | undefined;
   #offReconnect: () => void;
   #snapshots = 0;
@@ -149,10 +146,11 @@ export class Terminal {
     this.#loop = this.#run(init.reattach !== false);
   }
 
-  /** Current size as this client knows it. */
+  /** Current width as this client knows it. */
   get cols(): number | undefined {
     return this.#cols;
   }
+  /** Current height as this client knows it. */
   get rows(): number | undefined {
     return this.#rows;
   }
@@ -225,12 +223,10 @@ export class Terminal {
     }
   }
 
-  #onEvent(ev: Message): void {
+  #onEvent(ev: AttachEvent): void {
     switch (ev.event) {
       case "pty.snapshot": {
-        const data = toBytes(ev.data);
-        const cols = Number(ev.cols);
-        const rows = Number(ev.rows);
+        const { data, cols, rows } = ev;
         this.#decoder = new TextDecoder();
         this.#snapshot.emit({ data, cols, rows });
         if (this.#snapshots++ > 0 || this.#resetFirst) this.#emitBytes(RESET);
@@ -238,7 +234,7 @@ export class Terminal {
         break;
       }
       case "pty.output":
-        this.#emitBytes(toBytes(ev.data));
+        this.#emitBytes(ev.data);
         break;
       case "pty.exit": {
         this.#ended = true;
@@ -258,13 +254,14 @@ export class Terminal {
     try {
       while (!this.#ended) {
         try {
-          const msg: Message = { type: "pty.attach", session: this.session };
-          if (this.readonly) msg.readonly = true;
-          if (this.#cols !== undefined && this.#rows !== undefined) {
-            msg.cols = this.#cols;
-            msg.rows = this.#rows;
-          }
-          this.#stream = this.#client.stream(msg, isEnd);
+          const sized = this.#cols !== undefined && this.#rows !== undefined;
+          this.#stream = this.#client.stream({
+            type: "pty.attach",
+            session: this.session,
+            readonly: this.readonly || undefined,
+            cols: sized ? this.#cols : undefined,
+            rows: sized ? this.#rows : undefined,
+          });
           for await (const ev of this.#stream) this.#onEvent(ev);
           if (!this.#ended) throw new Error("attach stream ended");
         } catch (e) {
@@ -304,14 +301,19 @@ export async function spawn(
   args: string[] = [],
   options: SpawnOptions = {},
 ): Promise<Terminal> {
-  const msg: Message = { type: "pty.spawn", argv: [file, ...args] };
-  for (const k of ["name", "cols", "rows", "cwd", "env"] as const) {
-    if (options[k] !== undefined) msg[k] = options[k];
-  }
-  const reply = await client.request(msg);
+  const { name, cols, rows, cwd, env } = options;
+  const reply = await client.request({
+    type: "pty.spawn",
+    argv: [file, ...args],
+    name,
+    cols,
+    rows,
+    cwd,
+    env,
+  });
   return new Terminal(client, {
-    session: String(reply.session),
-    pid: Number(reply.pid),
+    session: reply.session,
+    pid: reply.pid,
     cols: options.cols ?? 80,
     rows: options.rows ?? 24,
     reattach: options.reattach,
@@ -333,8 +335,7 @@ export async function attach(
   session: string,
   options: AttachOptions = {},
 ): Promise<Terminal> {
-  const list = await client.request({ type: "pty.list" });
-  const sessions = (list.sessions ?? []) as { session: string; name: string; pid: number }[];
+  const { sessions } = await client.request({ type: "pty.list" });
   const found = sessions.find((s) => s.session === session) ??
     (sessions.filter((s) => s.name === session).length === 1
       ? sessions.find((s) => s.name === session)

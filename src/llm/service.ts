@@ -599,7 +599,7 @@ function paramsOf(r: GenerateRequest): GenerateParams {
  * ```ts
  * const llm = await createLlmService({ parallel: 4 });
  * // server routes "generate" requests to llm.handle(request, stream)
- * await llm.close();
+ * await llm.close?.();
  * ```
  */
 export async function createLlmService(options: LlmServiceOptions = {}): Promise<LlmService> {

@@ -279,7 +279,9 @@ const KNOWN_CODES: ReadonlySet<string> = new Set([
  * console.log(err instanceof NotFoundError); // true
  * ```
  */
-export function errorFromEvent(event: { code?: unknown; message?: unknown }): UmadError {
+export function errorFromEvent(
+  event: { code?: unknown; message?: unknown; [field: string]: unknown },
+): UmadError {
   const raw = String(event.code ?? "E_INTERNAL");
   const message = String(event.message ?? raw);
   if (KNOWN_CODES.has(raw)) return errorFromCode(raw as UmadErrorCode, message);

@@ -14,17 +14,21 @@ export type EndReason = "stop" | "length" | "stop_string" | "cancelled" | "shutd
 
 /** Token counts and timings of a finished generation. */
 export interface Usage {
+  /** Tokens in the prompt as the model saw it (template included). */
   prompt_tokens: number;
   /** Prompt tokens reused from the prefix cache (not prefilled again). */
   cached_tokens: number;
+  /** Tokens generated. */
   completion_tokens: number;
   /** Time to the first token, ms. */
   ttft_ms: number;
+  /** Time from the request to the last event, ms. */
   total_ms: number;
 }
 
 /** A function call the model made (OpenAI's shape, flattened). */
 export interface ToolCall {
+  /** The call's id, for the `tool_call_id` of the answer. */
   id: string;
   /** The function's name. */
   name: string;
@@ -48,21 +52,31 @@ export interface DeviceInfo {
 
 /** The loaded model, as `hello.model` describes it. */
 export interface ModelInfo {
+  /** The model's name (its GGUF `general.name`, or the file name). */
   name: string;
+  /** The GGUF file. */
   path: string;
+  /** llama.cpp's one-line description (architecture, size, quantization). */
   description: string;
   /** True for the built-in demo model (its output is meaningless). */
   random_weights: boolean;
+  /** Parameters. */
   n_params: number;
+  /** Tokens in the vocabulary. */
   n_vocab: number;
   /** Tokens one stream may hold. */
   n_ctx: number;
+  /** Tokens the whole context holds (all streams). */
   n_ctx_total: number;
+  /** The context the model was trained with. */
   n_ctx_train: number;
+  /** Streams decoded at once (`--parallel`). */
   parallel: number;
+  /** Decode threads. */
   threads: number;
   /** Which chat template renders `messages` (its name or "model"). */
   chat_template: string;
+  /** How decode threads yield to the event loop (`--decode-priority`). */
   decode_priority: "idle" | "low" | "normal";
   /** The llama.cpp library in use, where it came from and why (see docs/PROTOCOL.md). */
   library?: {
@@ -88,14 +102,23 @@ export interface ModelInfo {
 
 /** One terminal session in `pty.list`. */
 export interface SessionInfo {
+  /** The session's id. */
   session: string;
+  /** Its name (`pty.spawn`'s `name`, else the program's). */
   name: string;
+  /** The program's pid. */
   pid: number;
+  /** Current width, columns. */
   cols: number;
+  /** Current height, rows. */
   rows: number;
+  /** Clients attached now. */
   clients: number;
+  /** Whether the program still runs. */
   state: "running" | "exited";
+  /** Exit status, once exited (null when a signal ended it). */
   code?: number | null;
+  /** The signal that ended it, once exited (null when it exited by itself). */
   signal?: string | null;
   /** Creation time, ms since the epoch. */
   created: number;
@@ -106,36 +129,58 @@ export type ExitReason = "exited" | "killed" | "shutdown";
 
 /** The fields of each event, by event name (`event` and `id` come on top). */
 export interface EventFields {
+  /** The answer to `hello`: who serves this socket. */
   hello: {
+    /** Always "umad". */
     server: "umad";
+    /** The daemon's version. */
     version: string;
+    /** The protocol version (1). */
     protocol: number;
+    /** The daemon's pid. */
     pid: number;
     /** The model; null under `--no-model`. */
     model?: ModelInfo | null;
     [key: string]: unknown;
   };
+  /** The answer to `ping`, echoing its `t`. */
   pong: { t?: unknown };
+  /** The daemon's counters and latency summaries. */
   metrics: { metrics: Record<string, unknown> };
+  /** One generated token: its text (whole UTF-8 characters) and id. */
   token: { text: string; token_id: number };
+  /** The end of a streamed generation. */
   eos: { reason: EndReason; usage: Usage; tool_calls?: ToolCall[] };
+  /** A whole generation at once (`stream: false`). */
   result: { text: string; reason: EndReason; usage: Usage; tool_calls?: ToolCall[] };
+  /** A request failed (or, with no id, the connection is about to close). */
   error: { code: ErrorCode | UmaErrorCode; message: string };
+  /** The tokens of a text, and each one's text when asked. */
   tokenize: { tokens: number[]; pieces?: string[] };
+  /** The text of tokens. */
   detokenize: { text: string };
+  /** One embedding per input. */
   embed: { embeddings: number[][]; usage: { prompt_tokens: number; total_tokens: number } };
+  /** A session started. */
   "pty.spawned": { session: string; pid: number };
+  /** A full redraw of the screen (first event of an attach, and after a dropped backlog). */
   "pty.snapshot": { session: string; data: Uint8Array; cols: number; rows: number };
+  /** Output of the program, as it wrote it. */
   "pty.output": { session: string; data: Uint8Array };
+  /** The program ended (after its last output). */
   "pty.exit": {
     session: string;
     code: number | null;
     signal: string | null;
     reason: ExitReason;
   };
+  /** This client no longer watches the session. */
   "pty.detached": { session: string };
+  /** The signal was sent. */
   "pty.killed": { session: string };
+  /** Every session. */
   "pty.list": { sessions: SessionInfo[] };
+  /** The screen (and scrollback) as text or ANSI, with the cursor. */
   "pty.capture": {
     session: string;
     data: string;
@@ -143,7 +188,9 @@ export interface EventFields {
     rows: number;
     cursor: { x: number; y: number };
   };
+  /** A `pty.wait` ended: matched, or timed out. */
   "pty.waited": { session: string; matched: boolean; text?: string };
+  /** A session was created, exited, resized or retitled. */
   "watch.event": {
     kind: "created" | "exited" | "resized" | "title";
     session: string;
@@ -161,23 +208,41 @@ export type Event<E extends EventName = EventName> = E extends EventName
 
 /** The events that answer each request type (`error` can answer any of them). */
 export interface Replies {
+  /** `hello` is answered by `hello`. */
   hello: "hello";
+  /** `ping` by `pong`. */
   ping: "pong";
+  /** `metrics` by `metrics`. */
   metrics: "metrics";
+  /** `generate` by `token` events then `eos`, or one `result`. */
   generate: "token" | "eos" | "result";
+  /** `cancel` by nothing (its target ends). */
   cancel: never;
+  /** `tokenize` by `tokenize`. */
   tokenize: "tokenize";
+  /** `detokenize` by `detokenize`. */
   detokenize: "detokenize";
+  /** `embed` by `embed`. */
   embed: "embed";
+  /** `pty.spawn` by `pty.spawned`. */
   "pty.spawn": "pty.spawned";
+  /** `pty.attach` by a snapshot, output, then exit or detached. */
   "pty.attach": "pty.snapshot" | "pty.output" | "pty.exit" | "pty.detached";
+  /** `pty.input` by nothing. */
   "pty.input": never;
+  /** `pty.resize` by nothing. */
   "pty.resize": never;
+  /** `pty.detach` by `pty.detached`. */
   "pty.detach": "pty.detached";
+  /** `pty.kill` by `pty.killed`. */
   "pty.kill": "pty.killed";
+  /** `pty.list` by `pty.list`. */
   "pty.list": "pty.list";
+  /** `pty.capture` by `pty.capture`. */
   "pty.capture": "pty.capture";
+  /** `pty.wait` by `pty.waited`. */
   "pty.wait": "pty.waited";
+  /** `watch` by `watch.event`s until cancelled. */
   watch: "watch.event";
 }
 

@@ -36,11 +36,13 @@ export function encodeFrame(payload: Uint8Array): Uint8Array {
  * ```
  */
 export class FrameDecoder {
+  /** The largest payload accepted, bytes. */
   readonly maxFrame: number;
   #buf: Uint8Array = new Uint8Array(0);
   #start = 0;
   #end = 0;
 
+  /** A decoder refusing payloads over `maxFrame` bytes. */
   constructor(maxFrame: number = DEFAULT_MAX_FRAME) {
     this.maxFrame = maxFrame;
   }

@@ -7,11 +7,13 @@ export const PROTOCOL_VERSION = 1;
 
 /** Longest request id accepted. */
 export const MAX_ID_LENGTH = 256;
-/** Terminal sizes accepted (xterm state is allocated per cell). */
+/** Widest terminal accepted, columns (xterm state is allocated per cell). */
 export const MAX_COLS = 1000;
+/** Tallest terminal accepted, rows. */
 export const MAX_ROWS = 500;
-/** At most this many stop strings, each at most this long. */
+/** At most this many stop strings per request. */
 export const MAX_STOP_STRINGS = 16;
+/** The longest stop string accepted, characters. */
 export const MAX_STOP_LENGTH = 256;
 
 /** Signal names accepted by `pty.kill`. */
@@ -51,8 +53,11 @@ export type SignalName = typeof SIGNAL_NAMES[number];
 
 /** A tool call inside an assistant message sent back in a chat (OpenAI's shape). */
 export interface ChatToolCall {
+  /** The call's id, echoed by the tool's answer. */
   id?: string;
+  /** Always "function". */
   type?: "function";
+  /** The function called, with its arguments as JSON text. */
   function: { name: string; arguments: string };
 }
 
@@ -62,16 +67,23 @@ export interface ChatToolCall {
  * answers.
  */
 export interface ChatMessage {
+  /** "system", "user", "assistant" or "tool". */
   role: string;
+  /** The text of the turn. */
   content: string;
+  /** The tool's name, for `role: "tool"`. */
   name?: string;
+  /** The call this answers, for `role: "tool"`. */
   tool_call_id?: string;
+  /** The calls an assistant turn made. */
   tool_calls?: ChatToolCall[];
 }
 
 /** A tool the model may call (OpenAI's shape). */
 export interface ToolSpec {
+  /** Always "function". */
   type: "function";
+  /** The function: its name, what it does, its parameters as JSON Schema. */
   function: { name: string; description?: string; parameters?: Record<string, unknown> };
 }
 
@@ -81,34 +93,60 @@ export type ToolChoice = "auto" | "none" | "required" | {
   function: { name: string };
 };
 
+/** `hello`: introduces the client; answered with the daemon's `hello`. */
 export interface HelloRequest {
+  /** The request type. */
   type: "hello";
+  /** Request id; needed only to match an error reply. */
   id?: string;
+  /** The client's name, for the daemon's log. */
   client?: string;
 }
+/** `ping`: the latency probe; answered with `pong`. */
 export interface PingRequest {
+  /** The request type. */
   type: "ping";
+  /** Request id; needed only to match an error reply. */
   id?: string;
+  /** Anything; echoed in `pong`. */
   t?: unknown;
 }
+/** `metrics`: the daemon's counters and histograms. */
 export interface MetricsRequest {
+  /** The request type. */
   type: "metrics";
+  /** Request id; needed only to match an error reply. */
   id?: string;
 }
+/** `generate`: a completion of `prompt`, or of `messages` through the chat template. */
 export interface GenerateRequest {
+  /** The request type. */
   type: "generate";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** Raw text to complete (or `messages`). */
   prompt?: string;
+  /** A chat, rendered with the model's template (or `prompt`). */
   messages?: ChatMessage[];
+  /** Tokens to generate at most (default: until the end or the context). */
   max_tokens?: number;
+  /** Sampling temperature; 0 is greedy. */
   temperature?: number;
+  /** Sample among the k likeliest tokens. */
   top_k?: number;
+  /** Sample among the likeliest tokens whose probabilities sum to p. */
   top_p?: number;
+  /** Drop tokens less likely than p times the likeliest. */
   min_p?: number;
+  /** Penalty on tokens already generated (1: none). */
   repeat_penalty?: number;
+  /** Sampling seed: the same seed gives the same text. */
   seed?: number;
+  /** Strings that end the generation (`eos` reason `stop_string`). */
   stop: string[];
+  /** `token` events then `eos` (default), or one `result`. */
   stream: boolean;
+  /** Interactive streams are served before batch ones. */
   priority: "interactive" | "batch";
   /** Reuse the longest cached prefix of the prompt (default true). */
   cache_prompt: boolean;
@@ -123,86 +161,149 @@ export interface GenerateRequest {
   json_schema?: Record<string, unknown>;
   /** Tools the model may call, passed to the chat template. */
   tools?: ToolSpec[];
+  /** Which tool the model must call, if any. */
   tool_choice?: ToolChoice;
 }
+/** `cancel`: stops the stream whose id is `target` (a generation, an attach, a watch). */
 export interface CancelRequest {
+  /** The request type. */
   type: "cancel";
+  /** Request id; needed only to match an error reply. */
   id?: string;
+  /** The id of the stream to stop. */
   target: string;
 }
+/** `pty.spawn`: starts a program in a new terminal session. */
 export interface PtySpawnRequest {
+  /** The request type. */
   type: "pty.spawn";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The program and its arguments (default: the user's shell). */
   argv?: string[];
+  /** Working directory (default: the daemon's home). */
   cwd?: string;
+  /** Variables merged over the daemon's environment. */
   env?: Record<string, string>;
+  /** Width, columns (default 80). */
   cols?: number;
+  /** Height, rows (default 24). */
   rows?: number;
+  /** A name shown by `pty.list` (default: the program's). */
   name?: string;
 }
+/** `pty.attach`: watches a session: a snapshot, then output, until exit or detach. */
 export interface PtyAttachRequest {
+  /** The request type. */
   type: "pty.attach";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The session's id (or its name, when only one session has it). */
   session: string;
+  /** Watch only: input and resize from this client are refused. */
   readonly: boolean;
+  /** This client's width (the session takes it while this client is active). */
   cols?: number;
+  /** This client's height. */
   rows?: number;
 }
+/** `pty.input`: types into a session. */
 export interface PtyInputRequest {
+  /** The request type. */
   type: "pty.input";
+  /** Request id; needed only to match an error reply. */
   id?: string;
+  /** The session's id (or its name, when only one session has it). */
   session: string;
+  /** The bytes typed (base64 in JSON). */
   data: Uint8Array;
 }
+/** `pty.resize`: this client's size of a session. */
 export interface PtyResizeRequest {
+  /** The request type. */
   type: "pty.resize";
+  /** Request id; needed only to match an error reply. */
   id?: string;
+  /** The session's id (or its name, when only one session has it). */
   session: string;
+  /** Width, columns. */
   cols: number;
+  /** Height, rows. */
   rows: number;
 }
+/** `pty.detach`: stops this connection's attachments to a session. */
 export interface PtyDetachRequest {
+  /** The request type. */
   type: "pty.detach";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The session's id (or its name, when only one session has it). */
   session: string;
 }
+/** `pty.kill`: signals a session's program. */
 export interface PtyKillRequest {
+  /** The request type. */
   type: "pty.kill";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The session's id (or its name, when only one session has it). */
   session: string;
+  /** The signal (default SIGHUP). */
   signal: SignalName;
 }
+/** `pty.list`: every session. */
 export interface PtyListRequest {
+  /** The request type. */
   type: "pty.list";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
 }
+/** `pty.capture`: the screen and scrollback as text or ANSI. */
 export interface PtyCaptureRequest {
+  /** The request type. */
   type: "pty.capture";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The session's id (or its name, when only one session has it). */
   session: string;
+  /** Plain text (default) or with ANSI attributes. */
   format: "text" | "ansi";
   /** First line (0 = top of the screen, negative = scrollback); default the screen's top. */
   start?: number;
   /** Last line, inclusive; default the screen's bottom. */
   end?: number;
 }
+/** `pty.wait`: resolves when the screen or new output matches, or at the timeout. */
 export interface PtyWaitRequest {
+  /** The request type. */
   type: "pty.wait";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The session's id (or its name, when only one session has it). */
   session: string;
+  /** The text to wait for. */
   pattern: string;
+  /** `pattern` is a regular expression. */
   regex: boolean;
+  /** Give up after this long (`pty.waited` with `matched: false`). */
   timeout_ms: number;
 }
+/** `watch`: session lifecycle events until cancelled. */
 export interface WatchRequest {
+  /** The request type. */
   type: "watch";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
   /** Sessions to watch (ids or names); default all, those created later included. */
   sessions?: string[];
 }
+/** `tokenize`: the model's tokens for a text. */
 export interface TokenizeRequest {
+  /** The request type. */
   type: "tokenize";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The text to tokenize. */
   text: string;
   /** Parse control-token text (default false: it stays text). */
   special: boolean;
@@ -211,14 +312,22 @@ export interface TokenizeRequest {
   /** Also return each token's text. */
   pieces: boolean;
 }
+/** `detokenize`: the text of tokens. */
 export interface DetokenizeRequest {
+  /** The request type. */
   type: "detokenize";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The tokens to turn into text. */
   tokens: number[];
 }
+/** `embed`: one embedding per input string. */
 export interface EmbedRequest {
+  /** The request type. */
   type: "embed";
+  /** Request id, unique among this connection's requests in flight. */
   id: string;
+  /** The strings to embed. */
   input: string[];
 }
 
@@ -736,7 +845,7 @@ export function validateRequest(message: Message, codec: Codec): Request {
 }
 
 /** The fields a client must give for each request type (the rest have defaults). */
-interface RequiredInput {
+export type RequiredInput = {
   hello: never;
   ping: never;
   metrics: never;
@@ -755,19 +864,28 @@ interface RequiredInput {
   "pty.capture": "session";
   "pty.wait": "session" | "pattern";
   watch: never;
-}
+};
 
-/** Fields whose wire form is looser than the validated one. */
-interface LooseInput {
+/** Fields whose wire form is looser than the validated one, by request type. */
+export type LooseInput = {
   embed: { input: string | string[] };
   "pty.input": { data: Uint8Array | string };
   "pty.kill": { signal?: SignalName | string };
   generate: { json_schema?: Record<string, unknown> | boolean };
-}
+};
 
 /**
  * A request of type `T` as a client writes it: `type`, the fields without defaults,
  * and any of the others. `id` is chosen by the client library when left out.
+ *
+ * @example
+ * ```ts
+ * import type { RequestInput } from "./messages.ts";
+ * const req: RequestInput<"tokenize"> = { type: "tokenize", text: "Hello" };
+ * // @ts-expect-error `text` is required
+ * const bad: RequestInput<"tokenize"> = { type: "tokenize" };
+ * console.log(req.text, bad);
+ * ```
  */
 export type RequestInput<T extends RequestType = RequestType> = T extends RequestType ?
     & { type: T; id?: string }
@@ -776,4 +894,5 @@ export type RequestInput<T extends RequestType = RequestType> = T extends Reques
     & LooseOf<T>
   : never;
 
-type LooseOf<T extends RequestType> = T extends keyof LooseInput ? LooseInput[T] : unknown;
+/** The loose fields of request type `T` ({@linkcode LooseInput}), if it has any. */
+export type LooseOf<T extends RequestType> = T extends keyof LooseInput ? LooseInput[T] : unknown;

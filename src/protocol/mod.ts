@@ -14,3 +14,4 @@ export * from "./service.ts";
 export * from "./base64.ts";
 export * from "./socket_path.ts";
 export * from "./samples.ts";
+export * from "./async.ts";

@@ -39,9 +39,13 @@ export function percentileOf(sample: readonly number[], q: number): number {
 export interface LatencySummary {
   /** Samples ever added (the percentiles cover the most recent ones). */
   count: number;
+  /** Median. */
   p50: number;
+  /** 95th percentile (nearest rank). */
   p95: number;
+  /** 99th percentile (nearest rank). */
   p99: number;
+  /** Largest. */
   max: number;
 }
 

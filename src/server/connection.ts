@@ -14,6 +14,7 @@ import {
 } from "../protocol/mod.ts";
 import type { AbortReason, Stream, WireErrorCode } from "../protocol/service.ts";
 import type { EventFields, EventName } from "../protocol/events.ts";
+import { delay } from "../protocol/async.ts";
 
 /** Limits one connection enforces. */
 export interface ConnectionLimits {
@@ -23,8 +24,9 @@ export interface ConnectionLimits {
   maxQueuedBytes: number;
   /** Requests in flight at once. */
   maxInflight: number;
-  /** Requests per second sustained, and the burst allowed above it. */
+  /** Requests per second sustained. */
   rateLimit: number;
+  /** Requests allowed in a burst above the sustained rate. */
   rateBurst: number;
   /** Close a connection that sends no complete frame for this long (ms); 0 = never. */
   idleTimeoutMs: number;
@@ -361,7 +363,7 @@ export class Connection {
   async drain(timeoutMs: number): Promise<void> {
     const until = performance.now() + timeoutMs;
     while ((this.#out.length > 0 || this.#writing) && !this.#closed && performance.now() < until) {
-      await new Promise((r) => setTimeout(r, 5));
+      await delay(5);
     }
   }
 

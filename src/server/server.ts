@@ -2,10 +2,11 @@ import { PROTOCOL_VERSION } from "../protocol/mod.ts";
 import type { Message, Request, RequestType } from "../protocol/mod.ts";
 import { isWireCode, UmadError } from "../protocol/mod.ts";
 import { VERSION } from "../version.ts";
-import { Connection, type ConnectionHost, type ConnectionLimits } from "./connection.ts";
+import { Connection, type ConnectionLimits } from "./connection.ts";
 import type { Logger } from "./log.ts";
 import type { Service, Stream, WireErrorCode } from "../protocol/service.ts";
 import { ConfigError } from "../protocol/errors.ts";
+import { withTimeout } from "../protocol/async.ts";
 import { prepareSocketDir } from "./socket_path.ts";
 
 /** How a server is set up. */
@@ -14,7 +15,9 @@ export interface ServerOptions extends Partial<ConnectionLimits> {
   socket: string;
   /** Connections served at once; the next gets `E_BUSY` and is closed. */
   maxClients?: number;
+  /** The services requests are routed to, by type. */
   services?: Service[];
+  /** Where the server logs. */
   log: Logger;
 }
 
@@ -32,10 +35,13 @@ export const SERVER_DEFAULTS = {
 /**
  * The daemon's listener: owns the socket, accepts connections, routes validated
  * requests to services, answers `hello`/`ping`/`metrics` itself, and shuts down in
- * order (stop accepting, end streams, flush, close, remove the socket).
+ * order (stop accepting, end streams, flush, close, remove the socket). It is each
+ * connection's `ConnectionHost` (those methods are marked internal).
  */
-export class Server implements ConnectionHost {
+export class Server {
+  /** The socket path it listens on. */
   readonly socket: string;
+  /** Its logger. */
   readonly log: Logger;
   readonly #listener: Deno.Listener;
   readonly #limits: ConnectionLimits;
@@ -132,10 +138,11 @@ export class Server implements ConnectionHost {
     }
   }
 
-  // ConnectionHost
+  /** @internal ConnectionHost: a request of `type` arrived. */
   countRequest(type: string): void {
     this.#requests[type] = (this.#requests[type] ?? 0) + 1;
   }
+  /** @internal ConnectionHost: routes a validated request. */
   dispatch(conn: Connection, request: Request, stream: Stream): void {
     this.countRequest(request.type);
     switch (request.type) {
@@ -175,17 +182,21 @@ export class Server implements ConnectionHost {
       fail(e);
     }
   }
+  /** @internal ConnectionHost: an error reply was sent. */
   countError(code: WireErrorCode): void {
     this.#errors[code] = (this.#errors[code] ?? 0) + 1;
   }
+  /** @internal ConnectionHost: frames and bytes read. */
   countIn(frames: number, bytes: number): void {
     this.#stats.framesIn += frames;
     this.#stats.bytesIn += bytes;
   }
+  /** @internal ConnectionHost: frames and bytes written. */
   countOut(frames: number, bytes: number): void {
     this.#stats.framesOut += frames;
     this.#stats.bytesOut += bytes;
   }
+  /** @internal ConnectionHost: a connection closed. */
   closed(conn: Connection): void {
     this.#conns.delete(conn);
     for (const s of this.#services) s.disconnected?.(conn.id);
@@ -196,7 +207,7 @@ export class Server implements ConnectionHost {
     return this.#conns.size;
   }
 
-  /** The `metrics` reply: counters of the server and each service. */
+  /** @internal The `metrics` reply: counters of the server and each service. */
   metrics(): Message {
     const m: Message = {
       uptime_s: Math.round((Date.now() - this.#startedAt) / 100) / 10,
@@ -235,10 +246,11 @@ export class Server implements ConnectionHost {
       // already closed
     }
     for (const c of this.#conns) c.abortAll("shutdown");
+    // Services that do not close in time are left behind: the connections still close.
     await withTimeout(
       Promise.allSettled(this.#services.map((s) => s.close?.() ?? Promise.resolve())),
       2500,
-    );
+    ).catch(() => {});
     await Promise.all([...this.#conns].map((c) => c.drain(1000)));
     for (const c of [...this.#conns]) c.close();
     try {
@@ -273,12 +285,4 @@ async function removeStaleSocket(path: string, log: Logger): Promise<void> {
     throw e;
   }
   throw new ConfigError(`Another umad daemon is already serving "${path}"`);
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), ms)),
-  ]).finally(() => clearTimeout(timer));
 }
