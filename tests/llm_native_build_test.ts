@@ -16,7 +16,7 @@ import {
   resolveBackend,
   type ToolProbe,
 } from "../src/llm/native_build.ts";
-import { libraryCandidates, nativeBuildDir } from "../src/llm/llama_lib.ts";
+import { libraryCandidates, type LlamaBackend, nativeBuildDir } from "../src/llm/llama_lib.ts";
 import { runUmad } from "./_daemon.ts";
 
 const LINUX: ToolProbe = {
@@ -30,6 +30,7 @@ const LINUX: ToolProbe = {
   nvcc: false,
   glslc: false,
   vulkanHeaders: false,
+  gpus: [],
 };
 
 Deno.test("a native build is shared libraries for this CPU, no OpenMP, one backend on", () => {
@@ -50,6 +51,12 @@ Deno.test("a native build is shared libraries for this CPU, no OpenMP, one backe
   assert.ok(cmakeOptions("vulkan", "linux").includes("-DGGML_VULKAN=ON"));
   assert.ok(cmakeOptions("metal", "darwin").includes("-DGGML_METAL=ON"));
   assert.ok(cmakeOptions("cpu", "darwin").includes("-DGGML_METAL=OFF"));
+  assert.ok(!cpu.some((o) => o.includes("avx512fp16")));
+  const spr = cmakeOptions("cpu", "linux", { noAvx512Fp16: true });
+  assert.ok(
+    spr.includes("-DCMAKE_C_FLAGS=-mno-avx512fp16") &&
+      spr.includes("-DCMAKE_CXX_FLAGS=-mno-avx512fp16"),
+  );
 });
 
 Deno.test("the plan builds the llama target into the cache keyed by version, backend and CPU", () => {
@@ -96,14 +103,17 @@ Deno.test("the plan builds the llama target into the cache keyed by version, bac
   assert.ok(!make.configure.includes("-G"));
 });
 
-Deno.test("--gpu auto builds Metal on Apple Silicon, else CUDA with nvcc, Vulkan with glslc and headers, else CPU", () => {
+Deno.test("--gpu auto builds Metal on Apple Silicon, else CUDA or Vulkan where toolkit and GPU are, else CPU", () => {
   assert.equal(resolveBackend("auto", LINUX), "cpu");
+  const gpu = { ...LINUX, gpus: ["cuda", "vulkan"] as LlamaBackend[] };
   assert.equal(
-    resolveBackend("auto", { ...LINUX, nvcc: true, glslc: true, vulkanHeaders: true }),
+    resolveBackend("auto", { ...gpu, nvcc: true, glslc: true, vulkanHeaders: true }),
     "cuda",
   );
-  assert.equal(resolveBackend("auto", { ...LINUX, glslc: true, vulkanHeaders: true }), "vulkan");
-  assert.equal(resolveBackend("auto", { ...LINUX, glslc: true }), "cpu");
+  assert.equal(resolveBackend("auto", { ...gpu, glslc: true, vulkanHeaders: true }), "vulkan");
+  assert.equal(resolveBackend("auto", { ...gpu, glslc: true }), "cpu");
+  // A toolkit without the GPU (these build machines have CUDA installed and no GPU).
+  assert.equal(resolveBackend("auto", { ...LINUX, nvcc: true }), "cpu");
   assert.equal(resolveBackend("auto", { ...LINUX, os: "darwin", arch: "aarch64" }), "metal");
   assert.equal(resolveBackend("vulkan", LINUX), "vulkan");
 });

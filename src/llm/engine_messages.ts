@@ -90,7 +90,9 @@ export type ToEngine =
 export interface LibraryInfo {
   /** Its directory. */
   path: string;
+  /** Where it came from (`--llama-lib`, `native`, `npm`, ...). */
   source: LibrarySource;
+  /** npm's versioned names with loadable backends, or a plain cmake build. */
   layout: LibraryLayout;
   /** The GPU backend the library carries, or "cpu". */
   backend: LlamaBackend;
@@ -132,11 +134,13 @@ export interface EngineInfo {
   library: LibraryInfo;
   /** Every compute device the library's backends see (the CPU included). */
   devices: DeviceInfo[];
-  /** Layers on a GPU (0: CPU only), of the model's offloadable layers (blocks + output). */
+  /** Layers on a GPU (0: CPU only). */
   gpu_layers: number;
+  /** The model's offloadable layers (its blocks and the output layer). */
   gpu_layers_total: number;
-  /** The devices holding them, and why this many. */
+  /** The devices holding them. */
   gpu_devices: string[];
+  /** Why this many layers (`--gpu-layers`, what fits, no GPU...). */
   gpu_reason: string;
 }
 

@@ -20,7 +20,10 @@ export {
   type LlmService,
   type LlmServiceOptions,
 } from "./service.ts";
-export type { EngineInfo } from "./engine_messages.ts";
+export type { EngineInfo, LibraryInfo } from "./engine_messages.ts";
+export type { DecodePriority } from "./ffi.ts";
+export type { LibraryLayout, LibrarySource, LlamaBackend } from "./llama_lib.ts";
+export type { DeviceInfo } from "../protocol/events.ts";
 export { GgufError, readGgufHeader, writeGgufSync } from "./gguf.ts";
 export type { GgufHeader, GgufTensorSource, GgufValue } from "./gguf.ts";
 export {

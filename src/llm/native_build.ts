@@ -14,6 +14,7 @@
 import {
   cpuSignature,
   GPU_BACKENDS,
+  gpuHints,
   LLAMA_CPP_VERSION,
   LLAMA_PACKAGE_VERSION,
   type LlamaBackend,
@@ -59,6 +60,13 @@ export interface ToolProbe {
   glslc: boolean;
   /** The Vulkan headers (`vulkan/vulkan.h`) are installed. */
   vulkanHeaders: boolean;
+  /** GPU backends whose device this machine seems to have (`gpuHints`). */
+  gpus: LlamaBackend[];
+  /**
+   * This x86 CPU has AVX512-FP16 and the compiler takes `-mno-avx512fp16`, so a native
+   * build turns it off (see {@linkcode cmakeOptions}).
+   */
+  noAvx512Fp16?: boolean;
 }
 
 function installHint(probe: ToolProbe, what: "build" | "cuda" | "vulkan"): string {
@@ -90,22 +98,22 @@ function installHint(probe: ToolProbe, what: "build" | "cuda" | "vulkan"): strin
 
 /**
  * The backend a request means on this machine: `auto` is Metal on Apple Silicon, else
- * CUDA when `nvcc` is there, else Vulkan when its shader compiler and headers are, else
- * the CPU. Pure.
+ * CUDA when `nvcc` and an NVIDIA driver are there, else Vulkan when its shader compiler,
+ * headers and a GPU are, else the CPU (a toolkit without a GPU builds for nothing). Pure.
  *
  * @example
  * ```ts
  * import { resolveBackend } from "./native_build.ts";
  * const probe = { os: "linux", arch: "x86_64", cmake: "3.25.1", cc: "cc", cxx: "c++",
- *   compilerVersion: "", ninja: false, nvcc: false, glslc: false, vulkanHeaders: false } as const;
+ *   compilerVersion: "", ninja: false, nvcc: true, glslc: false, vulkanHeaders: false, gpus: [] } as const;
  * console.log(resolveBackend("auto", probe)); // "cpu"
  * ```
  */
 export function resolveBackend(request: GpuRequest, probe: ToolProbe): LlamaBackend {
   if (request !== "auto") return request;
   if (probe.os === "darwin" && probe.arch === "aarch64") return "metal";
-  if (probe.nvcc) return "cuda";
-  if (probe.glslc && probe.vulkanHeaders) return "vulkan";
+  if (probe.nvcc && probe.gpus.includes("cuda")) return "cuda";
+  if (probe.glslc && probe.vulkanHeaders && probe.gpus.includes("vulkan")) return "vulkan";
   return "cpu";
 }
 
@@ -189,6 +197,8 @@ export interface PlanOptions {
   os: typeof Deno.build.os;
   /** Use the Ninja generator. */
   ninja: boolean;
+  /** Add `-mno-avx512fp16` ({@linkcode ToolProbe.noAvx512Fp16}). */
+  noAvx512Fp16?: boolean;
   /** The user cache's llama folder (default {@linkcode llamaCacheDir}). */
   cacheRoot?: string;
   /** More `-D` options (appended, so they override). */
@@ -199,14 +209,26 @@ export interface PlanOptions {
  * The cmake options of a native build: libraries only, shared, `-march=native`, no
  * OpenMP (umad attaches its own thread pool), the backend on and the others off. Pure.
  *
+ * `noAvx512Fp16` (see {@linkcode ToolProbe}) keeps `-march=native` from turning on
+ * AVX512-FP16: with it ggml's F16 vector code computes in half precision, and prompt
+ * chunks of 63 rows (umad's batch-invariant size) ran 2.4× slower than without it on a
+ * Sapphire Rapids CPU (no faster at 512 rows; docs/BENCHMARKS.md, "Which flag").
+ *
  * @example
  * ```ts
  * import { cmakeOptions } from "./native_build.ts";
  * console.log(cmakeOptions("cuda", "linux").includes("-DGGML_CUDA=ON")); // true
  * ```
  */
-export function cmakeOptions(backend: LlamaBackend, os: typeof Deno.build.os): string[] {
+export function cmakeOptions(
+  backend: LlamaBackend,
+  os: typeof Deno.build.os,
+  cpu: { noAvx512Fp16?: boolean } = {},
+): string[] {
   const on = (b: LlamaBackend) => (backend === b ? "ON" : "OFF");
+  const fp16 = cpu.noAvx512Fp16
+    ? ["-DCMAKE_C_FLAGS=-mno-avx512fp16", "-DCMAKE_CXX_FLAGS=-mno-avx512fp16"]
+    : [];
   return [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DBUILD_SHARED_LIBS=ON",
@@ -226,6 +248,7 @@ export function cmakeOptions(backend: LlamaBackend, os: typeof Deno.build.os): s
     `-DGGML_CUDA=${on("cuda")}`,
     `-DGGML_VULKAN=${on("vulkan")}`,
     ...(os === "darwin" ? [`-DGGML_METAL=${on("metal")}`] : []),
+    ...fp16,
   ];
 }
 
@@ -233,7 +256,10 @@ export function cmakeOptions(backend: LlamaBackend, os: typeof Deno.build.os): s
 export function planNativeBuild(o: PlanOptions): BuildPlan {
   const dir = nativeBuildDir(o.backend, o.cpuKey, o.cacheRoot ?? llamaCacheDir());
   const buildDir = `${dir}/build`;
-  const options = [...cmakeOptions(o.backend, o.os), ...(o.extra ?? [])];
+  const options = [
+    ...cmakeOptions(o.backend, o.os, { noAvx512Fp16: o.noAvx512Fp16 }),
+    ...(o.extra ?? []),
+  ];
   return {
     backend: o.backend,
     dir,
@@ -302,6 +328,9 @@ export function probeTools(): ToolProbe {
     }
   }
   const sdk = Deno.env.get("VULKAN_SDK");
+  const cpuFlags = Deno.build.os === "linux"
+    ? (readCpuinfo().match(/^flags\s*:(.*)$/m)?.[1] ?? "").split(/\s+/)
+    : [];
   return {
     os: Deno.build.os,
     arch: Deno.build.arch,
@@ -316,7 +345,31 @@ export function probeTools(): ToolProbe {
     vulkanHeaders: fileExists("/usr/include/vulkan/vulkan.h") ||
       fileExists("/usr/local/include/vulkan/vulkan.h") ||
       (sdk !== undefined && fileExists(`${sdk}/include/vulkan/vulkan.h`)),
+    gpus: gpuHints(),
+    noAvx512Fp16: cpuFlags.includes("avx512_fp16") && cc !== null &&
+      compilerTakes(cc, "-mno-avx512fp16"),
   };
+}
+
+function readCpuinfo(): string {
+  try {
+    return Deno.readTextFileSync("/proc/cpuinfo");
+  } catch {
+    return "";
+  }
+}
+
+/** The compiler accepts `flag` (older ones reject options they do not know). */
+function compilerTakes(cc: string, flag: string): boolean {
+  try {
+    return new Deno.Command(cc, {
+      args: [flag, "-x", "c", "-E", "-o", "/dev/null", "/dev/null"],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false;
+  }
 }
 
 /** Settings of {@linkcode buildNative}. */
@@ -431,6 +484,7 @@ export async function buildNative(o: NativeBuildOptions): Promise<NativeBuildRes
     cpuKey: cpu.key,
     os: probe.os,
     ninja: probe.ninja,
+    noAvx512Fp16: probe.noAvx512Fp16,
     cacheRoot: o.cacheRoot,
     extra: o.extra,
   });
