@@ -228,6 +228,31 @@ async function llamaBench(model: string, ldPath?: string): Promise<{ pp: number;
   };
 }
 
+/** Prompt tokens/s of llama-bench with `ub`-row batches, one thread. */
+async function promptRate(model: string, ub: number, ldPath?: string): Promise<number> {
+  const json = JSON.parse(
+    await tool("llama-bench", [
+      "-m",
+      model,
+      "-t",
+      "1",
+      "-p",
+      "252",
+      "-n",
+      "0",
+      "-b",
+      String(ub),
+      "-ub",
+      String(ub),
+      "-r",
+      "2",
+      "-o",
+      "json",
+    ], ldPath),
+  ) as { avg_ts: number }[];
+  return json[0]?.avg_ts ?? NaN;
+}
+
 async function batchedBench(model: string, ldPath?: string): Promise<Map<number, number>> {
   const text = await tool("llama-batched-bench", [
     "-m",
@@ -465,19 +490,24 @@ const HASWELL = [
   "-DGGML_F16C=ON",
   "-DGGML_BMI2=ON",
 ];
-/** CPU backends built from the same source with the prebuilt variants' flags, toggled. */
+/**
+ * CPU backends built from the same source with the prebuilt haswell variant's flags, one
+ * toggled at a time.
+ */
 const FLAG_VARIANTS: Record<string, string[]> = {
-  "haswell": HASWELL,
-  "haswell-avx512": [...HASWELL, "-DGGML_AVX512=ON"],
-  "haswell-no-llamafile": [...HASWELL, "-DGGML_LLAMAFILE=OFF"],
+  "haswell flags": HASWELL,
+  "haswell flags + AVX512": [...HASWELL, "-DGGML_AVX512=ON"],
+  "haswell flags, no llamafile (tinyBLAS)": [...HASWELL, "-DGGML_LLAMAFILE=OFF"],
 };
+/** Prompt batch sizes of the flag table: umad's batch-invariant chunk, llama.cpp's usual. */
+const FLAG_UBATCHES = [63, 512];
 
 /** Builds (once, cached) only libggml-cpu for each variant. */
 async function flagVariants(): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const src = await ensureLlamaSource({ log });
   for (const [name, flags] of Object.entries(FLAG_VARIANTS)) {
-    const build = `${FLAGS_DIR}/${name}`;
+    const build = `${FLAGS_DIR}/${name.replace(/[^A-Za-z0-9]+/g, "-").replace(/-$/, "")}`;
     const lib = `${build}/bin/libggml-cpu.so.0`;
     if (!exists(lib)) {
       log(`building libggml-cpu with ${name}'s flags`);
@@ -614,29 +644,46 @@ export async function benchNative(): Promise<string> {
     "",
   );
   if (haveTools) {
-    log("which flag: llama-bench pp512 with each CPU backend");
+    log("which flag: llama-bench prompt speed with each CPU backend");
     const variants = await flagVariants();
     const runs: [string, string | undefined][] = [
-      ["native build (-march=native)", undefined],
+      ["umad llama build (-march=native, AVX512-FP16 off)", native.dir],
+      [
+        "llama-bench's own build (GGML_NATIVE alone: AVX512-FP16 on where the CPU has it)",
+        undefined,
+      ],
       [`prebuilt ${prebuilt.cpuVariant} (what umad loads here)`, swap],
       ["prebuilt libggml-cpu-haswell.so", prebuiltLdPath(prebuilt, "libggml-cpu-haswell.so")],
-      ...[...variants].map(([name, dir]) =>
-        [`built here with ${name}'s flags`, dir] as [string, string]
-      ),
+      ...[...variants].map(([name, dir]) => [`built here: ${name}`, dir] as [string, string]),
     ];
+    // One thread: a 2-thread spinning pool on a shared machine measures the neighbours.
+    const rates = new Map<string, number[]>();
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [label, ld] of runs) {
+        for (const ub of FLAG_UBATCHES) {
+          const key = `${label}|${ub}`;
+          rates.set(key, [...(rates.get(key) ?? []), await promptRate(model, ub, ld)]);
+        }
+      }
+    }
     lines.push(
       "### Which flag",
       "",
-      "llama-bench pp512/tg128 with each CPU backend (same source, same llama-bench), one run each:",
+      `llama-bench prompt tokens/s (252 tokens) in batches of ${
+        FLAG_UBATCHES.join(" and ")
+      } rows, ` +
+        `1 thread, median of ${ROUNDS} interleaved rounds; the same llama-bench and source, only ` +
+        "the CPU backend differs:",
       "",
-      "| CPU backend | pp512 | tg128 |",
-      "|---|---:|---:|",
+      `| CPU backend | ${FLAG_UBATCHES.map((u) => `${u}-row batches`).join(" | ")} |`,
+      `|---|${FLAG_UBATCHES.map(() => "---:").join("|")}|`,
+      ...runs.map(([label]) =>
+        `| ${label} | ${
+          FLAG_UBATCHES.map((u) => f0(median(rates.get(`${label}|${u}`)!))).join(" | ")
+        } |`
+      ),
+      "",
     );
-    for (const [label, ld] of runs) {
-      const r = await llamaBench(model, ld);
-      lines.push(`| ${label} | ${f0(r.pp)} | ${f0(r.tg)} |`);
-    }
-    lines.push("");
   } else {
     lines.push("llama.cpp's tools could not be built here: their rows are n/a.", "");
   }
