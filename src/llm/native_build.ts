@@ -103,9 +103,9 @@ function installHint(probe: ToolProbe, what: "build" | "cuda" | "vulkan"): strin
  *
  * @example
  * ```ts
- * import { resolveBackend } from "./native_build.ts";
- * const probe = { os: "linux", arch: "x86_64", cmake: "3.25.1", cc: "cc", cxx: "c++",
- *   compilerVersion: "", ninja: false, nvcc: true, glslc: false, vulkanHeaders: false, gpus: [] } as const;
+ * import { resolveBackend, type ToolProbe } from "./native_build.ts";
+ * const probe: ToolProbe = { os: "linux", arch: "x86_64", cmake: "3.25.1", cc: "cc", cxx: "c++",
+ *   compilerVersion: "", ninja: false, nvcc: true, glslc: false, vulkanHeaders: false, gpus: [] };
  * console.log(resolveBackend("auto", probe)); // "cpu"
  * ```
  */

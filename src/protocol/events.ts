@@ -92,9 +92,11 @@ export interface ModelInfo {
   };
   /** Every compute device the library's backends see, the CPU included. */
   devices?: DeviceInfo[];
-  /** Layers on a GPU (0: the CPU only), of the model's blocks plus its output layer. */
+  /** Layers on a GPU (0: the CPU only). */
   gpu_layers?: number;
+  /** The model's offloadable layers: its blocks plus its output layer. */
   gpu_layers_total?: number;
+  /** The devices holding the offloaded layers. */
   gpu_devices?: string[];
   /** Further fields a service reports (mode, ...). */
   [key: string]: unknown;
