@@ -1,6 +1,9 @@
 // `deno task bench`: every benchmark side by side in one run, written to
-// docs/BENCHMARKS.md with the machine and the date. `--only server,pty,llm,native` picks
-// some (`native`: prebuilt library vs native build, ~6 min; see scripts/bench_native.ts).
+// docs/BENCHMARKS.md with the machine and the date. `--only server,codec,pty,llm,http,models,native` picks
+// some; `pty` is all of `pty.throughput,pty.echo,pty.capture,pty.wait` (about 6 minutes
+// here: throughput ~3, echo ~2 with the LLM load, capture ~20 s, wait ~20 s), which run
+// alone too.
+// (`native`: prebuilt library vs native build, see scripts/bench_native.ts).
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
 
@@ -8,7 +11,9 @@ const { values } = parseArgs({
   args: Deno.args,
   options: { only: { type: "string" }, out: { type: "string" } },
 });
-const only = new Set((values.only ?? "server,pty,llm,native").split(","));
+const only = new Set((values.only ?? "server,codec,pty,llm,http,models,native").split(","));
+const PTY_PARTS = ["pty.throughput", "pty.echo", "pty.capture", "pty.wait"];
+if (only.has("pty")) { for (const p of PTY_PARTS) only.add(p); }
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
 
 function machine(): string {
@@ -26,23 +31,50 @@ if (only.has("server")) {
   console.error("bench: control channel");
   sections.push(await benchServer());
 }
-if (only.has("pty")) {
+if (only.has("codec")) {
+  console.error("bench: frame decode");
+  const { benchCodec } = await import("./bench_codec.ts");
+  sections.push(benchCodec());
+}
+if (only.has("pty.throughput") || only.has("pty.echo")) {
   console.error("bench: terminals");
   const { benchPty, llmDecodeLoad } = await import("./bench_pty.ts");
+  const echo = only.has("pty.echo");
   // The daemon has its (demo) model loaded so the echo can be measured again while 8
   // streams decode beside it.
   sections.push(
     await benchPty({
-      daemonArgs: [],
-      backgroundLoad: llmDecodeLoad(8),
-      backgroundLabel: "8 LLM streams decode (demo model)",
+      daemonArgs: echo ? [] : ["--no-model"],
+      echoOnly: !only.has("pty.throughput"),
+      noEcho: !echo,
+      ...(echo
+        ? { backgroundLoad: llmDecodeLoad(8), backgroundLabel: "8 LLM streams decode (demo model)" }
+        : {}),
     }),
   );
+}
+if (only.has("pty.capture") || only.has("pty.wait")) {
+  console.error("bench: terminals read by programs");
+  const { benchPtyPrograms } = await import("./bench_pty_programs.ts");
+  const parts = (["capture", "wait"] as const).filter((p) => only.has(`pty.${p}`));
+  sections.push(await benchPtyPrograms({ parts: [...parts] }));
 }
 if (only.has("llm")) {
   console.error("bench: llm");
   const { benchLlm } = await import("./bench_llm.ts");
   sections.push(await benchLlm());
+}
+
+if (only.has("http")) {
+  console.error("bench: http");
+  const { benchHttp } = await import("./bench_http.ts");
+  sections.push(await benchHttp());
+}
+
+if (only.has("models")) {
+  console.error("bench: real vocabularies and structured output");
+  const { benchModels } = await import("./bench_models.ts");
+  sections.push(await benchModels());
 }
 
 if (only.has("native")) {

@@ -16,6 +16,7 @@ import {
   type Message,
 } from "../src/protocol/mod.ts";
 import { type PtyProcess, spawnPty } from "../src/pty/mod.ts";
+import { readFd, waitFds } from "../src/pty/unix_socket.ts";
 import { percentile } from "../src/protocol/samples.ts";
 import { delay } from "../src/protocol/async.ts";
 
@@ -41,6 +42,8 @@ export interface BenchPtyOptions {
   log?: (line: string) => void;
   /** Run only the echo part (skip throughput): for iterating on latency. */
   echoOnly?: boolean;
+  /** Skip the echo part (throughput only). */
+  noEcho?: boolean;
 }
 
 interface Throughput {
@@ -203,6 +206,32 @@ async function measureEcho(
   return samples.sort((a, b) => a - b);
 }
 
+/**
+ * Echo round trips on a PTY this process owns, measured the same way for every terminal
+ * client: the PTY is taken from the poller (paused) and each echo is waited for in a
+ * blocking `poll` here, so the harness adds no hop of its own and no adaptive wait whose
+ * behaviour would depend on the path being measured.
+ */
+function measureEchoBlocking(p: PtyProcess, n: number): number[] {
+  const keys = "abcdefgijknopqrstuvwxyz";
+  const buf = new Uint8Array(64 * 1024);
+  const samples: number[] = [];
+  p.pause();
+  // Whatever arrived before the pause.
+  while (waitFds([p.fd], 50)[0].readable) readFd(p.fd, buf);
+  for (let i = 0; i < n + 50; i++) {
+    const key = new TextEncoder().encode(keys[i % keys.length]);
+    const t0 = performance.now();
+    p.write(key);
+    const [r] = waitFds([p.fd], 5000);
+    if (!r.readable) throw new Error("no echo within 5 s");
+    readFd(p.fd, buf);
+    if (i >= 50) samples.push(performance.now() - t0);
+  }
+  p.resume();
+  return samples.sort((a, b) => a - b);
+}
+
 /** A waiter that resolves at the next output chunk. */
 function outputSignal() {
   let resolve: (() => void) | undefined;
@@ -227,7 +256,7 @@ async function echoDirect(n: number): Promise<number[]> {
     sig.fire();
   };
   while (!text.includes("READY")) await delay(10);
-  const samples = await measureEcho(n, (k) => p.write(k), sig.next);
+  const samples = measureEchoBlocking(p, n);
   await closeProcess(p);
   return samples;
 }
@@ -331,8 +360,16 @@ async function echoRawConn(socket: string, n: number): Promise<number[]> {
   }
 }
 
-/** Echo through a terminal client (tmux, `umad run`) running on a PTY we own. */
-async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
+/**
+ * Echo round trips through a terminal client (tmux, `umad run`) running on a PTY this
+ * process owns: `n` keys one after another, sorted samples in ms.
+ *
+ * @example
+ * ```ts ignore
+ * const ms = await echoOuterTerminal(["tmux", "new", "sh -c 'stty raw -echo; echo READY; cat'"], 200);
+ * ```
+ */
+export async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
   const p = spawnTerminal(argv);
   const sig = outputSignal();
   let text = "";
@@ -347,7 +384,7 @@ async function echoOuterTerminal(argv: string[], n: number): Promise<number[]> {
     await delay(10);
   }
   await delay(300);
-  const samples = await measureEcho(n, (k) => p.write(k), sig.next);
+  const samples = measureEchoBlocking(p, n);
   await closeProcess(p);
   return samples;
 }
@@ -535,77 +572,89 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
       } else skipped.push("tmux: not installed");
     }
 
-    log("pty bench: echo, direct");
-    echo.push({ path: "direct PTY (in process)", samples: await echoDirect(n) });
-    log("pty bench: echo, umad library");
-    echo.push({ path: "umad, client library", samples: await echoUmadClient(daemon.socket, n) });
-    log("pty bench: echo, umad raw Deno conn");
-    echo.push({
-      path: "umad, bare Deno.connect client (no library)",
-      samples: await echoRawConn(daemon.socket, n),
-    });
-    log("pty bench: echo, umad run");
-    echo.push({
-      path: "`umad run` in an outer PTY",
-      samples: await echoOuterTerminal(
-        umadCli(["run", "--socket", daemon.socket, "--", ...RAW_CAT]),
-        n,
-      ),
-    });
-    if (tmux) {
-      log("pty bench: echo, tmux");
+    if (!options.noEcho) {
+      log("pty bench: echo, direct");
+      echo.push({ path: "direct PTY (in process)", samples: await echoDirect(n) });
+      log("pty bench: echo, umad library");
+      echo.push({ path: "umad, client library", samples: await echoUmadClient(daemon.socket, n) });
+      log("pty bench: echo, umad raw Deno conn");
       echo.push({
-        path: "tmux in an outer PTY",
-        samples: await echoOuterTerminal([
-          tmux,
-          "-S",
-          `${tmp}/tmux-echo.sock`,
-          "-f",
-          "/dev/null",
-          "new-session",
-          "-x",
-          "80",
-          "-y",
-          "24",
-          RAW_CAT.map((a) => `'${a}'`).join(" "),
-          ";",
-          "set",
-          "status",
-          "off",
-        ], n),
+        path: "umad, bare Deno.connect client (no library)",
+        samples: await echoRawConn(daemon.socket, n),
       });
-    }
-    if (options.backgroundLoad) {
-      const label = options.backgroundLabel ?? "background load";
-      log(`pty bench: echo, umad library, under ${label}`);
-      const stop = await options.backgroundLoad(daemon.socket);
-      try {
-        echo.push({
-          path: `umad, client library, while ${label}`,
-          samples: await echoUmadClient(daemon.socket, n),
-        });
-      } finally {
-        await stop();
+      // `umad run` and tmux side by side, in interleaved rounds (the machine's load moves).
+      const rounds = 4;
+      const runSamples: number[] = [];
+      const tmuxSamples: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        log(`pty bench: echo, umad run and tmux, round ${r + 1} of ${rounds}`);
+        runSamples.push(
+          ...await echoOuterTerminal(
+            umadCli(["run", "--socket", daemon.socket, "--", ...RAW_CAT]),
+            Math.ceil(n / rounds),
+          ),
+        );
+        if (tmux) {
+          tmuxSamples.push(
+            ...await echoOuterTerminal([
+              tmux,
+              "-S",
+              `${tmp}/tmux-echo.sock`,
+              "-f",
+              "/dev/null",
+              "new-session",
+              "-x",
+              "80",
+              "-y",
+              "24",
+              RAW_CAT.map((a) => `'${a}'`).join(" "),
+              ";",
+              "set",
+              "status",
+              "off",
+            ], Math.ceil(n / rounds)),
+          );
+        }
       }
-      // Again on a daemon whose decode threads are SCHED_IDLE.
-      log(`pty bench: echo, umad library, under ${label}, --decode-priority idle`);
-      const idle = await startDaemon([
-        ...(options.daemonArgs ?? []),
-        "--decode-priority",
-        "idle",
-      ]);
-      try {
-        const stopIdle = await options.backgroundLoad(idle.socket);
+      echo.push({
+        path: "`umad run` in an outer PTY",
+        samples: runSamples.sort((a, b) => a - b),
+      });
+      if (tmux) {
+        echo.push({ path: "tmux in an outer PTY", samples: tmuxSamples.sort((a, b) => a - b) });
+      }
+      if (options.backgroundLoad) {
+        const label = options.backgroundLabel ?? "background load";
+        log(`pty bench: echo, umad library, under ${label}`);
+        const stop = await options.backgroundLoad(daemon.socket);
         try {
           echo.push({
-            path: `umad, client library, while ${label}, \`--decode-priority idle\``,
-            samples: await echoUmadClient(idle.socket, n),
+            path: `umad, client library, while ${label}`,
+            samples: await echoUmadClient(daemon.socket, n),
           });
         } finally {
-          await stopIdle();
+          await stop();
         }
-      } finally {
-        await idle.stop();
+        // Again on a daemon whose decode threads are SCHED_IDLE.
+        log(`pty bench: echo, umad library, under ${label}, --decode-priority idle`);
+        const idle = await startDaemon([
+          ...(options.daemonArgs ?? []),
+          "--decode-priority",
+          "idle",
+        ]);
+        try {
+          const stopIdle = await options.backgroundLoad(idle.socket);
+          try {
+            echo.push({
+              path: `umad, client library, while ${label}, \`--decode-priority idle\``,
+              samples: await echoUmadClient(idle.socket, n),
+            });
+          } finally {
+            await stopIdle();
+          }
+        } finally {
+          await idle.stop();
+        }
       }
     }
   } finally {
@@ -658,12 +707,17 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
       out.push("");
     }
   }
-  out.push(
-    `Keystroke echo round trip (\`stty raw -echo; cat\`), ${n} keys one after another, ms:`,
-  );
-  out.push("");
-  out.push("| path | p50 | p90 | p99 | max |");
-  out.push("|---|---:|---:|---:|---:|");
+  if (echo.length > 0) {
+    out.push(
+      `Keystroke echo round trip (\`stty raw -echo; cat\`), ${n} keys one after another, ms. ` +
+        "Outer-PTY rows (direct, `umad run`, tmux) wait for each echo in a blocking poll in " +
+        "the bench process, the same way for every path; `umad run` and tmux run in four " +
+        "interleaved rounds.",
+    );
+    out.push("");
+    out.push("| path | p50 | p90 | p99 | max |");
+    out.push("|---|---:|---:|---:|---:|");
+  }
   for (const e of echo) {
     const s = e.samples;
     out.push(
@@ -672,7 +726,7 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
       } | ${fmt(s[s.length - 1], 3)} |`,
     );
   }
-  if (!options.backgroundLoad) {
+  if (!options.backgroundLoad && !options.noEcho) {
     out.push("");
     out.push(
       "Echo under LLM load: not measured in this run (pass `backgroundLoad` to `benchPty`).",
@@ -686,8 +740,8 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
 }
 
 if (import.meta.main) {
-  // deno run -A scripts/bench_pty.ts [LINES] [--llm] [--only echo] [--samples N]
-  //   --llm: echo again under 8 streams; --only echo: skip throughput; --samples: keys
+  // deno run -A scripts/bench_pty.ts [LINES] [--llm] [--only echo|throughput] [--samples N]
+  //   --llm: echo again under 8 streams; --only: one part; --samples: keys
   const args = [...Deno.args];
   const flag = (name: string): string | undefined => {
     const i = args.indexOf(name);
@@ -696,7 +750,9 @@ if (import.meta.main) {
     return v;
   };
   const only = flag("--only");
-  if (only !== undefined && only !== "echo") throw new Error(`--only: "echo" expected`);
+  if (only !== undefined && only !== "echo" && only !== "throughput") {
+    throw new Error(`--only: "echo" or "throughput" expected`);
+  }
   const samples = flag("--samples");
   const llm = args.includes("--llm");
   const lines = Number(args.find((a) => !a.startsWith("--")) ?? 10_000_000);
@@ -704,6 +760,7 @@ if (import.meta.main) {
     await benchPty({
       lines,
       echoOnly: only === "echo",
+      noEcho: only === "throughput",
       echoSamples: samples === undefined ? undefined : Number(samples),
       ...(llm
         ? {

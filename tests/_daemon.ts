@@ -25,7 +25,14 @@ export interface TestDaemon {
  */
 export async function startDaemon(
   args: string[] = [],
-  opts: { withModel?: boolean; dir?: string; socket?: string; env?: Record<string, string> } = {},
+  opts: {
+    withModel?: boolean;
+    dir?: string;
+    socket?: string;
+    env?: Record<string, string>;
+    /** Run under `ulimit <this>` in a child shell, e.g. "-n 128" (soft and hard), "-Sn 256". */
+    ulimit?: string;
+  } = {},
 ): Promise<TestDaemon> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "umad-test-" });
   const socket = opts.socket ?? `${dir}/umad.sock`;
@@ -33,8 +40,11 @@ export async function startDaemon(
   if (!opts.withModel && !args.includes("--model") && !args.includes("--no-model")) {
     full.push("--no-model");
   }
-  const process = new Deno.Command(Deno.execPath(), {
-    args: full,
+  const [program, argv] = opts.ulimit === undefined
+    ? [Deno.execPath(), full]
+    : ["bash", ["-c", `ulimit ${opts.ulimit} && exec "$0" "$@"`, Deno.execPath(), ...full]];
+  const process = new Deno.Command(program, {
+    args: argv,
     stdin: "null",
     stdout: "null",
     stderr: "piped",
@@ -191,18 +201,29 @@ export class RawClient {
   }
 }
 
-/** Runs the umad CLI (`deno run -A main.ts ...args`) to completion. */
+/**
+ * Runs the umad CLI (`deno run -A main.ts ...args`) to completion (killed after
+ * `timeoutMs`, default 2 minutes), with `stdin` as its input if given.
+ */
 export async function runUmad(
   args: string[],
-  opts: { env?: Record<string, string> } = {},
+  opts: { env?: Record<string, string>; stdin?: string; timeoutMs?: number } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    env: opts.env,
-    stdin: "null",
+    stdin: opts.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
-  }).output();
+    env: opts.env,
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  // A command that should have failed but serves instead must not hang the test.
+  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 120_000);
+  const out = await child.output().finally(() => clearTimeout(timer));
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }

@@ -45,7 +45,7 @@ Deno.test("usage errors exit 2, runtime errors exit 1, --help exits 0", async ()
   try {
     const r = await runUmad(["ping", "--socket", `${dir}/none.sock`]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /Cannot connect/);
+    assert.match(r.stderr, /the umad daemon is not running/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

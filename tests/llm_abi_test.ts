@@ -10,7 +10,12 @@ import {
   DEVICE_TYPES,
   LLAMA_CPP_VERSION,
   MODEL_PARAMS,
+  POOLING,
   THREADPOOL_PARAMS,
+  TOKEN_ATTR,
+  TOKEN_DATA,
+  TOKEN_DATA_ARRAY,
+  VOCAB_TYPES,
 } from "../src/llm/ffi.ts";
 import { ensureLlamaSource } from "../src/llm/llama_source.ts";
 
@@ -39,6 +44,25 @@ const STRUCTS: Record<string, Record<string, number>> = {
   "struct llama_context_params": CONTEXT_PARAMS,
   "struct llama_batch": BATCH,
   "struct ggml_threadpool_params": THREADPOOL_PARAMS,
+  "llama_token_data": TOKEN_DATA,
+  "llama_token_data_array": TOKEN_DATA_ARRAY,
+};
+/** Table keys that name a C field differently (`size` is sizeof in every table). */
+const FIELD_NAMES: Record<string, Record<string, string>> = {
+  "llama_token_data_array": { n: "size" },
+};
+
+/** Enum constants ffi.ts hard-codes, by the C name of each value. */
+const ENUMS: Record<string, number> = {
+  ...Object.fromEntries(
+    Object.entries(POOLING).map(([k, v]) => [`LLAMA_POOLING_TYPE_${k.toUpperCase()}`, v]),
+  ),
+  ...Object.fromEntries(VOCAB_TYPES.map((k, i) => [`LLAMA_VOCAB_TYPE_${k.toUpperCase()}`, i])),
+  ...Object.fromEntries(
+    Object.entries(TOKEN_ATTR).map((
+      [k, v],
+    ) => [`LLAMA_TOKEN_ATTR_${k.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`, v]),
+  ),
 };
 
 function program(): string {
@@ -52,7 +76,8 @@ function program(): string {
   ];
   for (const [struct, table] of Object.entries(STRUCTS)) {
     for (const field of Object.keys(table)) {
-      const expr = field === "size" ? `sizeof(${struct})` : `offsetof(${struct}, ${field})`;
+      const cField = FIELD_NAMES[struct]?.[field] ?? field;
+      const expr = field === "size" ? `sizeof(${struct})` : `offsetof(${struct}, ${cField})`;
       lines.push(`  printf(",\\"${struct}.${field}\\":%zu", (size_t) ${expr});`);
     }
   }
@@ -61,6 +86,9 @@ function program(): string {
       `  printf(",\\"device_type.${name}\\":%d", (int) GGML_BACKEND_DEVICE_TYPE_${name.toUpperCase()});`,
       `  (void) ${i};`,
     );
+  }
+  for (const name of Object.keys(ENUMS)) {
+    lines.push(`  printf(",\\"${name}\\":%d", (int) ${name});`);
   }
   lines.push(
     '  printf(",\\"struct ggml_backend_feature.size\\":%zu", sizeof(struct ggml_backend_feature));',
@@ -72,7 +100,7 @@ function program(): string {
 }
 
 Deno.test({
-  name: "ffi.ts struct layouts match llama.cpp v0.4.0's headers, field by field",
+  name: "ffi.ts struct layouts and enum values match llama.cpp v0.4.0's headers, field by field",
   ignore: cc === null,
   async fn() {
     const src = await ensureLlamaSource();
@@ -108,6 +136,7 @@ Deno.test({
         }
       }
       for (const [i, name] of DEVICE_TYPES.entries()) assert.equal(c[`device_type.${name}`], i);
+      for (const [name, value] of Object.entries(ENUMS)) assert.equal(value, c[name], name);
       // ffi.ts walks the feature list in 16-byte steps.
       assert.equal(c["struct ggml_backend_feature.size"], 16);
     } finally {

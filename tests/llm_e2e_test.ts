@@ -157,16 +157,18 @@ withDaemon(
         stderr: new TextDecoder().decode(out.stderr),
       };
     };
+    // The CLI ends its text with a newline (unless the text has one).
+    const printed = expected.text.endsWith("\n") ? expected.text : expected.text + "\n";
     const plain = await run([]);
     assert.equal(plain.code, 0, plain.stderr);
-    assert.equal(plain.stdout, expected.text);
+    assert.equal(plain.stdout, printed);
     const piped = await run([], "the water");
     assert.equal(piped.code, 0, piped.stderr);
-    assert.equal(piped.stdout, expected.text, "the prompt read from stdin");
+    assert.equal(piped.stdout, printed, "the prompt read from stdin");
     const stop = expected.text.slice(6, 9);
     const stopped = await run(["--stop", "never-seen", "--stop", stop]);
     assert.equal(stopped.code, 0, stopped.stderr);
-    assert.equal(stopped.stdout, expected.text.slice(0, expected.text.indexOf(stop)));
+    assert.equal(stopped.stdout, expected.text.slice(0, expected.text.indexOf(stop)) + "\n");
     const json = await run(["--json"]);
     assert.equal(json.code, 0, json.stderr);
     const lines = json.stdout.trim().split("\n").map((l) => JSON.parse(l));
@@ -177,9 +179,13 @@ withDaemon(
   },
 );
 
-withDaemon("a client written for UMA Serve works unchanged (Python)", TINY(), async (d) => {
+withDaemon("a client written for UMA Serve works unchanged (Python)", [
+  ...TINY(),
+  "--max-tokens",
+  "7",
+], async (d) => {
   const out = await new Deno.Command("python3", {
-    args: [`${ROOT}tests/fixtures/uma_client.py`, d.socket],
+    args: [`${ROOT}tests/fixtures/uma_client.py`, d.socket, "7"],
     stdin: "null",
   }).output();
   const stdout = new TextDecoder().decode(out.stdout);
@@ -188,6 +194,10 @@ withDaemon("a client written for UMA Serve works unchanged (Python)", TINY(), as
   const r = JSON.parse(stdout);
   assert.equal(r.a_tokens, 12);
   assert.equal(r.d_reason, "cancelled");
+  assert.equal(r.big_code, "E_LIMIT_001");
+  assert.equal(r.utf8_code, "E_PROTO_001");
+  assert.equal(r.default_tokens, 7);
+  assert.ok(r.uma_metrics.batch_calls_total >= 1);
   assert.deepEqual(r.failures, []);
 });
 

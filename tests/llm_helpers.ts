@@ -4,6 +4,7 @@ import type { Stream } from "../src/protocol/service.ts";
 import { type SyntheticModelSpec, TINY_MODEL, writeSyntheticModel } from "../src/llm/mod.ts";
 import { createLlmService, type LlmService, type LlmServiceOptions } from "../src/llm/mod.ts";
 import { validateRequest } from "../src/protocol/mod.ts";
+import { ensureVocabModel, type VocabModelName } from "../src/llm/vocab_models.ts";
 
 let tinyPath: string | null = null;
 
@@ -134,4 +135,38 @@ export async function tinyService(
     ...options,
   });
   return Object.assign(llm, { [Symbol.asyncDispose]: () => llm.close!() });
+}
+
+/**
+ * A service on a random-weight model carrying a real tokenizer (built once into the user
+ * cache, from the llama.cpp source fetched once); close it with `await using`.
+ */
+export async function vocabService(
+  name: VocabModelName,
+  options: LlmServiceOptions = {},
+): Promise<LlmService & AsyncDisposable> {
+  const llm = await createLlmService({
+    model: await ensureVocabModel(name),
+    threads: 1,
+    parallel: 4,
+    ctx: 4 * 512,
+    ...options,
+  });
+  return Object.assign(llm, { [Symbol.asyncDispose]: () => llm.close!() });
+}
+
+/** Sends any validated request (tokenize, detokenize, embed...) and waits for its end. */
+export async function request(
+  llm: LlmService,
+  fields: Message & { type: string },
+  stream = new FakeStream(`r${nextId++}`),
+): Promise<FakeStream> {
+  try {
+    await llm.handle(validateRequest({ id: stream.id, ...fields }, "json"), stream);
+  } catch (err) {
+    const e = err as { code?: ErrorCode; message: string };
+    stream.fail(e.code ?? "E_INTERNAL", e.message);
+  }
+  await stream.done();
+  return stream;
 }

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-control-regex
 // `umad run` / `attach` / `ls` / `kill` driven through tmux as the outer terminal.
 import assert from "node:assert/strict";
 import { startPtyDaemon } from "./pty_helpers.ts";
@@ -166,6 +167,295 @@ Deno.test({
       assert.equal(help.code, 0);
       assert.match(help.out, /Usage: umad kill SESSION/);
     } finally {
+      await tmux.kill();
+      await daemon.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Runs `umad ...` to completion. */
+function umadCli(args: string[]) {
+  return run(Deno.execPath(), ["run", "-A", MAIN, ...args]);
+}
+
+Deno.test("umad capture prints the screen and scrollback; umad wait waits for a pattern", async () => {
+  const daemon = await startPtyDaemon();
+  try {
+    const { connect } = await import("../src/client/client.ts");
+    const c = await connect({ socket: daemon.socket, reconnect: false });
+    try {
+      const r = await c.request({
+        type: "pty.spawn",
+        argv: ["/bin/sh", "-c", "seq 1 300; sleep 1; printf 'ok> '; exec sleep 60"],
+        cols: 50,
+        rows: 10,
+        name: "job",
+      });
+      const waited = await umadCli(["wait", "job", "ok> $", "--regex", "--socket", daemon.socket]);
+      assert.equal(waited.code, 0, waited.out);
+      assert.match(waited.out, /^ok> $/m);
+      const screen = await umadCli(["capture", "job", "--socket", daemon.socket]);
+      assert.equal(screen.code, 0, screen.out);
+      assert.equal(
+        screen.out,
+        [...Array.from({ length: 9 }, (_, i) => `${292 + i}`), "ok>"].join("\n") + "\n",
+      );
+      const back = await umadCli([
+        "capture",
+        String(r.session),
+        "-S",
+        "-3",
+        "-E",
+        "-1",
+        "--socket",
+        daemon.socket,
+      ]);
+      assert.equal(back.out, "289\n290\n291\n");
+      const ansi = await umadCli(["capture", "job", "--ansi", "--socket", daemon.socket]);
+      assert.match(ansi.out, /\x1b\[0m\n$/);
+      const miss = await umadCli([
+        "wait",
+        "job",
+        "never",
+        "--timeout",
+        "200",
+        "--socket",
+        daemon.socket,
+      ]);
+      assert.equal(miss.code, 1);
+      assert.match(miss.out, /no match/);
+      const usage = await umadCli(["capture", "job", "--start", "x"]);
+      assert.equal(usage.code, 2);
+      const gone = await umadCli(["capture", "nope", "--socket", daemon.socket]);
+      assert.equal(gone.code, 1);
+      assert.match(gone.out, /not found/);
+    } finally {
+      await c.close();
+    }
+  } finally {
+    await daemon.stop();
+  }
+});
+
+Deno.test("umad ls --watch prints the sessions, then their events, escaping control characters", async () => {
+  const daemon = await startPtyDaemon();
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "ls", "--watch", "--socket", daemon.socket],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    const until = async (re: RegExp) => {
+      const deadline = Date.now() + 20_000;
+      while (!re.test(out)) {
+        const left = deadline - Date.now();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const r = await Promise.race([
+          reader.read(),
+          new Promise<null>((res) => timer = setTimeout(() => res(null), Math.max(0, left))),
+        ]);
+        clearTimeout(timer);
+        if (r === null) throw new Error(`no ${re} in:\n${out}`);
+        if (r.done) throw new Error(`ls --watch ended:\n${out}`);
+        out += r.value;
+      }
+    };
+    await until(/no sessions/);
+    const { connect } = await import("../src/client/client.ts");
+    const c = await connect({ socket: daemon.socket, reconnect: false });
+    try {
+      const r = await c.request({
+        type: "pty.spawn",
+        argv: ["/bin/sh", "-c", "printf '\\033]2;t\\033[31m\\007'; read x; exit 2"],
+        name: "evil\x1b[2Jname",
+        cols: 70,
+        rows: 20,
+      });
+      await until(/created\s+[0-9a-f]+\s+evil\\x1b\[2Jname\s+pid \d+\s+70x20/);
+      // ESC ends an OSC string: the title is "t", then comes a color the title never sees.
+      await until(/title\s+[0-9a-f]+\s+"t"/);
+      c.send({
+        type: "pty.input",
+        session: r.session as string,
+        data: new TextEncoder().encode("\r"),
+      });
+      await until(/exited\s+[0-9a-f]+\s+code 2 \(exited\)/);
+      assert.doesNotMatch(out, /\x1b/);
+      reader.releaseLock();
+    } finally {
+      await c.close();
+    }
+  } finally {
+    try {
+      proc.kill("SIGINT");
+    } catch { /* gone */ }
+    await proc.status;
+    await proc.stdout.cancel().catch(() => {});
+    await daemon.stop();
+  }
+});
+
+Deno.test({
+  name: "an attached umad run says the daemon shut down, and a lost connection is not a detach",
+  ignore: !hasTmux(),
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "umad-tmux-" });
+    const tmux = new Tmux(`${dir}/tmux.sock`);
+    const daemon = await startPtyDaemon();
+    const killed = await startPtyDaemon();
+    const umad = (socket: string, args: string) =>
+      `${shq(Deno.execPath())} run -A ${shq(MAIN)} run --socket ${shq(socket)} ${args}`;
+    try {
+      await tmux.start("one", umad(daemon.socket, "-- /bin/sh -c 'echo up-one; exec sleep 600'"));
+      await tmux.start("two", umad(killed.socket, "-- /bin/sh -c 'echo up-two; exec sleep 600'"));
+      await tmux.waitFor("one", /up-one/);
+      await tmux.waitFor("two", /up-two/);
+      await daemon.stop(); // SIGTERM: an orderly shutdown
+      const one = await tmux.waitFor("one", /\[rc=\d+\]/);
+      assert.match(one, /\[session [0-9a-f]+ ended: the daemon shut down\]/);
+      assert.doesNotMatch(one, /detached/);
+      Deno.kill(killed.pid, "SIGKILL"); // gone without a word
+      const two = await tmux.waitFor("two", /\[rc=\d+\]/);
+      assert.match(
+        two,
+        /\[lost the connection to the daemon; session [0-9a-f]+ may still be running/,
+      );
+      assert.match(two, /\[rc=1\]/);
+      assert.doesNotMatch(two, /detached/);
+    } finally {
+      await tmux.kill();
+      await daemon.stop();
+      await killed.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test("leaving a session that never used the alternate screen leaves the outer cursor where it is", async () => {
+  // The outer terminal is xterm.js (headless), fed by a PTY that umad run writes to.
+  const { spawnPty } = await import("../src/pty/mod.ts");
+  const xterm = (await import("@xterm/headless")).default;
+  const daemon = await startPtyDaemon();
+  try {
+    const outer = new xterm.Terminal({ cols: 80, rows: 12, allowProposedApi: true });
+    outer.write("earlier-output\r\n");
+    const p = spawnPty({
+      file: Deno.execPath(),
+      argv: [
+        Deno.execPath(),
+        "run",
+        "-A",
+        MAIN,
+        "run",
+        "--socket",
+        daemon.socket,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo inside-1; echo inside-2",
+      ],
+      env: Deno.env.toObject(),
+      cols: 80,
+      rows: 12,
+    });
+    p.onData = (b) => outer.write(b);
+    await new Promise<void>((r) => p.onExit = () => r());
+    await new Promise<void>((r) => outer.write("AFTER", r));
+    const lines = Array.from(
+      { length: 12 },
+      (_, i) => outer.buffer.active.getLine(i)!.translateToString(true),
+    );
+    const text = lines.join("\n");
+    assert.match(
+      text,
+      /^earlier-output\ninside-1\ninside-2\n(\n)?\[session [0-9a-f]+ exited with code 0\]\nAFTER/,
+      text,
+    );
+  } finally {
+    await daemon.stop();
+  }
+});
+
+Deno.test({
+  name: "modes a session set come back in tmux when umad attach re-attaches, one by one",
+  ignore: !hasTmux(),
+  async fn() {
+    const daemon = await startPtyDaemon();
+    const dir = await Deno.makeTempDir({ prefix: "umad-tmux-" });
+    const tmux = new Tmux(`${dir}/tmux.sock`);
+    const { connect } = await import("../src/client/client.ts");
+    const c = await connect({ socket: daemon.socket, reconnect: false });
+    // [name, what the program prints, tmux format, value expected after re-attach]
+    const modes: [string, string, string, string][] = [
+      ["cursor-hidden", "\\033[?25l", "#{cursor_flag}", "0"],
+      ["keypad", "\\033=", "#{keypad_flag}", "1"],
+      ["cursor-keys", "\\033[?1h", "#{keypad_cursor_flag}", "1"],
+      ["mouse-std", "\\033[?1000h", "#{mouse_standard_flag}", "1"],
+      ["mouse-drag-sgr", "\\033[?1002h\\033[?1006h", "#{mouse_button_flag}#{mouse_sgr_flag}", "11"],
+      ["mouse-any", "\\033[?1003h", "#{mouse_any_flag}", "1"],
+      ["mouse-utf8", "\\033[?1000h\\033[?1005h", "#{mouse_utf8_flag}", "1"],
+      ["alt-screen", "\\033[?1049h", "#{alternate_on}", "1"],
+      ["title", "\\033]2;re-attached title\\007", "#{pane_title}", "re-attached title"],
+      ["region", "\\033[3;12r", "#{scroll_region_upper},#{scroll_region_lower}", "2,11"],
+      ["origin", "\\033[3;12r\\033[?6h", "#{origin_flag}", "1"],
+      ["insert", "\\033[4h", "#{insert_flag}", "1"],
+      ["no-wrap", "\\033[?7l", "#{wrap_flag}", "0"],
+    ];
+    try {
+      for (const [name, seq] of modes) {
+        const r = await c.request({
+          type: "pty.spawn",
+          argv: ["/bin/sh", "-c", `printf '${seq}'; printf 'SET'; exec sleep 600`],
+          name,
+          cols: 80,
+          rows: 24,
+        });
+        // A first client comes and goes (it got the raw output): what follows is a
+        // re-attach, restored from the snapshot.
+        const session = r.session as string;
+        await c.request({ type: "pty.wait", session, pattern: "SET", timeout_ms: 10_000 });
+        const first = c.stream({ type: "pty.attach", session }, (e) => e.event === "pty.detached");
+        await first.next();
+        await c.request({ type: "pty.detach", session });
+        for await (const _ of first) { /* to its end */ }
+      }
+      const attach = (name: string) =>
+        `${shq(Deno.execPath())} run -A ${shq(MAIN)} attach ${name} --socket ${shq(daemon.socket)}`;
+      await tmux.start("base", "sleep 600", 80, 24);
+      for (const [name] of modes) {
+        await tmux.cmd("new-window", "-d", "-t", "base", "-n", name, attach(name));
+      }
+      for (const [name, , format, expected] of modes) {
+        const deadline = Date.now() + 30_000;
+        let got = "";
+        while (Date.now() < deadline) {
+          got = (await tmux.cmd("display-message", "-p", "-t", `base:${name}`, format)).trim();
+          if (got === expected) break;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        assert.equal(got, expected, `${name}: ${format}`);
+      }
+      // And a plain session leaves tmux's defaults alone.
+      await c.request({
+        type: "pty.spawn",
+        argv: ["/bin/sh", "-c", "printf SET; exec sleep 600"],
+        name: "plain",
+      });
+      await tmux.cmd("new-window", "-d", "-t", "base", "-n", "plain", attach("plain"));
+      await tmux.waitFor("base:plain", /SET/);
+      const flags = await tmux.cmd(
+        "display-message",
+        "-p",
+        "-t",
+        "base:plain",
+        "#{cursor_flag}#{keypad_flag}#{mouse_any_flag}#{alternate_on}#{wrap_flag}",
+      );
+      assert.equal(flags.trim(), "10001");
+    } finally {
+      await c.close();
       await tmux.kill();
       await daemon.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});

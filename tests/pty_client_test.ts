@@ -124,9 +124,9 @@ Deno.test("two clients of one session see the same output, and readonly is enfor
     await withClient(d.socket, async (c1) => {
       await withClient(d.socket, async (c2) => {
         const t1 = await spawn(c1, "cat", [], { name: "shared" });
+        const o1 = collect(t1); // before anything else is awaited: events may come meanwhile
         const t2 = await attach(c2, "shared", { readonly: true });
         assert.equal(t2.session, t1.session);
-        const o1 = collect(t1);
         const o2 = collect(t2);
         await waitUntil(() => o1.snapshots.length === 1 && o2.snapshots.length === 1);
         t1.write("line-one\r");

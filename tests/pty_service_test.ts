@@ -224,20 +224,105 @@ Deno.test("the most recently active writable client decides the size", async () 
   });
 });
 
-Deno.test("unknown sessions and programs are E_NOT_FOUND", async () => {
+Deno.test("unknown sessions are E_NOT_FOUND", async () => {
   await withService(async (svc) => {
-    for (const type of ["pty.attach", "pty.detach", "pty.kill"]) {
+    for (const type of ["pty.attach", "pty.detach", "pty.kill", "pty.capture", "pty.pause"]) {
       const s = await call(svc, { type, session: "nope" });
       assert.equal(s.failure?.code, "E_NOT_FOUND", type);
       assert.match(s.failure!.message, /"nope": not found/);
     }
     const i = await call(svc, { type: "pty.input", session: "nope", data: bytes("x") });
     assert.equal(i.failure?.code, "E_NOT_FOUND");
-    const p = await call(svc, { type: "pty.spawn", argv: ["no-such-program-xyz"] });
-    assert.equal(p.failure?.code, "E_NOT_FOUND");
-    const c = await call(svc, { type: "pty.spawn", argv: ["true"], cwd: "/no/such/dir" });
-    assert.equal(c.failure?.code, "E_NOT_FOUND");
   });
+});
+
+Deno.test("programs that cannot start are E_SPAWN with the cause in the message", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "umad-spawn-" });
+  try {
+    await Deno.writeTextFile(`${dir}/no-x.sh`, "echo hi\n");
+    await Deno.writeFile(`${dir}/garbage`, new Uint8Array([0x7f, 0x00, 0x01, 0x02]), {
+      mode: 0o755,
+    });
+    await Deno.writeTextFile(`${dir}/file`, "");
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ argv: ["no-such-program-xyz"] }, /"no-such-program-xyz": not found in PATH/],
+      [{ argv: [`${dir}/missing`] }, /not found/],
+      [{ argv: [`${dir}/no-x.sh`] }, /not executable/],
+      [{ argv: [`${dir}/garbage`] }, /not executable \(not a binary, and no #! line\)/],
+      [{ argv: [dir] }, /is a directory/],
+      [{ argv: ["true"], cwd: "/no/such/dir" }, /in "\/no\/such\/dir": no such directory/],
+      [{ argv: ["true"], cwd: `${dir}/file` }, /not a directory/],
+      // One argument over the kernel's 128 KiB per-string limit: E2BIG from exec.
+      [{ argv: ["/bin/echo", "x".repeat(200_000)] }, /argument list too long/],
+    ];
+    await withService(async (svc) => {
+      for (const [msg, re] of cases) {
+        const s = await call(svc, { type: "pty.spawn", ...msg });
+        assert.equal(s.failure?.code, "E_SPAWN", JSON.stringify(msg).slice(0, 100));
+        assert.match(s.failure!.message, re);
+      }
+      assert.equal(svc.metrics().pty.sessions, 0);
+      assert.equal(liveChildren(), 0);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("maxSessions refuses spawns past the limit with E_BUSY, forgetting exited ones first", async () => {
+  await withService(async (svc) => {
+    const a = await spawn(svc, { argv: ["sleep", "30"] });
+    const b = await spawn(svc, { argv: ["true"] });
+    await waitUntil(() => svc.metrics().pty.exited_total === 1);
+    // The exited one makes room; the running one does not.
+    const c = await spawn(svc, { argv: ["sleep", "30"] });
+    const full = await call(svc, { type: "pty.spawn", argv: ["true"] });
+    assert.equal(full.failure?.code, "E_BUSY");
+    assert.match(full.failure!.message, /2 terminal sessions are running already/);
+    const ids = ((await call(svc, { type: "pty.list" })).events[0].sessions as {
+      session: string;
+    }[]).map((s) => s.session);
+    assert.deepEqual(ids.sort(), [a, c].sort());
+    assert.ok(!ids.includes(b));
+    const m = svc.metrics().pty;
+    assert.equal(m.max_sessions, 2);
+    assert.equal(m.spawns_refused, 1);
+  }, { maxSessions: 2 });
+});
+
+Deno.test("out of file descriptors at spawn is E_BUSY, not E_INTERNAL, and the service recovers", async () => {
+  // A child process with a low descriptor limit runs the service and spawns until it fails.
+  const script = `
+    import { createPtyService } from "${new URL("../src/pty/mod.ts", import.meta.url).href}";
+    import { call } from "${new URL("./pty_helpers.ts", import.meta.url).href}";
+    const svc = createPtyService({ maxSessions: 10000 });
+    const codes = new Set();
+    let ok = 0;
+    for (let i = 0; i < 200; i++) {
+      const s = await call(svc, { type: "pty.spawn", argv: ["sleep", "30"] });
+      if (s.failure) { codes.add(s.failure.code); break; }
+      ok++;
+    }
+    const list = (await call(svc, { type: "pty.list" })).events[0].sessions;
+    await call(svc, { type: "pty.kill", session: list[0].session, signal: "KILL" });
+    await new Promise((r) => setTimeout(r, 300));
+    const again = await call(svc, { type: "pty.spawn", argv: ["true"] });
+    console.log(JSON.stringify({ ok, codes: [...codes], again: again.failure?.code ?? "ok",
+      refused: svc.metrics().pty.spawns_refused }));
+    await svc.close();
+  `;
+  const out = await new Deno.Command("/bin/sh", {
+    args: ["-c", `ulimit -n 64 && exec "$0" eval "$1"`, Deno.execPath(), script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const r = JSON.parse(text.trim().split("\n").at(-1)!);
+  assert.ok(r.ok > 0 && r.ok < 200, text);
+  assert.deepEqual(r.codes, ["E_BUSY"]);
+  assert.equal(r.again, "ok");
+  assert.ok(r.refused >= 1);
 });
 
 Deno.test("all 256 byte values pass through a raw session byte-exact", async () => {
@@ -309,8 +394,9 @@ Deno.test("100 sessions spawned and exited leave no zombies and no leaked fds", 
     await waitUntil(() => svc.metrics().pty.exited_total === 100, 30000, "100 exits");
     assert.equal(liveChildren(), 0);
     assert.deepEqual(zombies(), []);
-    // Every master is closed.
-    assert.deepEqual(fds(), []);
+    // Every master is closed: the PTY descriptors are the ones this process had before
+    // (a test run from a terminal has its own stdin on a pts).
+    assert.deepEqual(fds(), fdsBefore);
     const list = await call(svc, { type: "pty.list" });
     const sessions = list.events[0].sessions as { state: string; code: number }[];
     assert.equal(sessions.length, 100);
@@ -318,7 +404,6 @@ Deno.test("100 sessions spawned and exited leave no zombies and no leaked fds", 
   });
   assert.deepEqual(zombies(), []);
   assert.deepEqual(fds(), fdsBefore);
-  assert.deepEqual(fdsBefore, []);
 });
 
 Deno.test("closing the service hangs up running sessions and reaps them", async () => {
@@ -333,4 +418,50 @@ Deno.test("closing the service hangs up running sessions and reaps them", async 
   }
   assert.equal(liveChildren(), 0);
   assert.equal(stream!.events.at(-1)!.event, "pty.exit");
+});
+
+Deno.test("the leak test passes when the test runner's own stdin is a terminal", async () => {
+  // Run the 100-session test with a PTY as stdin, stdout and stderr (as from a shell).
+  await withService(async (svc) => {
+    const id = await spawn(svc, {
+      argv: [
+        Deno.execPath(),
+        "test",
+        "-A",
+        new URL(import.meta.url).pathname,
+        "--filter",
+        "100 sessions spawned and exited",
+      ],
+      cwd: new URL("..", import.meta.url).pathname,
+      cols: 200,
+      rows: 50,
+    });
+    const a = await attach(svc, id, 1);
+    await a.until((ev) => ev.some((e) => e.event === "pty.exit"), 120_000, "the nested run");
+    const exit = a.events.find((e) => e.event === "pty.exit")!;
+    assert.equal(exit.code, 0, a.text().slice(-3000));
+    assert.match(a.text(), /1 passed/);
+  }, { exitedTtlMs: 60_000 });
+});
+
+Deno.test("scrollback is capped in bytes: a wide terminal keeps fewer lines", async () => {
+  // 100 columns × 12 bytes a cell: 120,000 bytes hold 100 lines.
+  await withService(async (svc) => {
+    const id = await spawn(svc, {
+      ...sh("seq 1 3000; printf END; exec sleep 60"),
+      cols: 100,
+      rows: 10,
+    });
+    const w = await call(svc, { type: "pty.wait", session: id, pattern: "END", timeout_ms: 10000 });
+    await w.until((e) => e.length > 0, 12000, "END");
+    const c = await call(svc, { type: "pty.capture", session: id, start: -100000 });
+    await c.until((e) => e.length > 0);
+    const lines = (c.events[0].data as string).split("\n").slice(0, -1);
+    assert.equal(lines.length, 100 + 10);
+    assert.equal(lines[0], String(3000 - 9 - 100 + 1));
+    const m = svc.metrics().pty;
+    assert.equal(m.scrollback_lines, 1000);
+    assert.equal(m.scrollback_bytes_max, 120_000);
+    assert.ok(m.screen_bytes > 0 && m.screen_bytes <= 110 * 100 * 12, String(m.screen_bytes));
+  }, { scrollbackBytes: 120_000 });
 });

@@ -4,11 +4,13 @@
 // (the CLI through `deno run -A main.ts` until `deno task install` puts the real one
 // there); JavaScript blocks run under Node with the built npm package installed, and
 // under Deno with the source mapped as the README says; TypeScript blocks under Deno.
+// The daemon also serves --http, and every block gets OPENAI_BASE_URL and OPENAI_API_KEY
+// for it, as the README's HTTP section sets them; the `openai` package is the repo's own.
 //
 // Marker (on the line before the block, used sparingly):
 //   <!-- readme-test: skip (why it cannot run in CI) -->
 import assert from "node:assert/strict";
-import { startDaemon, type TestDaemon } from "./_daemon.ts";
+import { type HttpDaemon, startHttpDaemon } from "./_http.ts";
 
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
 const MARKER = /^<!--\s*readme-test:\s*(\S+)\s*(.*?)\s*-->$/;
@@ -102,10 +104,15 @@ async function umadShim(dir: string): Promise<string> {
 }
 
 /** Runs one block; returns what it printed, or throws with it. */
-async function runBlock(block: CodeBlock, daemon: TestDaemon, scratch: string): Promise<void> {
+async function runBlock(block: CodeBlock, daemon: HttpDaemon, scratch: string): Promise<void> {
   const where = `README.md:${block.line} (${block.lang})`;
   const denoDir = Deno.execPath().replace(/\/[^/]+$/, "");
-  const env = { UMAD_SOCKET: daemon.socket, NO_COLOR: "1" };
+  const env = {
+    UMAD_SOCKET: daemon.socket,
+    NO_COLOR: "1",
+    OPENAI_BASE_URL: `${daemon.base}/v1`,
+    OPENAI_API_KEY: daemon.token ?? "",
+  };
   let out: Output;
   if (SHELL.has(block.lang)) {
     // A `deno task install` in the README installs into the scratch folder, not $HOME.
@@ -125,6 +132,8 @@ async function runBlock(block: CodeBlock, daemon: TestDaemon, scratch: string): 
     const project = `${scratch}/node-project`;
     await Deno.mkdir(`${project}/node_modules`, { recursive: true });
     await Deno.symlink(`${ROOT}/npm`, `${project}/node_modules/umad-client`);
+    // The README's HTTP example uses OpenAI's client: the one deno.json installs.
+    await Deno.symlink(`${ROOT}/node_modules/openai`, `${project}/node_modules/openai`);
     await Deno.writeTextFile(`${project}/package.json`, '{"private":true,"type":"module"}');
     await Deno.writeTextFile(`${project}/demo.mjs`, block.code);
     out = await run("node", ["demo.mjs"], { cwd: project, env });
@@ -151,6 +160,7 @@ async function runUnderDeno(
   const imports = {
     "umad-client": `${ROOT}/src/client/mod.ts`,
     "@msgpack/msgpack": "npm:@msgpack/msgpack@^3.1.3",
+    openai: JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).imports.openai,
   };
   await Deno.writeTextFile(`${project}/deno.json`, JSON.stringify({ imports }));
   await Deno.writeTextFile(`${project}/${file}`, code);
@@ -170,7 +180,7 @@ Deno.test("every README code block either runs here or says why not", () => {
 });
 
 Deno.test("the README's code blocks run as written against a real daemon", async (t) => {
-  const daemon = await startDaemon(["--threads", "1", "--parallel", "2"], { withModel: true });
+  const daemon = await startHttpDaemon(["--threads", "1", "--parallel", "2"], { withModel: true });
   try {
     for (const block of blocks.filter((b) => !b.marker)) {
       await t.step(`README.md:${block.line} (${block.lang})`, async () => {

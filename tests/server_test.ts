@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { encodeFrame, encodePayload } from "../src/protocol/mod.ts";
+import { concat } from "../src/protocol/bytes.ts";
 import { RawClient, rssOf, runUmad, startDaemon } from "./_daemon.ts";
 import { delay } from "../src/protocol/async.ts";
 
@@ -114,15 +115,18 @@ Deno.test("the socket's directory is 0700 and the socket 0600", async () => {
   }
 });
 
-Deno.test("a socket directory open to group or others is refused with exit code 2", async () => {
-  const dir = await Deno.makeTempDir();
+Deno.test("a default socket directory open to group or others is refused with exit code 2", async () => {
+  const runtime = await Deno.makeTempDir();
   try {
-    Deno.chmodSync(dir, 0o755);
-    const r = await runUmad(["serve", "--no-model", "--socket", `${dir}/umad.sock`]);
+    Deno.mkdirSync(`${runtime}/umad`);
+    Deno.chmodSync(`${runtime}/umad`, 0o755);
+    const r = await runUmad(["serve", "--no-model"], {
+      env: { XDG_RUNTIME_DIR: runtime, UMAD_SOCKET: "" },
+    });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /must not grant group or other access/);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(runtime, { recursive: true });
   }
 });
 
@@ -201,7 +205,37 @@ Deno.test("a connection over its request rate gets E_RATE_LIMITED and stays open
   }
 });
 
-Deno.test("a connection that sends nothing is closed after the idle timeout", async () => {
+Deno.test("--rate-limit 10 lets a burst of 10 through, --rate-burst raises it, not 20,002", async () => {
+  const counts: Record<string, { pong: number; limited: number }> = {};
+  for (const args of [["--rate-limit", "10"], ["--rate-limit", "10", "--rate-burst", "50"]]) {
+    const d = await startDaemon(args);
+    const c = await RawClient.connect(d.socket);
+    try {
+      // 1000 pings in one write: read in one go, so no refill to speak of between them.
+      const frames = Array.from(
+        { length: 1000 },
+        (_, i) => encodeFrame(encodePayload({ type: "ping", id: `p${i}` }, "json")),
+      );
+      await c.writeRaw(concat(frames));
+      const replies = [];
+      for (let i = 0; i < 1000; i++) replies.push(await c.next());
+      counts[args.join(" ")] = {
+        pong: replies.filter((m) => m.event === "pong").length,
+        limited: replies.filter((m) => m.code === "E_RATE_LIMITED").length,
+      };
+    } finally {
+      c.close();
+      await d.stop();
+    }
+  }
+  const plain = counts["--rate-limit 10"];
+  const burst = counts["--rate-limit 10 --rate-burst 50"];
+  assert.equal(plain.pong + plain.limited, 1000);
+  assert.ok(plain.pong >= 10 && plain.pong < 20, JSON.stringify(counts));
+  assert.ok(burst.pong >= 50 && burst.pong < 60, JSON.stringify(counts));
+});
+
+Deno.test("a connection that sends nothing gets E_IDLE_TIMEOUT, then is closed", async () => {
   const d = await startDaemon(["--idle-timeout", "300"]);
   const quiet = await RawClient.connect(d.socket);
   const active = await RawClient.connect(d.socket);
@@ -209,6 +243,11 @@ Deno.test("a connection that sends nothing is closed after the idle timeout", as
     await active.request({ type: "ping", id: "1" });
     await quiet.done;
     assert.ok(quiet.closed);
+    // Told why before the close, not dropped silently.
+    assert.equal(quiet.queued.length, 1, JSON.stringify(quiet.queued));
+    assert.equal(quiet.queued[0].code, "E_IDLE_TIMEOUT");
+    assert.equal(quiet.queued[0].id, null);
+    assert.match(quiet.queued[0].message as string, /No request within 300 ms/);
     await delay(400);
     assert.equal((await active.request({ type: "ping", id: "2" })).event, "pong");
   } finally {

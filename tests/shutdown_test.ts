@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { RawClient, startDaemon } from "./_daemon.ts";
 import { tinyModel } from "./llm_helpers.ts";
+import type { Service } from "../src/protocol/service.ts";
 
 Deno.test("SIGTERM ends open generations with eos shutdown, hangs up terminals, exits 0", async () => {
   const d = await startDaemon([
@@ -52,5 +53,45 @@ Deno.test("SIGTERM ends open generations with eos shutdown, hangs up terminals, 
   } finally {
     c.close();
     if (!stopped) await d.stop();
+  }
+});
+
+Deno.test("Server.close(deadline) passes one deadline down to every service and goes on past one stuck at it", async () => {
+  const { Server } = await import("../src/server/server.ts");
+  const dir = await Deno.makeTempDir({ prefix: "umad-shutdown-" });
+  const seen: (number | undefined)[] = [];
+  const polite: Service = {
+    types: [],
+    handle() {},
+    close(deadline) {
+      seen.push(deadline);
+      return Promise.resolve();
+    },
+  };
+  // A service that never finishes closing: the server goes on at the deadline.
+  const stuck: Service = {
+    types: [],
+    handle() {},
+    close(deadline) {
+      seen.push(deadline);
+      return new Promise(() => {});
+    },
+  };
+  const server = await Server.listen({
+    socket: `${dir}/umad.sock`,
+    log: () => {},
+    services: [polite, stuck],
+  });
+  try {
+    const deadline = performance.now() + 600;
+    await server.close(deadline);
+    assert.equal(seen.length, 2);
+    assert.equal(seen[0], seen[1], "one deadline for every service");
+    // Services get the deadline less the flush's share (a quarter of what is left).
+    assert.ok(seen[0]! <= deadline && seen[0]! >= deadline - 600 / 4 - 1, String(seen[0]));
+    assert.throws(() => Deno.lstatSync(`${dir}/umad.sock`), Deno.errors.NotFound);
+  } finally {
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

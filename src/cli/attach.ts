@@ -1,7 +1,8 @@
 import { type Client, connect } from "../client/client.ts";
-import { attach, type Terminal } from "../client/terminal.ts";
 import { rawOutput } from "../pty/termios.ts";
 import { parse, UsageError } from "./_args.ts";
+import { type AttachEnd, relay } from "./relay.ts";
+import { ModeTracker } from "./terminal_modes.ts";
 
 export const ATTACH_HELP = `umad attach — attach to a terminal session
 
@@ -16,18 +17,24 @@ Ctrl-\\ detaches (the session keeps running; \`umad attach\` it again later).
 
 Exit codes: 0 detached or the program ended, 1 runtime error, 2 usage error.`;
 
-/** The detach key: Ctrl-\ (FS, 0x1c), as in dtach. */
-export const DETACH_KEY = 0x1c;
+export { type AttachEnd, DETACH_KEY } from "./relay.ts";
 
-/** Leaves modes a program may have turned on in the outer terminal. */
-const RESTORE = "\x1b[0m\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l" +
-  "\x1b[?1l\x1b>\x1b[?1049l";
-
-/** How an attached session ended. */
-export type AttachEnd =
-  | { kind: "detached" }
-  | { kind: "exit"; exitCode: number; signal?: string }
-  | { kind: "error"; error: Error };
+/** The line printed when an attached session ends, saying what happened. */
+export function endLine(session: string, end: AttachEnd): string {
+  if (end.kind === "detached") return `[detached from session ${session}]`;
+  if (end.kind === "error") {
+    const code = (end.error as { code?: string }).code;
+    if (code === "E_CLOSED" || code === "E_TIMEOUT") {
+      return `[lost the connection to the daemon; session ${session} may still be running ` +
+        `(umad attach ${session})]`;
+    }
+    return `[session ${session}: ${end.error.message}]`;
+  }
+  const how = end.signal ? `on ${end.signal}` : `with code ${end.exitCode}`;
+  if (end.reason === "shutdown") return `[session ${session} ended: the daemon shut down]`;
+  if (end.reason === "killed") return `[session ${session} was killed (${end.signal ?? how})]`;
+  return `[session ${session} exited ${how}]`;
+}
 
 function writeAll(bytes: Uint8Array): void {
   try {
@@ -48,92 +55,40 @@ function terminalSize(): { cols: number; rows: number } | undefined {
 }
 
 /**
- * Attaches this process's terminal to `session`: raw mode, input forwarded, size sent
- * on start and on SIGWINCH, Ctrl-\ detaches, the terminal restored at the end.
+ * Attaches this process's terminal to `session` (an id, or a name only one session has):
+ * raw mode, keys forwarded, the size sent on start and when the window changes, Ctrl-\
+ * detaches, and at the end the terminal gets back exactly what the session changed.
+ * The relay itself is a synchronous loop on its own connection ({@linkcode relay});
+ * `client` gives the socket path (it was checked when it connected).
  */
-export async function attachTerminal(
+export function attachTerminal(
   client: Client,
   session: string,
-  opts: { readonly?: boolean } = {},
+  opts: { readonly?: boolean; fresh?: boolean } = {},
 ): Promise<AttachEnd> {
   const readonly = opts.readonly ?? false;
   const tty = Deno.stdin.isTerminal();
-  const size = readonly ? undefined : terminalSize();
-  const term: Terminal = await attach(client, session, {
-    readonly,
-    cols: size?.cols,
-    rows: size?.rows,
-    reattach: false,
-  });
-  const enc = new TextEncoder();
-  let end: AttachEnd | undefined;
-  let finish!: () => void;
-  const finished = new Promise<void>((r) => finish = r);
-
-  // Synchronous writes: the echo reaches the screen without another hop. A slow outer
-  // terminal then holds up this client's reading, and the daemon drops its backlog and
-  // redraws it with a snapshot (as tmux does) rather than letting it build up.
-  term.onBinary((bytes) => writeAll(bytes));
-  term.onExit((e) => {
-    end ??= { kind: "exit", exitCode: e.exitCode, signal: e.signal };
-    finish();
-  });
-  term.onError((e) => {
-    end ??= { kind: "error", error: e };
-    finish();
-  });
-  void term.closed.then(() => {
-    end ??= { kind: "detached" };
-    finish();
-  });
-
-  const onWinch = () => {
-    const s = terminalSize();
-    if (s && !readonly && end === undefined) term.resize(s.cols, s.rows);
-  };
+  const modes = new ModeTracker();
   if (tty) Deno.stdin.setRaw(true);
   // Output raw too (setRaw leaves OPOST on: slow, and it adds a CR to every CR-LF).
   const restoreOutput = Deno.stdout.isTerminal() ? rawOutput(1) : undefined;
-  if (!readonly && Deno.build.os !== "windows") Deno.addSignalListener("SIGWINCH", onWinch);
-
-  // Keys: everything before Ctrl-\ goes to the session; Ctrl-\ detaches.
-  void (async () => {
-    const buf = new Uint8Array(16 * 1024);
-    while (end === undefined) {
-      let n: number | null;
-      try {
-        n = await Deno.stdin.read(buf);
-      } catch {
-        n = null;
-      }
-      if (n === null) {
-        // stdin closed: without a terminal that is the end of input, not a detach.
-        if (!tty) return;
-        break;
-      }
-      const chunk = buf.subarray(0, n);
-      const k = chunk.indexOf(DETACH_KEY);
-      const keys = k >= 0 ? chunk.subarray(0, k) : chunk;
-      if (!readonly && keys.length > 0 && end === undefined) {
-        term.write(keys.slice());
-        // Let the client's flush (a microtask) send the keys before the next read is
-        // issued: that read wakes a blocking-pool thread, which would otherwise come first.
-        await Promise.resolve();
-      }
-      if (k >= 0) break;
-    }
-    if (end === undefined) {
-      end = { kind: "detached" };
-      await term.detach().catch(() => {});
-      finish();
-    }
-  })();
-
+  let end: AttachEnd;
+  let id = session;
   try {
-    await finished;
+    ({ end, session: id } = relay({
+      socketPath: client.socketPath,
+      session,
+      readonly,
+      fresh: opts.fresh ?? false,
+      keys: true,
+      size: terminalSize,
+      write: writeAll,
+      modes,
+    }));
+  } catch (e) {
+    end = { kind: "error", error: e as Error };
   } finally {
-    if (!readonly && Deno.build.os !== "windows") Deno.removeSignalListener("SIGWINCH", onWinch);
-    writeAll(enc.encode(RESTORE));
+    writeAll(new TextEncoder().encode(modes.restore()));
     restoreOutput?.();
     if (tty) {
       try {
@@ -143,16 +98,9 @@ export async function attachTerminal(
       }
     }
   }
-  const result = end ?? { kind: "detached" };
-  const line = result.kind === "detached"
-    ? `[detached from session ${term.session}]`
-    : result.kind === "exit"
-    ? `[session ${term.session} exited${
-      result.signal ? ` on ${result.signal}` : ` with code ${result.exitCode}`
-    }]`
-    : `[session ${term.session}: ${result.error.message}]`;
-  console.error(`\r\n${line}`);
-  return result;
+  // The session's own id, for the message (SESSION may have been a name).
+  console.error(`\r\n${endLine(id, end)}`);
+  return Promise.resolve(end);
 }
 
 /** `umad attach`. */

@@ -56,7 +56,7 @@ export async function runCommand(args: string[]): Promise<number> {
       console.log(session);
       return 0;
     }
-    const end = await attachTerminal(client, session);
+    const end = await attachTerminal(client, session, { fresh: true });
     if (end.kind === "error") return 1;
     if (end.kind === "detached") return 0;
     if (end.signal) return 128 + (SIGNALS[end.signal] ?? 0);

@@ -23,6 +23,7 @@ import { defaultSocketPath, dialUnix } from "./dial.ts";
 import { ConnectionClosedError, errorFromEvent, UmadError } from "./errors.ts";
 import { EventStream } from "./event_stream.ts";
 import type { Dialer, Transport } from "./transport.ts";
+import { assertSafeSocket } from "./socket_check.ts";
 
 /** Reconnect policy: exponential back-off with jitter ({@linkcode backoff}). */
 export interface ReconnectOptions {
@@ -216,6 +217,8 @@ export class Client {
 
   /** Dials and says hello; on success the link becomes the client's connection. */
   async #handshake(): Promise<Link> {
+    // PROTOCOL.md's client-side check of a real socket, before a byte is sent.
+    if (!this.#options.dialer) assertSafeSocket(this.socketPath, this.#options.socket);
     const timeoutMs = this.#options.timeoutMs ?? 5000;
     const timing = { clock: this.#clock, signal: this.#stop.signal };
     const dialing = this.#dialer(this.socketPath);

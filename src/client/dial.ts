@@ -1,8 +1,8 @@
 /**
  * The default {@linkcode Dialer}: the runtime's own Unix socket (`Deno.connect` under
  * Deno, `node:net` under Node and Bun), each loaded only where it runs. Every real
- * socket the client opens is dialed here, so a check of the socket before the first
- * byte is sent belongs here too.
+ * socket the client opens is dialed here (the client checks the socket first: see
+ * `socket_check.ts`).
  *
  * @module
  */
@@ -45,7 +45,6 @@ const isDeno = () =>
  * ```
  */
 export const dialUnix: Dialer = async (path: string): Promise<Transport> => {
-  // PROTOCOL.md's client-side socket check runs here, before the first byte is sent.
   if (isDeno()) return (await import("./transport_deno.ts")).dialDeno(path);
   return (await import("./transport_node.ts")).dialNode(path);
 };

@@ -7,6 +7,7 @@
 export {
   BadRequestError,
   BusyError,
+  ConfigError,
   ConnectionClosedError,
   ERROR_CODES,
   type ErrorCode,

@@ -43,7 +43,9 @@ export type {
   PtyInputRequest,
   PtyKillRequest,
   PtyListRequest,
+  PtyPauseRequest,
   PtyResizeRequest,
+  PtyResumeRequest,
   PtySpawnRequest,
   PtyWaitRequest,
   Request,
@@ -60,3 +62,5 @@ export type {
 export { SIGNAL_NAMES } from "../protocol/messages.ts";
 export * from "./generate.ts";
 export * from "./terminal.ts";
+export * from "./capture.ts";
+export * from "./watch.ts";

@@ -29,8 +29,10 @@
  * plus compaction through llama_state_seq_get/set_data, and the unified cache makes
  * every row scan all cells (measured ~25% slower 8-row decodes at 700-token contexts).
  */
-import { Batch, LlamaContext, LlamaModel, Sampler } from "./llama.ts";
 import { deviceList, type OffloadRequest, planModelOffload } from "./devices.ts";
+import { Batch, GrammarRejectedError, LlamaContext, LlamaModel, Sampler } from "./llama.ts";
+import { ChatTemplateError, type ChatTemplateOverride, PromptBuilder } from "./prompt.ts";
+import { detectToolCallFormat, parseToolCalls, type ToolCallFormat } from "./tool_calls.ts";
 import type { DecodePriority, NativeLibs } from "./ffi.ts";
 import { Detokenizer } from "./detokenizer.ts";
 import { TokenHistory } from "./lookup.ts";
@@ -49,6 +51,8 @@ import {
   type StepStats,
   type StreamEvent,
 } from "./engine_messages.ts";
+import type { ToolSpec } from "../protocol/messages.ts";
+import type { ToolCall } from "../protocol/events.ts";
 
 /** Largest prompt chunk: from 64 rows on, flash attention takes a path with other rounding. */
 export const MAX_CHUNK = 63;
@@ -149,6 +153,8 @@ export interface EngineOptions {
   library: LibraryInfo;
   /** GPU offload; default: as many layers as fit on the GPUs. */
   gpu?: OffloadRequest;
+  /** `--chat-template`: replaces the model's own. */
+  chatTemplate?: ChatTemplateOverride;
   log: (level: "info" | "warn" | "error", message: string) => void;
   emit: (events: StreamEvent[], stats?: StepStats) => void;
 }
@@ -204,6 +210,9 @@ export class Engine {
   readonly model: LlamaModel;
   readonly ctx: LlamaContext;
   readonly info: EngineInfo;
+  /** Requests → prompt tokens (chat template, injection-safe tokenization). */
+  readonly prompts: PromptBuilder;
+  readonly #toolFormat: ToolCallFormat;
   readonly #o: EngineOptions;
   readonly #slots: (Seq | null)[];
   readonly #batch: Batch;
@@ -217,6 +226,8 @@ export class Engine {
   #decodeMs = new Ema(0.2);
   #chunkCost = new ChunkCost();
   #out: StreamEvent[] = [];
+  /** Streams whose output is read for tool calls, and their tools. */
+  #parseTools = new Map<Seq, ToolSpec[]>();
 
   constructor(libs: NativeLibs, o: EngineOptions) {
     this.#o = o;
@@ -268,6 +279,17 @@ export class Engine {
     this.#maxChunk = o.batchInvariant ? MAX_CHUNK : this.ctx.nBatch;
     this.#lookup = o.batchInvariant && o.lookup;
     this.#slots = new Array(nSeqMax).fill(null);
+    this.prompts = new PromptBuilder(m, o.chatTemplate);
+    if (this.prompts.fallbackReason && !o.chatTemplate) {
+      o.log(
+        "warn",
+        `Chat template: ${this.prompts.fallbackReason}; messages are rendered with ` +
+          `llama.cpp's "${this.prompts.choice.name}" template`,
+      );
+    }
+    this.#toolFormat = detectToolCallFormat(
+      o.chatTemplate?.kind === "jinja" ? o.chatTemplate.source : m.chatTemplate,
+    );
     const name = m.meta("general.name") ?? o.modelPath.split("/").pop() ?? "model";
     this.info = {
       name,
@@ -282,7 +304,12 @@ export class Engine {
       n_batch: this.ctx.nBatch,
       parallel: o.parallel,
       threads: o.threads,
-      chat_template: m.chatTemplate ? "model" : "chatml",
+      chat_template: this.prompts.choice.name,
+      chat_template_renderer: this.prompts.choice.renderer,
+      tool_call_format: this.#toolFormat,
+      vocab_type: m.vocabType,
+      n_embd: m.nEmbd,
+      embedding_pooling: "mean",
       batch_invariant: o.batchInvariant,
       lookup_drafts: this.#lookup,
       decode_priority: o.decodePriority,
@@ -327,7 +354,10 @@ export class Engine {
   /** Starts a stream: tokenizes, checks limits; errors become events. */
   start(msg: EngineStart): void {
     const { slot, rid, params } = msg;
-    const fail = (code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_INTERNAL", message: string) => {
+    const fail = (
+      code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_PROTO_BAD_REQUEST" | "E_INTERNAL",
+      message: string,
+    ) => {
       this.#o.emit([{ rid, kind: "error", code, message }]);
     };
     if (!(slot >= 0 && slot < this.#o.parallel) || this.#slots[slot] !== null) {
@@ -336,14 +366,10 @@ export class Engine {
     }
     let prompt: Int32Array;
     try {
-      if (msg.messages) {
-        const text = this.model.applyChatTemplate(msg.messages);
-        prompt = this.model.tokenize(text, true, true);
-      } else {
-        prompt = this.model.tokenize(msg.prompt ?? "", true, false);
-      }
+      prompt = this.prompts.build(msg);
     } catch (err) {
-      fail("E_INTERNAL", `Tokenizing the prompt failed: ${(err as Error).message}`);
+      if (err instanceof ChatTemplateError) fail("E_PROTO_BAD_REQUEST", err.message);
+      else fail("E_INTERNAL", `Tokenizing the prompt failed: ${(err as Error).message}`);
       return;
     }
     if (prompt.length === 0) prompt = Int32Array.of(this.model.bos >= 0 ? this.model.bos : 0);
@@ -361,16 +387,30 @@ export class Engine {
       );
       return;
     }
-    const sampler = new Sampler(this.model.libs, {
-      temperature: params.temperature,
-      topK: params.topK,
-      topP: params.topP,
-      minP: params.minP,
-      repeatPenalty: params.repeatPenalty,
-      seed: params.seed,
-    }, this.model.nVocab);
+    let sampler: Sampler;
+    try {
+      sampler = new Sampler(
+        this.model.libs,
+        {
+          temperature: params.temperature,
+          topK: params.topK,
+          topP: params.topP,
+          minP: params.minP,
+          repeatPenalty: params.repeatPenalty,
+          seed: params.seed,
+          grammar: params.grammar,
+        },
+        this.model.nVocab,
+        this.model,
+      );
+    } catch (err) {
+      if (!(err instanceof GrammarRejectedError)) throw err;
+      fail("E_PROTO_BAD_REQUEST", `grammar: ${err.message}`);
+      return;
+    }
     this.ctx.seqRm(slot);
     const seq = new Seq(slot, rid, params, prompt, sampler);
+    if (msg.parseTools) this.#parseTools.set(seq, msg.tools ?? []);
     this.#slots[slot] = seq;
     if (seq.prefillLeft > 0) this.#prefillQueue.push(seq);
     this.#o.emit([{ rid, kind: "started", prompt_tokens: prompt.length }]);
@@ -388,10 +428,22 @@ export class Engine {
       reason,
       prompt_tokens: s.prompt.length,
       completion_tokens: s.generated,
+      ...this.#toolCalls(s),
     });
   }
 
+  /** Tool calls in a finished stream's output, when its request had tools. */
+  #toolCalls(s: Seq): { tool_calls?: ToolCall[] } {
+    const tools = this.#parseTools.get(s);
+    if (tools === undefined) return {};
+    this.#parseTools.delete(s);
+    const text = this.model.detokenize(s.history.slice(s.prompt.length));
+    const calls = parseToolCalls(text, this.#toolFormat, tools).toolCalls;
+    return calls.length ? { tool_calls: calls } : {};
+  }
+
   #fail(s: Seq, message: string) {
+    this.#parseTools.delete(s);
     this.ctx.seqRm(s.slot);
     s.sampler.free();
     this.#slots[s.slot] = null;

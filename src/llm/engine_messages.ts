@@ -6,8 +6,12 @@
 import type { DecodePriority } from "./ffi.ts";
 import type { SamplingParams } from "./llama.ts";
 import type { OffloadRequest } from "./devices.ts";
-import type { DeviceInfo } from "../protocol/events.ts";
+import type { DeviceInfo, ToolCall } from "../protocol/events.ts";
 import type { LibraryLayout, LibrarySource, LlamaBackend } from "./llama_lib.ts";
+import type { ChatMessage, ToolSpec } from "../protocol/messages.ts";
+import type { ModelReplyMessage, ModelRequestMessage } from "./model_requests.ts";
+import type { ChatTemplateOverride } from "./prompt.ts";
+import type { ToolCallFormat } from "./tool_calls.ts";
 
 /** Per-slot words in the shared Int32Array. */
 export const SLOT_WORDS = 2;
@@ -58,6 +62,8 @@ export interface EngineInit {
   batchInvariant: boolean;
   /** Lookup drafts in a lone stream's padding row. */
   lookup: boolean;
+  /** `--chat-template`: replaces the model's own template. */
+  chatTemplate?: ChatTemplateOverride;
 }
 
 /** Sampling and stopping settings of one stream, defaults applied. */
@@ -73,7 +79,13 @@ export interface EngineStart {
   slot: number;
   rid: number;
   prompt?: string;
-  messages?: { role: string; content: string }[];
+  messages?: ChatMessage[];
+  /** Tools passed to the chat template. */
+  tools?: ToolSpec[];
+  /** Raw prompts: parse control-token text (messages' text never is). */
+  special: boolean;
+  /** Read tool calls out of the output (the request has tools and may call them). */
+  parseTools: boolean;
   params: GenerateParams;
 }
 
@@ -83,6 +95,7 @@ export type ToEngine =
   | EngineStart
   | { op: "wake" }
   | { op: "shutdown" }
+  | ModelRequestMessage
   /** Several messages of one turn of the main thread's event loop, handled together. */
   | { op: "batch"; messages: ToEngine[] };
 
@@ -110,20 +123,42 @@ export interface LibraryInfo {
 
 /** What the loaded model and context look like. */
 export interface EngineInfo {
+  /** The model's name (`general.name`, else the file name). */
   name: string;
+  /** The model file. */
   path: string;
+  /** llama.cpp's description of the model. */
   description: string;
+  /** Parameters. */
   n_params: number;
+  /** Size of the weights in bytes. */
   size_bytes: number;
+  /** Tokens in the vocabulary. */
   n_vocab: number;
+  /** Context the model was trained with. */
   n_ctx_train: number;
   /** Tokens one stream may hold (prompt + output). */
   n_ctx: number;
+  /** KV cells of the context, all streams together. */
   n_ctx_total: number;
+  /** Largest decode call. */
   n_batch: number;
+  /** Streams decoded together. */
   parallel: number;
+  /** CPU threads. */
   threads: number;
+  /** Which template renders messages ("model", "file:PATH" or a llama.cpp built-in's name). */
   chat_template: string;
+  /** "jinja" (@huggingface/jinja, as transformers) or "llama.cpp" (its built-in templates). */
+  chat_template_renderer: "jinja" | "llama.cpp";
+  /** How the template asks the model to call tools. */
+  tool_call_format: ToolCallFormat;
+  /** Tokenizer family ("bpe", "spm", ...). */
+  vocab_type: string;
+  /** Length of `embed` vectors. */
+  n_embd: number;
+  /** How `embed` pools token states ("mean" unless the model declares its own). */
+  embedding_pooling: string;
   /** Same seed, same tokens alone or beside others (`--no-batch-invariance`: false). */
   batch_invariant: boolean;
   /** A lone stream's padding row carries a prompt-lookup draft (`--no-lookup`: false). */
@@ -154,11 +189,13 @@ export type StreamEvent =
     reason: "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
     prompt_tokens: number;
     completion_tokens: number;
+    /** Calls read from the output (requests with tools). */
+    tool_calls?: ToolCall[];
   }
   | {
     rid: number;
     kind: "error";
-    code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_INTERNAL";
+    code: "E_LIMIT_PROMPT_TOO_LARGE" | "E_PROTO_BAD_REQUEST" | "E_INTERNAL";
     message: string;
   };
 
@@ -183,4 +220,5 @@ export type FromEngine =
   /** `config`: the user's setup is wrong (library, device): a configuration error. */
   | { op: "fatal"; message: string; config?: boolean }
   | { op: "events"; events: StreamEvent[]; stats?: StepStats }
+  | ModelReplyMessage
   | { op: "closed" };

@@ -8,6 +8,8 @@ import { availableCpus, lowerThisThread, type NativeLibs, openLibraries } from "
 import { LibraryError, type LibrarySource } from "./llama_lib.ts";
 import { ConfigError } from "../protocol/errors.ts";
 import { Engine } from "./engine.ts";
+import { ModelRequestHandler } from "./model_request_handler.ts";
+import { EmbedBudget } from "./embedder.ts";
 import {
   CTRL_MAIL,
   ctrlWord,
@@ -17,6 +19,11 @@ import {
 } from "./engine_messages.ts";
 
 let engine: Engine | null = null;
+let requests: ModelRequestHandler | null = null;
+/** Embedding tokens beside each step, until the scheduler reports its spare room. */
+let embedBudget = new EmbedBudget(0.4);
+/** Embedding tokens per decode when nothing else runs. */
+const EMBED_CHUNK_IDLE = 512;
 let closing = false;
 let wake: (() => void) | null = null;
 const pending: ToEngine[] = [];
@@ -56,7 +63,17 @@ function init(msg: EngineInit) {
       (lib.cpuVariant ? `; CPU code ${lib.cpuVariant}` : "; CPU code built in") +
       ` (${lib.cpuFeatures.join(" ")})`,
   );
-  const threads = msg.threads > 0 ? msg.threads : availableCpus(libs);
+  const cpus = availableCpus(libs);
+  let threads = msg.threads > 0 ? msg.threads : cpus;
+  if (threads > cpus) {
+    // ggml's threads spin between graph nodes: more of them than CPUs makes each token
+    // many times slower (shared/NATIVE.md), so a larger --threads is capped.
+    log(
+      "warn",
+      `--threads ${threads} is more than the ${cpus} CPUs this process may use; using ${cpus}`,
+    );
+    threads = cpus;
+  }
   // Before the thread pool exists, so its threads inherit it.
   const decodePriority = lowerThisThread(libs, msg.decodePriority);
   engine = new Engine(libs, {
@@ -83,9 +100,16 @@ function init(msg: EngineInit) {
       reason,
     },
     gpu: msg.gpu,
+    chatTemplate: msg.chatTemplate,
     log,
-    emit: (events, stats) => post({ op: "events", events, stats }),
+    emit: (events, stats) => {
+      if (stats && stats.rows > 0) embedBudget.decodeStep(stats.decodeMs);
+      post({ op: "events", events, stats });
+    },
   });
+  embedBudget = new EmbedBudget(msg.prefillRatio);
+  requests = new ModelRequestHandler(engine.model, threads, post);
+  engine.info.embedding_pooling = requests.embedder.pooling;
   post({ op: "ready", info: engine.info });
 }
 
@@ -113,7 +137,26 @@ function handle(msg: ToEngine) {
     case "batch":
       for (const m of msg.messages) handle(m);
       return;
+    case "tokenize":
+    case "detokenize":
+    case "embed":
+    case "embed.cancel":
+      if (requests) requests.handle(msg);
+      else {post({
+          op: "reply",
+          rid: msg.rid,
+          kind: "error",
+          code: "E_INTERNAL",
+          message: "no model",
+        });}
+      return;
   }
+}
+
+/** Prompt-equivalent tokens that fit beside this step within the latency budget. */
+function spareTokens(e: Engine): number {
+  const spare = (e as { spareTokens?: () => number }).spareTokens?.();
+  return spare !== undefined ? Math.max(0, Math.floor(spare)) : embedBudget.tokens();
 }
 
 let received = 0;
@@ -151,6 +194,18 @@ async function loop() {
     if (closing) break;
     if (engine && engine.busy) {
       engine.step();
+      // Embeddings take what the step's latency budget leaves (see embedder.ts).
+      if (requests?.busy) {
+        const t0 = performance.now();
+        const n = requests.step(spareTokens(engine));
+        embedBudget.embedded(n, performance.now() - t0);
+      }
+      if (mailWaiting()) await receiveMail();
+      continue;
+    }
+    if (requests?.busy) {
+      const t0 = performance.now();
+      embedBudget.embedded(requests.step(EMBED_CHUNK_IDLE), performance.now() - t0);
       if (mailWaiting()) await receiveMail();
       continue;
     }
@@ -159,6 +214,7 @@ async function loop() {
   }
   if (engine) {
     engine.shutdown();
+    requests?.close();
     engine.close();
   }
   post({ op: "closed" });

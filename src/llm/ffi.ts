@@ -305,7 +305,69 @@ export const LLAMA_SYMBOLS = {
   llama_sampler_accept: { parameters: ["pointer", "i32"], result: "void" },
   // void llama_sampler_free(struct llama_sampler * smpl);
   llama_sampler_free: { parameters: ["pointer"], result: "void" },
+
+  // --- Real models: vocabularies, detokenizing, grammars, embeddings (checked against
+  // include/llama.h of node-llama-cpp 3.21.1's source, llama.cpp v0.4.0) ---
+  // enum llama_vocab_type llama_vocab_type(const struct llama_vocab * vocab);
+  llama_vocab_type: { parameters: ["pointer"], result: "i32" },
+  // enum llama_token_attr llama_vocab_get_attr(const struct llama_vocab * vocab, llama_token token);
+  llama_vocab_get_attr: { parameters: ["pointer", "i32"], result: "i32" },
+  // const char * llama_vocab_get_text(const struct llama_vocab * vocab, llama_token token);
+  llama_vocab_get_text: { parameters: ["pointer", "i32"], result: "pointer" },
+  // llama_token llama_vocab_eot(const struct llama_vocab * vocab);
+  llama_vocab_eot: { parameters: ["pointer"], result: "i32" },
+  // int32_t llama_detokenize(const struct llama_vocab *, const llama_token * tokens, int32_t n_tokens,
+  //                          char * text, int32_t text_len_max, bool remove_special,
+  //                          bool unparse_special);
+  llama_detokenize: {
+    parameters: ["pointer", "buffer", "i32", "buffer", "i32", "bool", "bool"],
+    result: "i32",
+  },
+  // int32_t llama_chat_builtin_templates(const char ** output, size_t len);
+  llama_chat_builtin_templates: { parameters: ["buffer", "usize"], result: "i32" },
+  // bool llama_model_has_encoder(const struct llama_model * model);
+  llama_model_has_encoder: { parameters: ["pointer"], result: "bool" },
+  // struct llama_sampler * llama_sampler_init_grammar(const struct llama_vocab * vocab,
+  //                                                   const char * grammar_str,
+  //                                                   const char * grammar_root);   (NULL: rejected)
+  llama_sampler_init_grammar: { parameters: ["pointer", "buffer", "buffer"], result: "pointer" },
+  // void llama_sampler_apply(struct llama_sampler * smpl, llama_token_data_array * cur_p);
+  llama_sampler_apply: { parameters: ["pointer", "buffer"], result: "void" },
+  // void llama_set_embeddings(struct llama_context * ctx, bool embeddings);
+  llama_set_embeddings: { parameters: ["pointer", "bool"], result: "void" },
+  // enum llama_pooling_type llama_pooling_type(const struct llama_context * ctx);
+  llama_pooling_type: { parameters: ["pointer"], result: "i32" },
+  // float * llama_get_embeddings_ith(struct llama_context * ctx, int32_t i);   (NULL: no output i)
+  llama_get_embeddings_ith: { parameters: ["pointer", "i32"], result: "pointer" },
+  // float * llama_get_embeddings_seq(struct llama_context * ctx, llama_seq_id seq_id);
+  llama_get_embeddings_seq: { parameters: ["pointer", "i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
+
+/** `enum llama_token_attr` bits (llama.h). */
+export const TOKEN_ATTR = {
+  unknown: 1 << 0,
+  unused: 1 << 1,
+  normal: 1 << 2,
+  control: 1 << 3,
+  userDefined: 1 << 4,
+  byte: 1 << 5,
+  lstrip: 1 << 7,
+  rstrip: 1 << 8,
+} as const;
+
+/** `enum llama_vocab_type` (llama.h). */
+export const VOCAB_TYPES = ["none", "spm", "bpe", "wpm", "ugm", "rwkv", "plamo2"] as const;
+
+/** `enum llama_pooling_type` (llama.h). */
+export const POOLING = { unspecified: -1, none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;
+
+/**
+ * `struct llama_token_data { llama_token id; float logit; float p; }` (12 bytes) and
+ * `struct llama_token_data_array { llama_token_data * data; size_t size; int64_t selected;
+ * bool sorted; }` (32 bytes).
+ */
+export const TOKEN_DATA = { size: 12, id: 0, logit: 4, p: 8 } as const;
+export const TOKEN_DATA_ARRAY = { size: 32, data: 0, n: 8, selected: 16, sorted: 24 } as const;
 
 /** libc: addresses of functions used as native callbacks, and CPU affinity. */
 export const LIBC_SYMBOLS = {

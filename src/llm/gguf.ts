@@ -38,9 +38,11 @@ export type GgufTensorType = "F32" | "F16";
 
 /** One tensor to write: its data comes from `fill`, called with consecutive chunks. */
 export interface GgufTensorSource {
+  /** The tensor's name (`blk.0.attn_q.weight`). */
   name: string;
   /** Dimensions, innermost first (GGUF order). */
   dims: readonly number[];
+  /** Element type. */
   type: GgufTensorType;
   /** Writes values `[start, start + out.length)` of the tensor (row-major) into `out`. */
   fill(out: Float32Array, start: number): void;
@@ -48,7 +50,9 @@ export interface GgufTensorSource {
 
 /** A tensor's description as read from a file header. */
 export interface GgufTensorInfo {
+  /** The tensor's name. */
   name: string;
+  /** Dimensions, innermost first. */
   dims: number[];
   /** ggml type number. */
   type: number;
@@ -58,10 +62,18 @@ export interface GgufTensorInfo {
   size?: number;
 }
 
+/** A metadata value's type as stored: a scalar type, or an array and its item type. */
+export type GgufStoredType = GgufScalarType | { array: GgufScalarType };
+
 /** A parsed GGUF header. */
 export interface GgufHeader {
+  /** GGUF version (2 or 3). */
   version: number;
+  /** Metadata values by key. */
   metadata: Map<string, GgufReadValue>;
+  /** The stored type of each metadata value, so it can be written back unchanged. */
+  types: Map<string, GgufStoredType>;
+  /** The tensor table. */
   tensors: GgufTensorInfo[];
   /** File offset of the tensor data section. */
   dataOffset: number;
@@ -73,6 +85,7 @@ export interface GgufHeader {
 
 /** The file is not a GGUF file umad can load; the message says why. */
 export class GgufError extends Error {
+  /** Creates the error (`cause`: the underlying failure). */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "GgufError";
@@ -95,6 +108,9 @@ const TYPE_IDS: Record<GgufScalarType | "array", number> = {
   i64: 11,
   f64: 12,
 };
+const TYPE_NAMES = Object.fromEntries(
+  Object.entries(TYPE_IDS).map(([name, id]) => [id, name]),
+) as Record<number, GgufScalarType | "array">;
 const TENSOR_TYPE_IDS: Record<GgufTensorType, number> = { F32: 0, F16: 1 };
 /** ggml type number → [block size, bytes per block], for the types whose size is checked. */
 const TYPE_SIZES: Record<number, [number, number]> = {
@@ -114,6 +130,7 @@ const TYPE_SIZES: Record<number, [number, number]> = {
 };
 
 const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Grows a byte buffer as the header is assembled. */
 class ByteWriter {
@@ -386,7 +403,7 @@ class FileReader {
     if (len > 1 << 26) throw new GgufError(`"${this.path}": ${what} is ${len} bytes long`);
     const at = this.#at(len, what);
     try {
-      return new TextDecoder("utf-8", { fatal: true }).decode(this.#buf.subarray(at, at + len));
+      return strictDecoder.decode(this.#buf.subarray(at, at + len));
     } catch {
       throw new GgufError(`"${this.path}": ${what} is not valid UTF-8`);
     }
@@ -421,6 +438,26 @@ class FileReader {
         throw new GgufError(`"${this.path}": ${what} has unknown value type ${typeId}`);
     }
   }
+}
+
+/**
+ * A metadata value as read, with its stored type, ready for {@linkcode writeGgufSync}
+ * (copies keys from one file to another without changing their types).
+ *
+ * @example
+ * ```ts ignore
+ * const h = readGgufHeader("vocab.gguf");
+ * const tokens = ggufValueOf(h, "tokenizer.ggml.tokens");
+ * ```
+ */
+export function ggufValueOf(header: GgufHeader, key: string): GgufValue {
+  const value = header.metadata.get(key);
+  const type = header.types.get(key);
+  if (value === undefined || type === undefined) throw new GgufError(`No metadata key "${key}"`);
+  if (typeof type === "object") {
+    return { type: "array", itemType: type.array, values: value as (string | number)[] };
+  }
+  return { type, value: value as number | bigint | boolean | string };
 }
 
 /**
@@ -469,6 +506,14 @@ export function readGgufHeader(path: string): GgufHeader {
       throw new GgufError(`"${path}" has an implausible header (${nTensors} tensors, ${nKv} keys)`);
     }
     const metadata = new Map<string, GgufReadValue>();
+    const types = new Map<string, GgufStoredType>();
+    const typeName = (id: number, what: string): GgufScalarType => {
+      const name = TYPE_NAMES[id];
+      if (name === undefined || name === "array") {
+        throw new GgufError(`"${path}": ${what} has unknown value type ${id}`);
+      }
+      return name;
+    };
     for (let i = 0; i < nKv; i++) {
       const key = r.string(`metadata key ${i}`);
       const type = r.u32(`type of "${key}"`);
@@ -484,8 +529,10 @@ export function readGgufHeader(path: string): GgufHeader {
         const values: GgufReadValue[] = new Array(count);
         for (let j = 0; j < count; j++) values[j] = r.scalar(itemType, `"${key}"[${j}]`);
         metadata.set(key, values);
+        types.set(key, { array: typeName(itemType, `item type of "${key}"`) });
       } else {
         metadata.set(key, r.scalar(type, `value of "${key}"`));
+        types.set(key, typeName(type, `value of "${key}"`));
       }
     }
     const tensors: GgufTensorInfo[] = [];
@@ -520,7 +567,7 @@ export function readGgufHeader(path: string): GgufHeader {
     if (typeof metadata.get("general.architecture") !== "string") {
       throw new GgufError(`"${path}" has no general.architecture; it is not a model file`);
     }
-    return { version, metadata, tensors, dataOffset, alignment, fileSize: size };
+    return { version, metadata, types, tensors, dataOffset, alignment, fileSize: size };
   } finally {
     file.close();
   }

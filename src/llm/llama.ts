@@ -11,7 +11,12 @@ import {
   MODEL_PARAMS,
   nativeFunction,
   type NativeLibs,
+  POOLING,
   THREADPOOL_PARAMS,
+  TOKEN_ATTR,
+  TOKEN_DATA,
+  TOKEN_DATA_ARRAY,
+  VOCAB_TYPES,
 } from "./ffi.ts";
 
 /** Addresses of buffers that must not move while native code holds them. */
@@ -20,6 +25,18 @@ function addressOf(view: ArrayBufferView): bigint {
 }
 
 const decoder = new TextDecoder();
+
+/** A control token: its text, and whether it eats the whitespace before or after it. */
+export interface ControlToken {
+  /** The token id. */
+  id: number;
+  /** Its text ("<|im_end|>"). */
+  text: string;
+  /** Eats the whitespace before it. */
+  lstrip: boolean;
+  /** Eats the whitespace after it. */
+  rstrip: boolean;
+}
 
 /** Messages llama.cpp logged while a model loads (its errors say why a load failed). */
 export type NativeLog = (level: number, text: string) => void;
@@ -40,7 +57,15 @@ export class LlamaModel {
   readonly sizeBytes: number;
   /** Layers llama.cpp put on a GPU, and how many it could have (from its load log). */
   readonly offloaded: { layers: number; of: number } | null;
+  /** The tokenizer family: "spm", "bpe", ... (llama.h `enum llama_vocab_type`). */
+  readonly vocabType: string;
+  /** End-of-turn token, or -1. */
+  readonly eot: number;
+  /** Width of the hidden state (the length of an embedding). */
+  readonly nEmbd: number;
   #pieces: (Uint8Array | undefined)[];
+  #specialPieces = new Map<number, Uint8Array>();
+  #controlTokens: ControlToken[] | null = null;
   #tokBuf = new Int32Array(1024);
 
   private constructor(
@@ -65,7 +90,118 @@ export class LlamaModel {
     this.chatTemplate = tmpl ? new Deno.UnsafePointerView(tmpl).getCString() : null;
     this.nParams = Number(L.llama_model_n_params(ptr));
     this.sizeBytes = Number(L.llama_model_size(ptr));
+    this.vocabType = VOCAB_TYPES[L.llama_vocab_type(this.vocab)] ?? "unknown";
+    this.eot = L.llama_vocab_eot(this.vocab);
+    this.nEmbd = L.llama_model_n_embd(ptr);
     this.#pieces = new Array(this.nVocab);
+  }
+
+  /** True when `token` is a valid id of this vocabulary. */
+  isToken(token: number): boolean {
+    return Number.isInteger(token) && token >= 0 && token < this.nVocab;
+  }
+
+  /** The stored text of a token (control tokens as written: "<|im_end|>"), or "". */
+  tokenText(token: number): string {
+    if (!this.isToken(token)) throw new RangeError(`Token ${token} out of range`);
+    const p = this.libs.llama.llama_vocab_get_text(this.vocab, token);
+    return p ? new Deno.UnsafePointerView(p).getCString() : "";
+  }
+
+  /**
+   * Tokens whose text, if found in a prompt, the tokenizer turns into the control token
+   * when it parses special tokens (control and unknown attributes; user-defined tokens
+   * match as plain text anyway). Longest text first. Computed once.
+   */
+  controlTokens(): readonly ControlToken[] {
+    if (this.#controlTokens) return this.#controlTokens;
+    const L = this.libs.llama;
+    const out: ControlToken[] = [];
+    const mask = TOKEN_ATTR.control | TOKEN_ATTR.unknown;
+    for (let id = 0; id < this.nVocab; id++) {
+      const attr = L.llama_vocab_get_attr(this.vocab, id);
+      if ((attr & mask) === 0) continue;
+      const text = this.tokenText(id);
+      if (text.length > 0) {
+        out.push({
+          id,
+          text,
+          lstrip: (attr & TOKEN_ATTR.lstrip) !== 0,
+          rstrip: (attr & TOKEN_ATTR.rstrip) !== 0,
+        });
+      }
+    }
+    out.sort((a, b) => b.text.length - a.text.length || a.id - b.id);
+    this.#controlTokens = out;
+    return out;
+  }
+
+  /** The bytes of one token with control tokens rendered as their text ("<|im_end|>"). */
+  pieceSpecial(token: number): Uint8Array {
+    const cached = this.#specialPieces.get(token);
+    if (cached) return cached;
+    if (!this.isToken(token)) throw new RangeError(`Token ${token} out of range`);
+    let buf = new Uint8Array(64);
+    let n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, true);
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, true);
+    }
+    const out = buf.slice(0, Math.max(0, n));
+    if (this.#specialPieces.size < 65536) this.#specialPieces.set(token, out);
+    return out;
+  }
+
+  /**
+   * Text of a token sequence as llama.cpp joins it (SPM's leading space handled), with
+   * control tokens as their text. Every id must be valid (checked).
+   */
+  detokenize(tokens: ArrayLike<number>, removeSpecial = false): string {
+    const ids = Int32Array.from(tokens as ArrayLike<number>);
+    for (const t of ids) if (!this.isToken(t)) throw new RangeError(`Token ${t} out of range`);
+    let buf = new Uint8Array(Math.max(64, ids.length * 8));
+    let n = this.libs.llama.llama_detokenize(
+      this.vocab,
+      ids,
+      ids.length,
+      buf,
+      buf.length,
+      removeSpecial,
+      true,
+    );
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = this.libs.llama.llama_detokenize(
+        this.vocab,
+        ids,
+        ids.length,
+        buf,
+        buf.length,
+        removeSpecial,
+        true,
+      );
+      if (n < 0) throw new Error(`llama_detokenize failed (${n})`);
+    }
+    return decoder.decode(buf.subarray(0, n));
+  }
+
+  /** The names of llama.cpp's built-in chat templates ("chatml", "llama3", ...). */
+  builtinTemplates(): string[] {
+    const L = this.libs.llama;
+    const n = L.llama_chat_builtin_templates(new Uint8Array(8), 0n);
+    const ptrs = new BigUint64Array(Math.max(1, n));
+    L.llama_chat_builtin_templates(new Uint8Array(ptrs.buffer), BigInt(n));
+    const names: string[] = [];
+    for (const p of ptrs.subarray(0, n)) {
+      const ptr = Deno.UnsafePointer.create(p);
+      if (ptr) names.push(new Deno.UnsafePointerView(ptr).getCString());
+    }
+    return names;
+  }
+
+  /** Whether the model has an encoder (BERT-like, T5): its attention is not causal. */
+  get hasEncoder(): boolean {
+    return this.libs.llama.llama_model_has_encoder(this.ptr);
   }
 
   /**
@@ -202,7 +338,10 @@ export class LlamaModel {
    * Renders chat messages with the model's template (chatml when it has none or
    * llama.cpp does not know it), ending with the assistant's turn.
    */
-  applyChatTemplate(messages: readonly { role: string; content: string }[]): string {
+  applyChatTemplate(
+    messages: readonly { role: string; content: string }[],
+    template?: string,
+  ): string {
     // C strings end at NUL: drop NULs rather than silently cut a message short.
     const clean = (t: string) => t.replaceAll("\0", "");
     const strings = messages.flatMap((m) => [cString(clean(m.role)), cString(clean(m.content))]);
@@ -239,6 +378,11 @@ export class LlamaModel {
       void strings.length;
       return decoder.decode(buf.subarray(0, n));
     };
+    if (template !== undefined) {
+      const out = render(template);
+      if (out === null) throw new RangeError(`llama.cpp does not know the template "${template}"`);
+      return out;
+    }
     return (this.chatTemplate ? render(this.chatTemplate) : null) ?? render("chatml")!;
   }
 
@@ -264,6 +408,10 @@ export interface ContextOptions {
   opOffload?: boolean;
   /** Wait for the device after each decode, so timings include its work (GPU offload). */
   synchronize?: boolean;
+  /** Extract embeddings (an embedding context); with `pooling` (default none: per token). */
+  embeddings?: boolean;
+  /** Pooling of an embedding context (default none: per-token states). */
+  pooling?: keyof typeof POOLING;
 }
 
 /** A llama context with a persistent thread pool. */
@@ -300,6 +448,10 @@ export class LlamaContext {
     dv.setUint8(CONTEXT_PARAMS.no_perf, 1);
     // A visible device with no layers would still get batches of >= 32 rows otherwise.
     dv.setUint8(CONTEXT_PARAMS.op_offload, opts.opOffload ? 1 : 0);
+    if (opts.embeddings) {
+      dv.setUint8(CONTEXT_PARAMS.embeddings, 1);
+      dv.setInt32(CONTEXT_PARAMS.pooling_type, POOLING[opts.pooling ?? "none"], true);
+    }
     if (opts.abortFlag) {
       // strlen(flag) is nonzero exactly when byte 0 is nonzero (byte 1 stays 0): a native,
       // lock-free abort check that costs nanoseconds per graph node.
@@ -376,6 +528,18 @@ export class LlamaContext {
   posMax(seq: number): number {
     if (!(seq >= 0 && seq < this.nSeqMax)) throw new RangeError(`seq ${seq} out of range`);
     return this.libs.llama.llama_memory_seq_pos_max(this.mem, seq);
+  }
+
+  /** The embedding of output row `i` of the last decode (a view of native memory), or null. */
+  embedding(i: number, nEmbd: number): Float32Array | null {
+    const p = this.libs.llama.llama_get_embeddings_ith(this.ptr, i);
+    if (p === null) return null;
+    return new Float32Array(new Deno.UnsafePointerView(p).getArrayBuffer(nEmbd * 4));
+  }
+
+  /** Removes every sequence from the KV cache. */
+  clearMemory(): void {
+    this.libs.llama.llama_memory_clear(this.mem, true);
   }
 
   /** The logits of output row `i` of the last decode (a view of native memory). */
@@ -469,16 +633,44 @@ export interface SamplingParams {
   minP: number;
   repeatPenalty: number;
   seed: number;
+  /** A GBNF grammar the sampled text must follow (validated by `grammar.ts` first). */
+  grammar?: string;
 }
 
-/** A sampler chain: penalties → top_k → top_p → min_p → temperature → dist (or greedy). */
+/** llama.cpp refused a grammar (`llama_sampler_init_grammar` returned NULL). */
+export class GrammarRejectedError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "GrammarRejectedError";
+  }
+}
+
+/**
+ * A sampler chain: penalties → top_k → top_p → min_p → temperature → dist (or greedy).
+ * With a grammar, tokens are sampled as llama.cpp's own server does: the chain picks a
+ * token; when the grammar rejects it, the grammar masks the whole vocabulary and the
+ * chain picks again (checking one token is far cheaper than masking 150k).
+ */
 export class Sampler {
   readonly libs: NativeLibs;
   readonly ptr: Deno.PointerObject;
+  readonly #grammar: GrammarState | null = null;
 
-  constructor(libs: NativeLibs, p: SamplingParams, nVocab: number) {
+  constructor(
+    libs: NativeLibs,
+    p: SamplingParams,
+    nVocab: number,
+    model?: LlamaModel,
+  ) {
     this.libs = libs;
     const L = libs.llama;
+    if (p.grammar !== undefined) {
+      if (!model) throw new TypeError("A grammar needs the model's vocabulary");
+      // The chain keeps the top_k best tokens (greedy: 1) unless penalties reorder them first.
+      const keep = p.temperature <= 0 ? 1 : p.topK > 0 && p.repeatPenalty === 1 ? p.topK : 0;
+      this.#grammar = new GrammarState(model, p.grammar, keep);
+    }
     const chain = L.llama_sampler_chain_init(new Uint8Array([1]))!;
     this.ptr = chain;
     const add = (s: Deno.PointerValue) => {
@@ -498,12 +690,329 @@ export class Sampler {
     add(L.llama_sampler_init_dist(p.seed >>> 0));
   }
 
-  /** Samples from output row `row` of the last decode (and accepts the token). */
+  /**
+   * Samples from output row `row` of the last decode (and accepts the token). With a
+   * grammar that allows no token at all (a dead end), returns an end-of-generation token
+   * without feeding it to the grammar (llama.cpp aborts on that).
+   */
   sample(ctx: LlamaContext, row: number): number {
-    return this.libs.llama.llama_sampler_sample(this.ptr, ctx.ptr, row);
+    if (this.#grammar === null) return this.libs.llama.llama_sampler_sample(this.ptr, ctx.ptr, row);
+    return this.#grammar.sample(this.ptr, ctx.logits(row));
   }
 
   free() {
     this.libs.llama.llama_sampler_free(this.ptr);
+    this.#grammar?.free();
   }
 }
+
+/**
+ * Tokens by the first byte of their text as a grammar sees it (control tokens written
+ * out), the one-byte token of each byte, and the end-of-generation tokens: built once per
+ * model for {@linkcode GrammarState}'s first-byte probe.
+ */
+export interface GrammarIndex {
+  /** Token ids per first byte (end-of-generation and empty tokens left out). */
+  buckets: Int32Array[];
+  /** The token whose text is exactly that one byte, or -1. */
+  byteToken: Int32Array;
+  /** End-of-generation tokens (the grammar decides when they are allowed). */
+  eog: Int32Array;
+  /**
+   * UTF-8 shape of each token's bytes: leading continuation bytes (0-4), and how many
+   * bytes the unfinished last character still needs (255: the bytes are invalid UTF-8).
+   */
+  leadCont: Uint8Array;
+  /** Bytes the unfinished last character of each token still needs (255: invalid). */
+  tailNeed: Uint8Array;
+  /** Each token's length in bytes. */
+  length: Uint16Array;
+}
+
+/** Continuation bytes a UTF-8 lead byte announces, or -1 for a byte that cannot lead. */
+function utf8Need(b: number): number {
+  if (b < 0x80) return 0;
+  if (b >= 0xc2 && b <= 0xdf) return 1;
+  if (b >= 0xe0 && b <= 0xef) return 2;
+  if (b >= 0xf0 && b <= 0xf4) return 3;
+  return -1;
+}
+
+/** [leading continuation bytes, bytes the unfinished last character needs (255: invalid)]. */
+function utf8Shape(piece: Uint8Array): [number, number] {
+  let lead = 0;
+  while (lead < piece.length && (piece[lead] & 0xc0) === 0x80) lead++;
+  let need = 0;
+  for (let i = lead; i < piece.length; i++) {
+    const b = piece[i];
+    if (need > 0) {
+      if ((b & 0xc0) !== 0x80) return [Math.min(lead, 4), 255];
+      need--;
+      continue;
+    }
+    const n = utf8Need(b);
+    if (n < 0) return [Math.min(lead, 4), 255];
+    need = n;
+  }
+  return [Math.min(lead, 4), need];
+}
+
+const grammarIndexes = new WeakMap<LlamaModel, GrammarIndex>();
+
+/**
+ * The model's {@linkcode GrammarIndex}, built on first use (~0.1 s for a 150k vocabulary):
+ * call it when the model loads so no request pays for it in the middle of serving.
+ */
+export function grammarIndexOf(model: LlamaModel): GrammarIndex {
+  const known = grammarIndexes.get(model);
+  if (known) return known;
+  const lists: number[][] = Array.from({ length: 256 }, () => []);
+  const byteToken = new Int32Array(256).fill(-1);
+  const eog: number[] = [];
+  const leadCont = new Uint8Array(model.nVocab);
+  const tailNeed = new Uint8Array(model.nVocab).fill(255);
+  const length = new Uint16Array(model.nVocab);
+  for (let t = 0; t < model.nVocab; t++) {
+    if (model.isEog(t)) {
+      eog.push(t);
+      continue;
+    }
+    const piece = model.pieceSpecial(t);
+    if (piece.length === 0 || piece[0] === 0) continue; // the grammar rejects these anyway
+    lists[piece[0]].push(t);
+    if (piece.length === 1 && byteToken[piece[0]] < 0) byteToken[piece[0]] = t;
+    [leadCont[t], tailNeed[t]] = utf8Shape(piece);
+    length[t] = Math.min(piece.length, 65535);
+  }
+  const index = {
+    buckets: lists.map((l) => Int32Array.from(l)),
+    byteToken,
+    eog: Int32Array.from(eog),
+    leadCont,
+    tailNeed,
+    length,
+  };
+  grammarIndexes.set(model, index);
+  return index;
+}
+
+/**
+ * A grammar sampler and the candidate array it masks. Masking a 150k vocabulary costs
+ * tens of milliseconds in llama.cpp, so the grammar sees as few candidates as possible:
+ * first the token the chain picks unconstrained (usually allowed with a real model);
+ * when it is not, a probe of the one-byte tokens says which first bytes the grammar
+ * allows now, and only tokens starting with those (plus end-of-generation ones) are
+ * masked and sampled. A token whose first byte is refused is refused whole, so the
+ * result is the one a full mask gives. When the chain keeps only its top k tokens, the
+ * grammar first masks the best PRESELECT of those candidates: if k of them are allowed,
+ * they are the k best allowed ones overall, and the chain picks among exactly what a full
+ * mask would have left it.
+ *
+ * llama.cpp's grammar decodes UTF-8 without checking continuation bytes, so it would let
+ * byte tokens write invalid UTF-8 that a client then sees as U+FFFD. Candidates are also
+ * held to valid UTF-8 here, given the unfinished character the output ends with.
+ */
+class GrammarState {
+  readonly #model: LlamaModel;
+  readonly #ptr: Deno.PointerObject;
+  readonly #n: number;
+  readonly #index: GrammarIndex;
+  readonly #ids: Int32Array;
+  readonly #vals: Float32Array;
+  readonly #array = new Uint8Array(TOKEN_DATA_ARRAY.size);
+  readonly #arrayView = new DataView(this.#array.buffer);
+  readonly #dataAddr: bigint;
+  readonly #one = new Uint8Array(TOKEN_DATA.size);
+  readonly #oneArray = new Uint8Array(TOKEN_DATA_ARRAY.size);
+  /** Candidates of the probe: one per byte that has a one-byte token. */
+  readonly #probeIds: Int32Array;
+  readonly #probeVals: Float32Array;
+  readonly #probeAddr: bigint;
+  readonly #probeArray = new Uint8Array(TOKEN_DATA_ARRAY.size);
+  readonly #probeBytes: number[] = [];
+  /** Bytes without a one-byte token: their tokens are always candidates. */
+  readonly #unprobed: number[] = [];
+  /** The chain's top k (0: it keeps more, no preselection). */
+  readonly #keep: number;
+  /** Continuation bytes the output's last, unfinished character still needs. */
+  #pending = 0;
+  readonly #preselect: Deno.PointerObject | null = null;
+
+  constructor(model: LlamaModel, grammar: string, keep = 0) {
+    this.#model = model;
+    const L = model.libs.llama;
+    const ptr = L.llama_sampler_init_grammar(model.vocab, cString(grammar), cString("root"));
+    if (ptr === null) throw new GrammarRejectedError("llama.cpp rejected the grammar");
+    this.#ptr = ptr;
+    this.#n = model.nVocab;
+    this.#index = grammarIndexOf(model);
+    // Large, so it lives off the V8 heap and never moves while native code reads it.
+    const buf = new ArrayBuffer(Math.max(4096, this.#n * TOKEN_DATA.size));
+    this.#ids = new Int32Array(buf);
+    this.#vals = new Float32Array(buf);
+    this.#dataAddr = addressOf(this.#ids);
+    const one = new DataView(this.#oneArray.buffer);
+    one.setBigUint64(TOKEN_DATA_ARRAY.data, addressOf(this.#one), true);
+    const probe = new ArrayBuffer(4096);
+    this.#probeIds = new Int32Array(probe);
+    this.#probeVals = new Float32Array(probe);
+    this.#probeAddr = addressOf(this.#probeIds);
+    this.#keep = keep;
+    if (keep > 0 && keep * 4 < PRESELECT) this.#preselect = L.llama_sampler_init_top_k(PRESELECT);
+    for (let b = 0; b < 256; b++) {
+      if (this.#index.buckets[b].length === 0) continue;
+      if (this.#index.byteToken[b] >= 0) this.#probeBytes.push(b);
+      else this.#unprobed.push(b);
+    }
+  }
+
+  #setArray(view: DataView, data: bigint, n: number) {
+    view.setBigUint64(TOKEN_DATA_ARRAY.data, data, true);
+    view.setBigUint64(TOKEN_DATA_ARRAY.n, BigInt(n), true);
+    view.setBigInt64(TOKEN_DATA_ARRAY.selected, -1n, true);
+    view.setUint8(TOKEN_DATA_ARRAY.sorted, 0);
+  }
+
+  /** Loads all logits into the candidate array. */
+  #fill(logits: Float32Array) {
+    const ids = this.#ids;
+    const vals = this.#vals;
+    for (let i = 0, j = 0; i < this.#n; i++, j += 3) {
+      ids[j] = i;
+      vals[j + 1] = logits[i];
+      vals[j + 2] = 0;
+    }
+    this.#setArray(this.#arrayView, this.#dataAddr, this.#n);
+  }
+
+  /** Loads the candidates whose first byte the grammar allows now (and EOG tokens). */
+  #fillAllowed(logits: Float32Array): number {
+    const L = this.#model.libs.llama;
+    const pIds = this.#probeIds;
+    const pVals = this.#probeVals;
+    this.#probeBytes.forEach((b, k) => {
+      pIds[k * 3] = this.#index.byteToken[b];
+      pVals[k * 3 + 1] = 0;
+      pVals[k * 3 + 2] = 0;
+    });
+    const probeView = new DataView(this.#probeArray.buffer);
+    this.#setArray(probeView, this.#probeAddr, this.#probeBytes.length);
+    L.llama_sampler_apply(this.#ptr, this.#probeArray);
+    const ids = this.#ids;
+    const vals = this.#vals;
+    let j = 0;
+    const add = (bucket: Int32Array, checkUtf8: boolean) => {
+      for (let i = 0; i < bucket.length; i++) {
+        const t = bucket[i];
+        if (checkUtf8 && !this.#validNext(t)) continue;
+        ids[j] = t;
+        vals[j + 1] = logits[t];
+        vals[j + 2] = 0;
+        j += 3;
+      }
+    };
+    this.#probeBytes.forEach((b, k) => {
+      if (pVals[k * 3 + 1] !== -Infinity) add(this.#index.buckets[b], true);
+    });
+    for (const b of this.#unprobed) add(this.#index.buckets[b], true);
+    add(this.#index.eog, false);
+    this.#setArray(this.#arrayView, this.#dataAddr, j / 3);
+    return j / 3;
+  }
+
+  /** Candidates of the array the grammar did not mask (stops counting at `enough`). */
+  #countAllowed(enough = Infinity): number {
+    const dv = this.#arrayView;
+    const data = dv.getBigUint64(TOKEN_DATA_ARRAY.data, true);
+    const size = Number(dv.getBigUint64(TOKEN_DATA_ARRAY.n, true));
+    const p = Deno.UnsafePointer.create(data);
+    if (!p || size === 0) return 0;
+    const vals = new Float32Array(
+      new Deno.UnsafePointerView(p).getArrayBuffer(size * TOKEN_DATA.size),
+    );
+    let n = 0;
+    for (let j = 1; j < size * 3 && n < enough; j += 3) if (vals[j] !== -Infinity) n++;
+    return n;
+  }
+
+  /** The token the last chain pass selected (its data pointer may have moved: samplers copy). */
+  #selected(): number {
+    const dv = this.#arrayView;
+    const sel = Number(dv.getBigInt64(TOKEN_DATA_ARRAY.selected, true));
+    const data = dv.getBigUint64(TOKEN_DATA_ARRAY.data, true);
+    const size = Number(dv.getBigUint64(TOKEN_DATA_ARRAY.n, true));
+    if (!(sel >= 0 && sel < size)) return -1;
+    const p = Deno.UnsafePointer.create(data + BigInt(sel * TOKEN_DATA.size));
+    return p ? new Deno.UnsafePointerView(p).getInt32(TOKEN_DATA.id) : -1;
+  }
+
+  /** True when `token` keeps the output valid UTF-8 (end-of-generation tokens always do). */
+  #validNext(token: number): boolean {
+    const x = this.#index;
+    const len = x.length[token];
+    if (len === 0) return true;
+    const lead = x.leadCont[token];
+    // Only continuation bytes: they must belong to the unfinished character.
+    if (lead === len) return len <= this.#pending;
+    return lead === this.#pending && x.tailNeed[token] !== 255;
+  }
+
+  /** The unfinished character after `token`. */
+  #advance(token: number) {
+    const x = this.#index;
+    const len = x.length[token];
+    if (len === 0) return;
+    if (x.leadCont[token] === len) this.#pending -= len;
+    else this.#pending = x.tailNeed[token];
+  }
+
+  /** True when the grammar allows `token` next. */
+  #allows(token: number): boolean {
+    if (!this.#validNext(token)) return false;
+    const one = new DataView(this.#one.buffer);
+    one.setInt32(TOKEN_DATA.id, token, true);
+    one.setFloat32(TOKEN_DATA.logit, 0, true);
+    one.setFloat32(TOKEN_DATA.p, 0, true);
+    const arr = new DataView(this.#oneArray.buffer);
+    arr.setBigUint64(TOKEN_DATA_ARRAY.n, 1n, true);
+    arr.setBigInt64(TOKEN_DATA_ARRAY.selected, -1n, true);
+    this.#model.libs.llama.llama_sampler_apply(this.#ptr, this.#oneArray);
+    return one.getFloat32(TOKEN_DATA.logit, true) !== -Infinity;
+  }
+
+  sample(chain: Deno.PointerObject, logits: Float32Array): number {
+    const L = this.#model.libs.llama;
+    const end = this.#model.eos >= 0 ? this.#model.eos : this.#model.eot;
+    this.#fill(logits);
+    L.llama_sampler_apply(chain, this.#array);
+    let token = this.#selected();
+    if (token < 0 || !this.#allows(token)) {
+      let n = this.#fillAllowed(logits);
+      if (this.#preselect && n > PRESELECT) {
+        L.llama_sampler_apply(this.#preselect, this.#array);
+        L.llama_sampler_apply(this.#ptr, this.#array);
+        // Masking broke the order top_k sorted: the chain's top_k must sort again.
+        this.#arrayView.setUint8(TOKEN_DATA_ARRAY.sorted, 0);
+        if (this.#countAllowed() < this.#keep) n = this.#fillAllowed(logits);
+        else n = 0; // masked already
+      }
+      if (n > 0) L.llama_sampler_apply(this.#ptr, this.#array);
+      if (this.#countAllowed(1) === 0) return end; // a dead end: never fed to the grammar
+      L.llama_sampler_apply(chain, this.#array);
+      token = this.#selected();
+      if (token < 0 || !this.#allows(token)) return end;
+    }
+    L.llama_sampler_accept(this.#ptr, token);
+    L.llama_sampler_accept(chain, token);
+    this.#advance(token);
+    return token;
+  }
+
+  free() {
+    this.#model.libs.llama.llama_sampler_free(this.#ptr);
+    if (this.#preselect) this.#model.libs.llama.llama_sampler_free(this.#preselect);
+  }
+}
+
+/** Candidates the grammar masks first when the chain keeps only its top k. */
+const PRESELECT = 1024;

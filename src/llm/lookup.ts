@@ -23,6 +23,11 @@ export class TokenHistory {
     return this.#n;
   }
 
+  /** The tokens from position `start` on (a stream's output: start at its prompt length). */
+  slice(start: number): Int32Array {
+    return this.#t.slice(start, this.#n);
+  }
+
   push(token: number) {
     if (this.#n === this.#t.length) {
       const t = new Int32Array(this.#t.length * 2);

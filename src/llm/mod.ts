@@ -21,11 +21,35 @@ export {
   type LlmServiceOptions,
 } from "./service.ts";
 export type { EngineInfo, LibraryInfo } from "./engine_messages.ts";
+export { GgufError, ggufValueOf, readGgufHeader, writeGgufSync } from "./gguf.ts";
+export type {
+  GgufHeader,
+  GgufReadValue,
+  GgufScalarType,
+  GgufStoredType,
+  GgufTensorInfo,
+  GgufTensorSource,
+  GgufTensorType,
+  GgufValue,
+} from "./gguf.ts";
 export type { DecodePriority } from "./ffi.ts";
 export type { LibraryLayout, LibrarySource, LlamaBackend } from "./llama_lib.ts";
 export type { DeviceInfo } from "../protocol/events.ts";
-export { GgufError, readGgufHeader, writeGgufSync } from "./gguf.ts";
-export type { GgufHeader, GgufTensorSource, GgufValue } from "./gguf.ts";
+export {
+  ensureLlamaSource,
+  LLAMA_SOURCE_PACKAGE,
+  llamaSourceDir,
+  type LlamaSourceOptions,
+} from "./llama_source.ts";
+export type { ToolCallFormat } from "./tool_calls.ts";
+export {
+  ensureVocabModel,
+  VOCAB_MODELS,
+  type VocabModel,
+  type VocabModelName,
+  type VocabModelOptions,
+  vocabTestVectors,
+} from "./vocab_models.ts";
 export {
   BENCH_MODEL,
   cacheDir,
@@ -34,5 +58,6 @@ export {
   ensureSyntheticModel,
   type SyntheticModelSpec,
   TINY_MODEL,
+  type TokenizerSource,
   writeSyntheticModel,
 } from "./synthetic_model.ts";

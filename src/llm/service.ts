@@ -8,9 +8,13 @@ import {
   type GenerateRequest,
   type Message,
   type Request,
+  type ToolCall,
   UmadError,
   type Usage,
 } from "../protocol/mod.ts";
+import { ModelRequestClient } from "./model_requests.ts";
+import { structuredOutputGrammar } from "./structured_output.ts";
+import type { ChatTemplateOverride } from "./prompt.ts";
 import type { Service, Stream } from "../protocol/service.ts";
 import type { DecodePriority } from "./ffi.ts";
 import { chooseLibrary, gpuHints, libraryCandidates } from "./llama_lib.ts";
@@ -18,6 +22,7 @@ import { ConfigError } from "../protocol/errors.ts";
 import { readGgufHeader } from "./gguf.ts";
 import { ensureDemoModel } from "./synthetic_model.ts";
 import { Samples } from "../protocol/samples.ts";
+import { UmaCounters } from "./uma_metrics.ts";
 import {
   CANCEL_CANCELLED,
   CANCEL_SHUTDOWN,
@@ -63,6 +68,8 @@ export interface LlmServiceOptions {
   threads?: number;
   /** Requests that may wait for a stream before `E_BUSY` (default 64). */
   queue?: number;
+  /** `max_tokens` of requests that give none (`--max-tokens`; default 256). */
+  defaultMaxTokens?: number;
   /**
    * Share of a decode step's time prompt chunks may add (default 0.4: the latency
    * guard that keeps inter-token p99 within 1.5x while prompts arrive).
@@ -95,6 +102,11 @@ export interface LlmServiceOptions {
    * give the next token in the same step; the tokens are the same either way.
    */
   lookup?: boolean;
+  /**
+   * `--chat-template FILE|NAME`: a Jinja template file, or the name of one of llama.cpp's
+   * built-in templates ("chatml", "llama3", ...), instead of the model's own.
+   */
+  chatTemplate?: string;
   /** Where log lines go. */
   log?: (level: LlmLogLevel, message: string) => void;
 }
@@ -149,10 +161,11 @@ type Outcome =
   | "disconnected"
   | "busy"
   | "prompt_too_large"
+  | "bad_request"
   | "error";
 
 class GenerateService implements LlmService {
-  readonly types = ["generate"] as const;
+  readonly types = ["generate", "tokenize", "detokenize", "embed"] as const;
   readonly info: EngineInfo;
   readonly demo: boolean;
   readonly #worker: Worker;
@@ -161,6 +174,7 @@ class GenerateService implements LlmService {
   readonly #log: (level: LlmLogLevel, message: string) => void;
   readonly #slots: (Job | null)[];
   readonly #queueMax: number;
+  readonly #defaultMaxTokens: number;
   #interactive: Job[] = [];
   #batch: Job[] = [];
   #batchSkips = 0;
@@ -182,6 +196,7 @@ class GenerateService implements LlmService {
     disconnected: 0,
     busy: 0,
     prompt_too_large: 0,
+    bad_request: 0,
     error: 0,
   };
   #ttft = new Samples();
@@ -195,6 +210,7 @@ class GenerateService implements LlmService {
   #prefillMs = 0;
   #kvCells = 0;
   #paused = 0;
+  #uma = new UmaCounters();
 
   constructor(
     worker: Worker,
@@ -204,7 +220,9 @@ class GenerateService implements LlmService {
     demo: boolean,
     queueMax: number,
     log: (level: LlmLogLevel, message: string) => void,
+    defaultMaxTokens: number = GENERATE_DEFAULTS.max_tokens,
   ) {
+    this.#defaultMaxTokens = defaultMaxTokens;
     this.#worker = worker;
     this.#control = control;
     this.#abort = abort;
@@ -222,6 +240,7 @@ class GenerateService implements LlmService {
   }
 
   #outbox: ToEngine[] = [];
+  readonly #model = new ModelRequestClient((msg) => this.#post(msg));
 
   /** Queues a message; one postMessage per turn, so requests sent together start together. */
   #post(msg: ToEngine) {
@@ -236,16 +255,26 @@ class GenerateService implements LlmService {
   }
 
   handle(request: Request, stream: Stream): void {
+    if (this.#fatal !== null) throw new UmadError("E_INTERNAL", this.#fatal);
+    if (
+      request.type === "tokenize" || request.type === "detokenize" || request.type === "embed"
+    ) {
+      if (this.#closing) throw new UmadError("E_INTERNAL", "The daemon is shutting down");
+      this.#model.handle(request, stream);
+      return;
+    }
     if (request.type !== "generate") {
       throw new UmadError("E_PROTO_BAD_REQUEST", `generate service got "${request.type}"`);
     }
-    if (this.#fatal !== null) throw new UmadError("E_INTERNAL", this.#fatal);
     if (this.#closing) {
       stream.send("eos", { reason: "shutdown", usage: usage(0, 0, 0, 0) });
       stream.end();
       return;
     }
-    const params = paramsOf(request);
+    const params = paramsOf(request, this.#defaultMaxTokens);
+    // Grammar, schema and forced tool calls are checked here: a bad one is the client's error.
+    const grammar = structuredOutputGrammar(request, this.info.tool_call_format);
+    if (grammar !== undefined) params.grammar = grammar;
     const busy = this.#slots.every((s) => s !== null);
     if (busy && this.#interactive.length + this.#batch.length >= this.#queueMax) {
       this.#outcomes.busy++;
@@ -298,12 +327,16 @@ class GenerateService implements LlmService {
       this.#slots[slot] = job;
       Atomics.store(this.#control, slot * SLOT_WORDS + SLOT_CANCEL, 0);
       Atomics.store(this.#control, slot * SLOT_WORDS + SLOT_PAUSED, 0);
+      const toolsOn = (job.req.tools?.length ?? 0) > 0 && job.req.tool_choice !== "none";
       this.#post({
         op: "start",
         slot,
         rid: job.rid,
         prompt: job.req.prompt,
         messages: job.req.messages,
+        tools: toolsOn ? job.req.tools : undefined,
+        special: job.req.special,
+        parseTools: toolsOn && job.req.messages !== undefined,
         params: job.params,
       });
     }
@@ -352,10 +385,14 @@ class GenerateService implements LlmService {
         return;
       case "ready":
         return;
+      case "reply":
+        this.#model.onReply(msg);
+        return;
     }
   }
 
   #onStats(s: StepStats) {
+    this.#uma.add(s);
     if (s.rows) {
       this.#steps++;
       this.#rows.add(s.rows);
@@ -401,11 +438,17 @@ class GenerateService implements LlmService {
       case "end":
         job.promptTokens = ev.prompt_tokens;
         job.completionTokens = ev.completion_tokens;
-        this.#answer(job, ev.reason);
+        this.#answer(job, ev.reason, undefined, ev.tool_calls);
         this.#release(job);
         return;
       case "error":
-        this.#outcomes[ev.code === "E_LIMIT_PROMPT_TOO_LARGE" ? "prompt_too_large" : "error"]++;
+        this.#outcomes[
+          ev.code === "E_LIMIT_PROMPT_TOO_LARGE"
+            ? "prompt_too_large"
+            : ev.code === "E_PROTO_BAD_REQUEST"
+            ? "bad_request"
+            : "error"
+        ]++;
         job.answered = true;
         this.#release(job);
         job.stream.fail(ev.code, ev.message);
@@ -442,6 +485,7 @@ class GenerateService implements LlmService {
     job: Job,
     reason: "stop" | "length" | "stop_string" | "cancelled" | "shutdown",
     abortReason?: string,
+    toolCalls?: ToolCall[],
   ) {
     if (job.answered) return;
     job.answered = true;
@@ -458,8 +502,9 @@ class GenerateService implements LlmService {
       job.firstAt ? job.firstAt - job.start : now - job.start,
       now - job.start,
     );
-    if (job.req.stream) job.stream.send("eos", { reason, usage: u });
-    else job.stream.send("result", { text: job.text.join(""), reason, usage: u });
+    const calls = toolCalls?.length ? { tool_calls: toolCalls } : {};
+    if (job.req.stream) job.stream.send("eos", { reason, usage: u, ...calls });
+    else job.stream.send("result", { text: job.text.join(""), reason, usage: u, ...calls });
     job.stream.end();
   }
 
@@ -475,6 +520,7 @@ class GenerateService implements LlmService {
     this.#slots.fill(null);
     this.#interactive = [];
     this.#batch = [];
+    this.#model.failAll(`The model engine failed: ${message}`);
     this.#resolveClosed();
   }
 
@@ -494,6 +540,11 @@ class GenerateService implements LlmService {
         parallel: i.parallel,
         threads: i.threads,
         chat_template: i.chat_template,
+        chat_template_renderer: i.chat_template_renderer,
+        tool_call_format: i.tool_call_format,
+        vocab_type: i.vocab_type,
+        n_embd: i.n_embd,
+        embedding_pooling: i.embedding_pooling,
         batch_invariant: i.batch_invariant,
         lookup_drafts: i.lookup_drafts,
         decode_priority: i.decode_priority,
@@ -510,6 +561,8 @@ class GenerateService implements LlmService {
     const active = this.#slots.filter((s) => s !== null).length;
     const rows = this.#rows.summary();
     return {
+      // UMA Serve's clients read its counters at the top level (PROTOCOL.md).
+      ...this.#uma.flat(this.#tokensOut),
       llm: {
         model: this.info.name,
         tokens_in: this.#tokensIn,
@@ -530,11 +583,12 @@ class GenerateService implements LlmService {
         backpressure_pauses: this.#paused,
         ttft_ms: this.#ttft.summary(),
         inter_token_ms: this.#itl.summary(),
+        model_requests: { ...this.#model.counts, waiting: this.#model.pending },
       },
     };
   }
 
-  async close(): Promise<void> {
+  async close(deadline: number = performance.now() + 3000): Promise<void> {
     if (this.#closing) return this.#closed;
     this.#closing = true;
     for (const job of [...this.#interactive, ...this.#batch]) {
@@ -551,7 +605,7 @@ class GenerateService implements LlmService {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#closed,
-      new Promise((r) => (timer = setTimeout(r, 3000))),
+      new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - performance.now())))),
     ]);
     clearTimeout(timer);
     this.#worker.terminate();
@@ -573,11 +627,31 @@ function usage(prompt: number, completion: number, ttft: number, total: number):
   };
 }
 
+/**
+ * `--chat-template FILE|NAME`: an existing file is a Jinja template; anything else names
+ * one of llama.cpp's built-in templates (checked against the library's list when the
+ * model loads).
+ */
+function chatTemplateOverride(value: string | undefined): ChatTemplateOverride | undefined {
+  if (value === undefined) return undefined;
+  let isFile = false;
+  try {
+    isFile = Deno.statSync(value).isFile;
+  } catch { /* not a file: a built-in's name */ }
+  if (!isFile) {
+    if (value.includes("/") || value.endsWith(".jinja")) {
+      throw new Error(`--chat-template: file "${value}" does not exist`);
+    }
+    return { kind: "builtin", name: value };
+  }
+  return { kind: "jinja", source: Deno.readTextFileSync(value), name: `file:${value}` };
+}
+
 /** Sampling settings with defaults; a request without a seed gets a random one. */
-function paramsOf(r: GenerateRequest): GenerateParams {
+function paramsOf(r: GenerateRequest, defaultMaxTokens: number): GenerateParams {
   const d = GENERATE_DEFAULTS;
   return {
-    maxTokens: r.max_tokens ?? d.max_tokens,
+    maxTokens: r.max_tokens ?? defaultMaxTokens,
     temperature: r.temperature ?? d.temperature,
     topK: r.top_k ?? d.top_k,
     topP: r.top_p ?? d.top_p,
@@ -626,6 +700,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
     );
   }
   readGgufHeader(modelPath); // a clear error for a file that is not a GGUF model
+  const chatTemplate = chatTemplateOverride(options.chatTemplate);
   const perStream = options.ctx !== undefined
     ? Math.floor(options.ctx / parallel)
     : DEFAULT_CTX_PER_STREAM;
@@ -677,6 +752,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
         decodePriority: options.decodePriority ?? "low",
         batchInvariant: options.batchInvariant ?? true,
         lookup: options.lookup ?? true,
+        chatTemplate,
       } satisfies ToEngine,
     );
   }).catch((err) => {
@@ -691,6 +767,7 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
     demo,
     options.queue ?? DEFAULT_QUEUE,
     log,
+    options.defaultMaxTokens,
   );
 }
 

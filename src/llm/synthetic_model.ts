@@ -6,25 +6,54 @@
  * @module
  */
 import {
+  GgufError,
   type GgufTensorSource,
   type GgufTensorType,
   type GgufValue,
+  ggufValueOf,
+  readGgufHeader,
   writeGgufSync,
 } from "./gguf.ts";
 import { buildVocab } from "./synthetic_vocab.ts";
 
 /** The shape of a generated llama model. */
 export interface SyntheticModelSpec {
+  /** `general.name`, and the cached file's name. */
   name: string;
+  /** Width of the hidden state. */
   nEmbd: number;
+  /** Transformer blocks. */
   nLayer: number;
+  /** Attention heads. */
   nHead: number;
+  /** Key/value heads (default: `nHead`). */
   nHeadKv?: number;
+  /** Width of the feed-forward layer. */
   nFf: number;
+  /** `llama.context_length`. */
   contextLength: number;
   /** Weight type of the matrices (norms are always F32). */
   type: GgufTensorType;
+  /** Seed of the random weights. */
   seed: number;
+  /**
+   * Take the tokenizer from another GGUF (a real model's, or llama.cpp's vocabulary-only
+   * `ggml-vocab-*.gguf`) instead of the generated one: every `tokenizer.*` key is copied
+   * (vocabulary, merges, scores, types, special ids, pre-tokenizer, chat template) and
+   * the embedding and output matrices are sized to its vocabulary.
+   */
+  tokenizer?: TokenizerSource;
+}
+
+/** Where a generated model's tokenizer comes from. */
+export interface TokenizerSource {
+  /** A GGUF file holding `tokenizer.*` keys. */
+  gguf: string;
+  /**
+   * The chat template to store: Jinja text, or null for none (the daemon then falls back
+   * to llama.cpp's built-in template). Default: the source's own, if it has one.
+   */
+  chatTemplate?: string | null;
 }
 
 /** The demo model: small enough to generate in well under a second, real tokenizer. */
@@ -122,8 +151,8 @@ function onesTensor(name: string, n: number): GgufTensorSource {
  * ```
  */
 export function writeSyntheticModel(path: string, spec: SyntheticModelSpec): void {
-  const vocab = buildVocab(CHATML_TOKENS);
-  const nVocab = vocab.tokens.length;
+  const tokenizer = spec.tokenizer ? copiedTokenizer(spec.tokenizer) : generatedTokenizer();
+  const nVocab = tokenizer.nVocab;
   const { nEmbd, nFf, nHead } = spec;
   const nHeadKv = spec.nHeadKv ?? nHead;
   const headDim = nEmbd / nHead;
@@ -145,16 +174,7 @@ export function writeSyntheticModel(path: string, spec: SyntheticModelSpec): voi
     "llama.rope.dimension_count": { type: "u32", value: headDim },
     "llama.rope.freq_base": { type: "f32", value: 10000 },
     "llama.attention.layer_norm_rms_epsilon": { type: "f32", value: 1e-5 },
-    "tokenizer.ggml.model": { type: "string", value: "llama" },
-    "tokenizer.ggml.tokens": { type: "array", itemType: "string", values: vocab.tokens },
-    "tokenizer.ggml.scores": { type: "array", itemType: "f32", values: vocab.scores },
-    "tokenizer.ggml.token_type": { type: "array", itemType: "i32", values: vocab.types },
-    "tokenizer.ggml.bos_token_id": { type: "u32", value: vocab.bos },
-    "tokenizer.ggml.eos_token_id": { type: "u32", value: vocab.eos },
-    "tokenizer.ggml.unknown_token_id": { type: "u32", value: vocab.unk },
-    "tokenizer.ggml.add_bos_token": { type: "bool", value: true },
-    "tokenizer.ggml.add_eos_token": { type: "bool", value: false },
-    "tokenizer.chat_template": { type: "string", value: CHATML_TEMPLATE },
+    ...tokenizer.metadata,
   };
   const t = spec.type;
   const s = spec.seed;
@@ -179,6 +199,50 @@ export function writeSyntheticModel(path: string, spec: SyntheticModelSpec): voi
     );
   }
   writeGgufSync(path, metadata, tensors);
+}
+
+/** The tokenizer keys of a generated model and its vocabulary size. */
+interface TokenizerKeys {
+  metadata: Record<string, GgufValue>;
+  nVocab: number;
+}
+
+/** umad's own small SPM vocabulary with chatml control tokens and template. */
+function generatedTokenizer(): TokenizerKeys {
+  const vocab = buildVocab(CHATML_TOKENS);
+  return {
+    nVocab: vocab.tokens.length,
+    metadata: {
+      "tokenizer.ggml.model": { type: "string", value: "llama" },
+      "tokenizer.ggml.tokens": { type: "array", itemType: "string", values: vocab.tokens },
+      "tokenizer.ggml.scores": { type: "array", itemType: "f32", values: vocab.scores },
+      "tokenizer.ggml.token_type": { type: "array", itemType: "i32", values: vocab.types },
+      "tokenizer.ggml.bos_token_id": { type: "u32", value: vocab.bos },
+      "tokenizer.ggml.eos_token_id": { type: "u32", value: vocab.eos },
+      "tokenizer.ggml.unknown_token_id": { type: "u32", value: vocab.unk },
+      "tokenizer.ggml.add_bos_token": { type: "bool", value: true },
+      "tokenizer.ggml.add_eos_token": { type: "bool", value: false },
+      "tokenizer.chat_template": { type: "string", value: CHATML_TEMPLATE },
+    },
+  };
+}
+
+/** Every `tokenizer.*` key of another GGUF, with its stored type. */
+function copiedTokenizer(source: TokenizerSource): TokenizerKeys {
+  const header = readGgufHeader(source.gguf);
+  const metadata: Record<string, GgufValue> = {};
+  for (const key of header.metadata.keys()) {
+    if (key.startsWith("tokenizer.")) metadata[key] = ggufValueOf(header, key);
+  }
+  const tokens = header.metadata.get("tokenizer.ggml.tokens");
+  if (!Array.isArray(tokens) || tokens.length === 0) {
+    throw new GgufError(`"${source.gguf}" has no tokenizer.ggml.tokens to copy`);
+  }
+  if (source.chatTemplate === null) delete metadata["tokenizer.chat_template"];
+  else if (source.chatTemplate !== undefined) {
+    metadata["tokenizer.chat_template"] = { type: "string", value: source.chatTemplate };
+  }
+  return { metadata, nVocab: tokens.length };
 }
 
 /** The user cache directory for umad: `$XDG_CACHE_HOME/umad` or `~/.cache/umad`. */

@@ -1,6 +1,7 @@
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { encodeBase64 } from "./base64.ts";
 import { UmadError } from "./errors.ts";
+import { findInvalidUtf8Str, hasHighByte } from "./msgpack_strings.ts";
 
 /** How one frame's payload is encoded. */
 export type Codec = "json" | "msgpack";
@@ -29,7 +30,8 @@ export function detectCodec(payload: Uint8Array): Codec {
 }
 
 /**
- * Decodes a payload into a map. Undecodable bytes throw `E_PROTO_INVALID_JSON`; a
+ * Decodes a payload into a map. Undecodable bytes throw `E_PROTO_INVALID_JSON`, and so
+ * does a MessagePack `str` that is not valid UTF-8 (as JSON refuses it); a
  * payload that decodes to something other than a map throws `E_PROTO_BAD_REQUEST`.
  * JSON binary fields stay base64 strings here; validation turns them into bytes.
  *
@@ -51,6 +53,16 @@ export function decodePayload(payload: Uint8Array): { codec: Codec; message: Mes
         ? `Payload is not valid JSON: ${(e as Error).message}`
         : `Payload is not valid MessagePack: ${(e as Error).message}`,
     );
+  }
+  if (codec === "msgpack" && hasHighByte(payload)) {
+    const at = findInvalidUtf8Str(payload);
+    if (at >= 0) {
+      throw new UmadError(
+        "E_PROTO_INVALID_JSON",
+        `Payload is not valid MessagePack: the str at byte ${at} is not valid UTF-8 ` +
+          `(send raw bytes as bin)`,
+      );
+    }
   }
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new UmadError("E_PROTO_BAD_REQUEST", "A message must be a map");

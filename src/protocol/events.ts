@@ -124,7 +124,14 @@ export interface SessionInfo {
   signal?: string | null;
   /** Creation time, ms since the epoch. */
   created: number;
+  /** The foreground process's name (argv[0] of the terminal's foreground process group). */
+  process?: string;
+  /** The window title the program set (absent until it sets one). */
+  title?: string;
 }
+
+/** What a `watch.event` reports. */
+export type WatchKind = "created" | "exited" | "resized" | "title";
 
 /** How a terminal session ended (`pty.exit.reason`). */
 export type ExitReason = "exited" | "killed" | "shutdown";
@@ -178,6 +185,8 @@ export interface EventFields {
   };
   /** This client no longer watches the session. */
   "pty.detached": { session: string };
+  /** The terminal's foreground process changed (umad's addition, on `pty.attach` streams). */
+  "pty.process": { session: string; process: string };
   /** The signal was sent. */
   "pty.killed": { session: string };
   /** Every session. */
@@ -194,8 +203,20 @@ export interface EventFields {
   "pty.waited": { session: string; matched: boolean; text?: string };
   /** A session was created, exited, resized or retitled. */
   "watch.event": {
-    kind: "created" | "exited" | "resized" | "title";
+    kind: WatchKind;
     session: string;
+    /** created: */
+    name?: string;
+    pid?: number;
+    /** created, resized: */
+    cols?: number;
+    rows?: number;
+    /** exited: */
+    code?: number | null;
+    signal?: string | null;
+    reason?: ExitReason;
+    /** title: */
+    title?: string;
     [key: string]: unknown;
   };
 }
@@ -228,8 +249,8 @@ export interface Replies {
   embed: "embed";
   /** `pty.spawn` by `pty.spawned`. */
   "pty.spawn": "pty.spawned";
-  /** `pty.attach` by a snapshot, output, then exit or detached. */
-  "pty.attach": "pty.snapshot" | "pty.output" | "pty.exit" | "pty.detached";
+  /** `pty.attach` by a snapshot, output (and foreground process changes), then exit or detached. */
+  "pty.attach": "pty.snapshot" | "pty.output" | "pty.process" | "pty.exit" | "pty.detached";
   /** `pty.input` by nothing. */
   "pty.input": never;
   /** `pty.resize` by nothing. */
@@ -240,6 +261,10 @@ export interface Replies {
   "pty.kill": "pty.killed";
   /** `pty.list` by `pty.list`. */
   "pty.list": "pty.list";
+  /** `pty.pause` by nothing (output is held). */
+  "pty.pause": never;
+  /** `pty.resume` by nothing (held output follows on the attach stream). */
+  "pty.resume": never;
   /** `pty.capture` by `pty.capture`. */
   "pty.capture": "pty.capture";
   /** `pty.wait` by `pty.waited`. */

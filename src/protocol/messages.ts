@@ -1,6 +1,7 @@
 import { decodeBase64 } from "./base64.ts";
 import type { Codec, Message } from "./codec.ts";
 import { UmadError } from "./errors.ts";
+import { hasLoneSurrogate } from "./uma.ts";
 
 /** The protocol version this code speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -163,6 +164,8 @@ export interface GenerateRequest {
   tools?: ToolSpec[];
   /** Which tool the model must call, if any. */
   tool_choice?: ToolChoice;
+  /** Set for a request in UMA Serve's form (no `type`): its errors carry UMA's codes. */
+  uma?: true;
 }
 /** `cancel`: stops the stream whose id is `target` (a generation, an attach, a watch). */
 export interface CancelRequest {
@@ -258,6 +261,24 @@ export interface PtyListRequest {
   /** Request id, unique among this connection's requests in flight. */
   id: string;
 }
+/** Holds output to this connection's attachments of `session` (umad's addition: flow control). */
+export interface PtyPauseRequest {
+  /** The request type. */
+  type: "pty.pause";
+  /** Request id; needed only to match an error reply. */
+  id?: string;
+  /** The session's id (or its name). */
+  session: string;
+}
+/** Sends the held output (or a fresh snapshot, if more than the cap waited) and goes on. */
+export interface PtyResumeRequest {
+  /** The request type. */
+  type: "pty.resume";
+  /** Request id; needed only to match an error reply. */
+  id?: string;
+  /** The session's id (or its name). */
+  session: string;
+}
 /** `pty.capture`: the screen and scrollback as text or ANSI. */
 export interface PtyCaptureRequest {
   /** The request type. */
@@ -345,6 +366,8 @@ export type Request =
   | PtyDetachRequest
   | PtyKillRequest
   | PtyListRequest
+  | PtyPauseRequest
+  | PtyResumeRequest
   | PtyCaptureRequest
   | PtyWaitRequest
   | WatchRequest
@@ -505,6 +528,20 @@ function validateMessages(v: unknown): ChatMessage[] {
   });
 }
 
+/** Deepest nesting of a tool's JSON Schema (templates and converters walk it recursively). */
+export const MAX_SCHEMA_NESTING = 64;
+
+/** How deeply objects and arrays nest in `v` (stops counting past the limit). */
+function nestingOf(v: unknown, depth = 0): number {
+  if (depth > MAX_SCHEMA_NESTING || v === null || typeof v !== "object") return depth;
+  let max = depth + 1;
+  for (const x of Object.values(v as Record<string, unknown>)) {
+    max = Math.max(max, nestingOf(x, depth + 1));
+    if (max > MAX_SCHEMA_NESTING) break;
+  }
+  return max;
+}
+
 function validateTools(v: unknown): ToolSpec[] | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) throw bad('generate: field "tools" must be an array of tools');
@@ -526,6 +563,9 @@ function validateTools(v: unknown): ToolSpec[] | undefined {
     }
     if (fn.parameters !== undefined && !isMap(fn.parameters)) {
       throw bad(`generate: tools[${i}].function.parameters must be a JSON Schema object`);
+    }
+    if (fn.parameters !== undefined && nestingOf(fn.parameters) > MAX_SCHEMA_NESTING) {
+      throw bad(`generate: tools[${i}].function.parameters nest deeper than ${MAX_SCHEMA_NESTING}`);
     }
     const spec: ToolSpec = { type: "function", function: { name: fn.name } };
     if (fn.description !== undefined) spec.function.description = fn.description as string;
@@ -588,6 +628,9 @@ function validateGenerate(f: Fields): GenerateRequest {
     if (typeof m.json_schema === "boolean") jsonSchema = m.json_schema ? {} : { not: {} };
     else if (isMap(m.json_schema)) jsonSchema = m.json_schema;
     else throw bad('generate: field "json_schema" must be a JSON Schema object');
+  }
+  if (jsonSchema !== undefined && nestingOf(jsonSchema) > MAX_SCHEMA_NESTING) {
+    throw bad(`generate: field "json_schema" nests deeper than ${MAX_SCHEMA_NESTING}`);
   }
   if (grammar !== undefined && jsonSchema !== undefined) {
     throw bad('generate: give "grammar" or "json_schema", not both');
@@ -694,13 +737,19 @@ function validateSignal(value: unknown): SignalName {
  * ```
  */
 export function validateRequest(message: Message, codec: Codec): Request {
-  let type = message.type;
+  const type = message.type;
   if (type === undefined) {
     if (message.event === "cancel") {
       const f = new Fields(message, "cancel");
       return { type: "cancel", target: f.id(true)! };
     }
-    if ("prompt" in message) type = "generate";
+    if ("prompt" in message) {
+      const req = validateGenerate(new Fields(message, "generate"));
+      if (req.prompt !== undefined && hasLoneSurrogate(req.prompt)) {
+        throw new UmadError("E_PROTO_001", "invalid utf-8 in the prompt (a lone surrogate)");
+      }
+      return { ...req, uma: true };
+    }
   }
   if (typeof type !== "string") throw bad('Field "type" is required and must be a string');
   const f = new Fields(message, type);
@@ -779,6 +828,9 @@ export function validateRequest(message: Message, codec: Codec): Request {
       };
     case "pty.list":
       return { type, id: f.id(true)! };
+    case "pty.pause":
+    case "pty.resume":
+      return { type, id: f.id(false), session: f.session() };
     case "pty.capture": {
       const format = message.format ?? "text";
       if (format !== "text" && format !== "ansi") {
@@ -861,6 +913,8 @@ export type RequiredInput = {
   "pty.detach": "session";
   "pty.kill": "session";
   "pty.list": never;
+  "pty.pause": "session";
+  "pty.resume": "session";
   "pty.capture": "session";
   "pty.wait": "session" | "pattern";
   watch: never;

@@ -14,4 +14,5 @@ export * from "./service.ts";
 export * from "./base64.ts";
 export * from "./socket_path.ts";
 export * from "./samples.ts";
+export * from "./uma.ts";
 export * from "./async.ts";

@@ -35,18 +35,47 @@ export function percentileOf(sample: readonly number[], q: number): number {
   return percentile([...sample].sort((a, b) => a - b), q);
 }
 
+/**
+ * Upper bounds (ms) of the cumulative histogram every {@linkcode Samples} keeps since it
+ * was made, as Prometheus's histograms need them (`le`); the last bucket is +Inf.
+ */
+export const LATENCY_BUCKETS_MS = [
+  1,
+  2.5,
+  5,
+  10,
+  25,
+  50,
+  100,
+  250,
+  500,
+  1000,
+  2500,
+  5000,
+  10000,
+  30000,
+  60000,
+] as const;
+
 /** A latency summary as `metrics` reports it, in milliseconds. */
 export interface LatencySummary {
   /** Samples ever added (the percentiles cover the most recent ones). */
   count: number;
-  /** Median. */
+  /** Median of the recent samples. */
   p50: number;
-  /** 95th percentile (nearest rank). */
+  /** 95th percentile of the recent samples. */
   p95: number;
-  /** 99th percentile (nearest rank). */
+  /** 99th percentile of the recent samples. */
   p99: number;
-  /** Largest. */
+  /** Largest of the recent samples. */
   max: number;
+  /** Sum of every sample ever added. */
+  sum: number;
+  /**
+   * Samples ever added at or below each bound of {@linkcode LATENCY_BUCKETS_MS}
+   * (cumulative, keyed by the bound), and `"+Inf"` (= count).
+   */
+  buckets: Record<string, number>;
 }
 
 /**
@@ -57,13 +86,16 @@ export interface LatencySummary {
  * import { Samples } from "./samples.ts";
  * const s = new Samples(4);
  * for (const x of [5, 1, 9, 3, 7]) s.add(x); // the ring keeps 1, 9, 3, 7
- * console.log(s.summary()); // { count: 5, p50: 3, p95: 9, p99: 9, max: 9 }
+ * const { count, p50, max } = s.summary();
+ * console.log(count, p50, max); // 5 3 9
  * ```
  */
 export class Samples {
   readonly #ring: Float64Array;
+  readonly #buckets = new Float64Array(LATENCY_BUCKETS_MS.length);
   #n = 0;
   #count = 0;
+  #sum = 0;
 
   /** Keeps the most recent `size` samples. */
   constructor(size = 8192) {
@@ -75,6 +107,13 @@ export class Samples {
     this.#ring[this.#n] = x;
     this.#n = (this.#n + 1) % this.#ring.length;
     this.#count++;
+    this.#sum += x;
+    for (let i = 0; i < LATENCY_BUCKETS_MS.length; i++) {
+      if (x <= LATENCY_BUCKETS_MS[i]) {
+        this.#buckets[i]++;
+        break;
+      }
+    }
   }
 
   /** Total samples ever added. */
@@ -87,16 +126,28 @@ export class Samples {
     return this.#ring.slice(0, Math.min(this.#count, this.#ring.length)).sort();
   }
 
-  /** p50/p95/p99/max over the most recent samples, rounded to 0.01 (zeros when empty). */
+  /**
+   * p50/p95/p99/max over the most recent samples, rounded to 0.01 (zeros when empty),
+   * and the sum and cumulative buckets of every sample.
+   */
   summary(): LatencySummary {
     const sorted = this.sorted();
     const r = (x: number) => Number.isNaN(x) ? 0 : Math.round(x * 100) / 100;
+    const buckets: Record<string, number> = {};
+    let below = 0;
+    LATENCY_BUCKETS_MS.forEach((le, i) => {
+      below += this.#buckets[i];
+      buckets[String(le)] = below;
+    });
+    buckets["+Inf"] = this.#count;
     return {
       count: this.#count,
       p50: r(percentile(sorted, 0.5)),
       p95: r(percentile(sorted, 0.95)),
       p99: r(percentile(sorted, 0.99)),
       max: r(percentile(sorted, 1)),
+      sum: r(this.#sum),
+      buckets,
     };
   }
 
@@ -104,5 +155,7 @@ export class Samples {
   clear(): void {
     this.#n = 0;
     this.#count = 0;
+    this.#sum = 0;
+    this.#buckets.fill(0);
   }
 }

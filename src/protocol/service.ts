@@ -73,6 +73,12 @@ export interface Service {
   metrics?(): Message;
   /** Called when a connection closes, after its streams' signals were aborted. */
   disconnected?(connectionId: number): void;
-  /** Daemon shutdown: end open streams (generate: `eos` reason `shutdown`), free resources. */
-  close?(): Promise<void>;
+  /**
+   * Daemon shutdown: end open streams (generate: `eos` reason `shutdown`), free
+   * resources, and resolve by `deadline`, a time on `performance.now()`'s clock that
+   * the daemon sets once for the whole shutdown (what is still running then is cut).
+   * The server always passes one; a caller that does not (a test) gets the service's
+   * own default of a few seconds.
+   */
+  close?(deadline?: number): Promise<void>;
 }

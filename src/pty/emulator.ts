@@ -1,15 +1,52 @@
+import type { Capture } from "./screen.ts";
+
+/** Bytes xterm keeps per cell of a buffer line (3 × u32), for the scrollback cap. */
+export const BYTES_PER_CELL = 12;
+
 /** Requests to the emulator worker. */
 export type EmulatorRequest =
-  | { op: "open"; sid: string; cols: number; rows: number; scrollback: number }
+  | {
+    op: "open";
+    sid: string;
+    cols: number;
+    rows: number;
+    scrollback: number;
+    scrollbackBytes: number;
+  }
   | { op: "write"; sid: string; data: Uint8Array }
   | { op: "resize"; sid: string; cols: number; rows: number }
   | { op: "snapshot"; sid: string; req: number }
+  | {
+    op: "capture";
+    sid: string;
+    req: number;
+    format: "text" | "ansi";
+    start?: number;
+    end?: number;
+  }
+  | { op: "wait"; sid: string; wid: number; pattern: string; regex: boolean }
+  | { op: "unwait"; sid: string; wid: number }
+  | { op: "barrier"; sid: string; req: number }
   | { op: "close"; sid: string };
 
 /** Replies from the emulator worker. */
 export type EmulatorReply =
-  | { op: "ack"; sid: string; bytes: number }
-  | { op: "snapshot"; req: number; data: Uint8Array; cols: number; rows: number };
+  | { op: "ack"; sid: string; bytes: number; lines: number }
+  | { op: "snapshot"; req: number; data: Uint8Array; cols: number; rows: number }
+  | ({ op: "capture"; req: number } & Capture)
+  | { op: "waited"; wid: number; matched: boolean; text?: string }
+  | { op: "title"; sid: string; title: string }
+  | { op: "barrier"; req: number };
+
+/** What a session hears from its screen besides snapshots. */
+export interface ScreenListener {
+  /** Bytes parsed, and the lines the buffer holds now. */
+  onAck(bytes: number, lines: number): void;
+  /** A program set the window title. */
+  onTitle(title: string): void;
+}
+
+export type { Capture };
 
 /** A serialized screen (with scrollback), as terminal output that redraws it. */
 export interface Snapshot {
@@ -34,7 +71,10 @@ export class Emulator {
   #terminated = false;
   #nextReq = 1;
   #snapshots = new Map<number, { resolve: (s: Snapshot) => void; cols: number; rows: number }>();
-  #acks = new Map<string, (bytes: number) => void>();
+  #captures = new Map<number, (c: Capture) => void>();
+  #barriers = new Map<number, () => void>();
+  #waits = new Map<number, (r: { matched: boolean; text?: string }) => void>();
+  #listeners = new Map<string, ScreenListener>();
   #log: (level: "error", msg: string) => void;
 
   constructor(log: (level: "error", msg: string) => void = () => {}) {
@@ -44,6 +84,11 @@ export class Emulator {
   /** True once the worker failed; writes then count as parsed at once. */
   get broken(): boolean {
     return this.#broken;
+  }
+
+  /** Broken or terminated: requests are answered empty at once. */
+  get #dead(): boolean {
+    return this.#broken || this.#terminated;
   }
 
   #post(m: EmulatorRequest): void {
@@ -72,38 +117,72 @@ export class Emulator {
     this.#log("error", `terminal emulator worker failed (${why}); snapshots will be empty`);
     this.#worker?.terminate();
     this.#worker = undefined;
+    this.#settleAll();
+  }
+
+  /** Answers everything pending as a broken worker would: empty, unmatched. */
+  #settleAll(): void {
     for (const [, p] of this.#snapshots) {
       p.resolve({ data: new Uint8Array(0), cols: p.cols, rows: p.rows });
     }
     this.#snapshots.clear();
+    for (const [, r] of this.#captures) r({ data: "", cols: 0, rows: 0, cursor: { x: 0, y: 0 } });
+    this.#captures.clear();
+    for (const [, r] of this.#barriers) r();
+    this.#barriers.clear();
+    for (const [, r] of this.#waits) r({ matched: false });
+    this.#waits.clear();
   }
 
   #onReply(m: EmulatorReply): void {
-    if (m.op === "ack") {
-      this.#acks.get(m.sid)?.(m.bytes);
-    } else {
-      const p = this.#snapshots.get(m.req);
-      this.#snapshots.delete(m.req);
-      p?.resolve({ data: m.data, cols: m.cols, rows: m.rows });
+    switch (m.op) {
+      case "ack":
+        this.#listeners.get(m.sid)?.onAck(m.bytes, m.lines);
+        break;
+      case "snapshot": {
+        const p = this.#snapshots.get(m.req);
+        this.#snapshots.delete(m.req);
+        p?.resolve({ data: m.data, cols: m.cols, rows: m.rows });
+        break;
+      }
+      case "capture": {
+        const r = this.#captures.get(m.req);
+        this.#captures.delete(m.req);
+        r?.({ data: m.data, cols: m.cols, rows: m.rows, cursor: m.cursor });
+        break;
+      }
+      case "waited": {
+        const r = this.#waits.get(m.wid);
+        this.#waits.delete(m.wid);
+        r?.({ matched: m.matched, text: m.text });
+        break;
+      }
+      case "title":
+        this.#listeners.get(m.sid)?.onTitle(m.title);
+        break;
+      case "barrier": {
+        const r = this.#barriers.get(m.req);
+        this.#barriers.delete(m.req);
+        r?.();
+        break;
+      }
     }
   }
 
-  /** Creates the screen of session `sid`; `onAck` receives parsed byte counts. */
+  /** Creates the screen of session `sid`; `listener` hears acks and titles. */
   open(
     sid: string,
-    cols: number,
-    rows: number,
-    scrollback: number,
-    onAck: (bytes: number) => void,
+    size: { cols: number; rows: number; scrollback: number; scrollbackBytes: number },
+    listener: ScreenListener,
   ): void {
-    this.#acks.set(sid, onAck);
-    this.#post({ op: "open", sid, cols, rows, scrollback });
+    this.#listeners.set(sid, listener);
+    this.#post({ op: "open", sid, ...size });
   }
 
   /** Feeds output; acked asynchronously (at once when the worker is broken). */
   write(sid: string, data: Uint8Array): void {
     if (this.#broken) {
-      this.#acks.get(sid)?.(data.length);
+      this.#listeners.get(sid)?.onAck(data.length, 0);
       return;
     }
     this.#post({ op: "write", sid, data });
@@ -115,7 +194,7 @@ export class Emulator {
 
   /** The screen after every byte written so far. */
   snapshot(sid: string, cols: number, rows: number): Promise<Snapshot> {
-    if (this.#broken) return Promise.resolve({ data: new Uint8Array(0), cols, rows });
+    if (this.#dead) return Promise.resolve({ data: new Uint8Array(0), cols, rows });
     const req = this.#nextReq++;
     return new Promise((resolve) => {
       this.#snapshots.set(req, { resolve, cols, rows });
@@ -123,20 +202,69 @@ export class Emulator {
     });
   }
 
+  /** Lines `start`..`end` of the screen as text or ANSI, after every byte written so far. */
+  capture(
+    sid: string,
+    format: "text" | "ansi",
+    start?: number,
+    end?: number,
+  ): Promise<Capture> {
+    if (this.#dead) {
+      return Promise.resolve({ data: "", cols: 0, rows: 0, cursor: { x: 0, y: 0 } });
+    }
+    const req = this.#nextReq++;
+    return new Promise((resolve) => {
+      this.#captures.set(req, resolve);
+      this.#post({ op: "capture", sid, req, format, start, end });
+    });
+  }
+
+  /**
+   * Resolves when the screen (now, or after later output) matches `pattern`, or with
+   * `matched: false` if {@linkcode unwait} or the worker's end comes first.
+   */
+  wait(
+    sid: string,
+    wid: number,
+    pattern: string,
+    regex: boolean,
+  ): Promise<{ matched: boolean; text?: string }> {
+    if (this.#dead) return Promise.resolve({ matched: false });
+    return new Promise((resolve) => {
+      this.#waits.set(wid, resolve);
+      this.#post({ op: "wait", sid, wid, pattern, regex });
+    });
+  }
+
+  /** Stops a wait; its promise resolves unmatched. */
+  unwait(sid: string, wid: number): void {
+    const r = this.#waits.get(wid);
+    this.#waits.delete(wid);
+    this.#post({ op: "unwait", sid, wid });
+    r?.({ matched: false });
+  }
+
+  /** Resolves once everything written to `sid` so far has been parsed (and waits checked). */
+  barrier(sid: string): Promise<void> {
+    if (this.#dead) return Promise.resolve();
+    const req = this.#nextReq++;
+    return new Promise((resolve) => {
+      this.#barriers.set(req, resolve);
+      this.#post({ op: "barrier", sid, req });
+    });
+  }
+
   close(sid: string): void {
-    this.#acks.delete(sid);
+    this.#listeners.delete(sid);
     this.#post({ op: "close", sid });
   }
 
-  /** Stops the worker; pending snapshots resolve empty. */
+  /** Stops the worker; everything pending resolves empty or unmatched. */
   terminate(): void {
     this.#terminated = true;
     this.#worker?.terminate();
     this.#worker = undefined;
-    for (const [, p] of this.#snapshots) {
-      p.resolve({ data: new Uint8Array(0), cols: p.cols, rows: p.rows });
-    }
-    this.#snapshots.clear();
-    this.#acks.clear();
+    this.#settleAll();
+    this.#listeners.clear();
   }
 }

@@ -91,6 +91,8 @@ const SYMBOLS = {
     parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
+  // pid_t tcgetpgrp(int fd);  (works on a PTY master on Linux: the slave's foreground group)
+  tcgetpgrp: { parameters: ["i32"], result: "i32" },
   // int tcgetattr(int fd, struct termios *t);
   tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
   // int tcsetattr(int fd, int optional_actions, const struct termios *t);
@@ -114,6 +116,13 @@ const SYMBOLS = {
   ppoll: { parameters: ["buffer", "u64", "buffer", "buffer"], result: "i32", optional: true },
   // int pipe(int pipefd[2]);
   pipe: { parameters: ["buffer"], result: "i32" },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout);  blocking, on the calling
+  // thread: only for a process whose whole job is that wait (the `umad attach` relay)
+  poll_here: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
+  // int socket(int domain, int type, int protocol);
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // int connect(int fd, const struct sockaddr *addr, socklen_t len);
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded symbols. */
@@ -143,6 +152,8 @@ const POSIX = {
   POLLERR: 0x8,
   POLLHUP: 0x10,
   POLLNVAL: 0x20,
+  AF_UNIX: 1,
+  SOCK_STREAM: 1,
 } as const;
 
 /** Constants that differ by platform. Linux values are verified; macOS values untested. */
@@ -169,6 +180,10 @@ export const C = Deno.build.os === "darwin"
     SIGSET_BYTES: 4,
     FILE_ACTIONS_BYTES: 8,
     SPAWNATTR_BYTES: 8,
+    SOCK_CLOEXEC: 0, // macOS has none: FD_CLOEXEC is set after
+    SUN_PATH_BYTES: 104,
+    // struct sockaddr_un { u8 sun_len; u8 sun_family; char sun_path[104]; }
+    SOCKADDR_FAMILY_BSD: true,
   }
   : {
     ...POSIX,
@@ -193,6 +208,10 @@ export const C = Deno.build.os === "darwin"
     SIGSET_BYTES: 128,
     FILE_ACTIONS_BYTES: 80,
     SPAWNATTR_BYTES: 336,
+    SOCK_CLOEXEC: 0x80000,
+    SUN_PATH_BYTES: 108,
+    // struct sockaddr_un { sa_family_t sun_family (u16); char sun_path[108]; }
+    SOCKADDR_FAMILY_BSD: false,
   };
 
 const LINUX_SIGNALS: Record<string, number> = {

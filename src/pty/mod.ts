@@ -11,5 +11,14 @@ export {
   type PtyServiceOptions,
   userShell,
 } from "./service.ts";
-export { type ExitStatus, liveChildren, PtyProcess, spawnPty } from "./pty_process.ts";
+export {
+  type ExitStatus,
+  liveChildren,
+  PtyProcess,
+  spawnPty,
+  type SpawnPtyOptions,
+} from "./pty_process.ts";
+export type { PollTarget } from "./poller.ts";
+// The wire contract's types, which the service interface names.
+export type * from "../protocol/mod.ts";
 export { rawOutput } from "./termios.ts";

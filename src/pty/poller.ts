@@ -2,6 +2,7 @@ import { C, libc } from "./libc.ts";
 
 /** Something with a file descriptor the poller watches. */
 export interface PollTarget {
+  /** The descriptor to watch. */
   readonly fd: number;
   /** Watch for POLLIN (and hangups). */
   readonly wantRead: boolean;

@@ -1,3 +1,4 @@
+import { BusyError, SpawnError } from "../protocol/errors.ts";
 import { C, cString, cStringArray, errno, libc, signalName, SIGNALS } from "./libc.ts";
 import { poller, type PollTarget } from "./poller.ts";
 
@@ -19,23 +20,84 @@ export interface SpawnPtyOptions {
   env: Readonly<Record<string, string>>;
   /** Working directory of the child. */
   cwd?: string;
+  /** The terminal's width, columns. */
   cols: number;
+  /** The terminal's height, rows. */
   rows: number;
 }
 
 const ERRNO_NAMES: Record<number, string> = {
   1: "operation not permitted",
   2: "no such file or directory",
+  7: "argument list too long",
   8: "exec format error",
   11: "resource temporarily unavailable",
   12: "out of memory",
   13: "permission denied",
   20: "not a directory",
+  21: "is a directory",
+  23: "too many open files in the system",
   24: "too many open files",
+  26: "text file busy",
+  40: "too many levels of symbolic links",
 };
+
+/** Linux errno values the spawn path tells apart (the same numbers on macOS for these). */
+const E = {
+  ENOENT: 2,
+  E2BIG: 7,
+  ENOEXEC: 8,
+  EAGAIN: 11,
+  EACCES: 13,
+  ENOTDIR: 20,
+  EISDIR: 21,
+  ENFILE: 23,
+  EMFILE: 24,
+} as const;
 
 function describeErrno(n: number): string {
   return `${ERRNO_NAMES[n] ?? "error"} (errno ${n})`;
+}
+
+/**
+ * The error for a failed spawn step: out of descriptors or processes is the daemon
+ * being full (`E_BUSY`, retry later); anything else is this program failing to start
+ * (`E_SPAWN`), with the cause in words.
+ */
+function spawnFailure(what: string, err: number, opts: SpawnPtyOptions): Error {
+  if (err === E.EMFILE || err === E.ENFILE) {
+    return new BusyError(`${what}: the daemon is out of file descriptors (${describeErrno(err)})`);
+  }
+  if (err === E.EAGAIN) {
+    return new BusyError(`${what}: the process limit is reached (${describeErrno(err)})`);
+  }
+  const cause = err === E.ENOENT && opts.cwd !== undefined
+    ? `not found, or the directory "${opts.cwd}" is missing`
+    : err === E.ENOENT
+    ? "not found"
+    : err === E.EACCES
+    ? "not executable (permission denied)"
+    : err === E.ENOEXEC
+    ? "not executable (not a binary, and no #! line)"
+    : err === E.EISDIR
+    ? "is a directory"
+    : err === E.ENOTDIR
+    ? "a path component is not a directory"
+    : err === E.E2BIG
+    ? `argument list too long (${argBytes(opts)} bytes of arguments and environment)`
+    : (ERRNO_NAMES[err] ?? "could not start");
+  return new SpawnError(`${what}: ${cause} (errno ${err})`);
+}
+
+/** Bytes argv and the environment take on the new process's stack (as E2BIG counts). */
+function argBytes(opts: SpawnPtyOptions): number {
+  const enc = new TextEncoder();
+  let n = 0;
+  for (const a of opts.argv) n += enc.encode(a).length + 1 + 8;
+  for (const [k, v] of Object.entries(opts.env)) {
+    n += enc.encode(k).length + enc.encode(v).length + 2 + 8;
+  }
+  return n;
 }
 
 /** Largest chunk one poll cycle reads from one PTY before moving on to the others. */
@@ -82,7 +144,9 @@ function echoWaitAllowed(): boolean {
  * only after the output is drained.
  */
 export class PtyProcess implements PollTarget {
+  /** The PTY master. */
   readonly fd: number;
+  /** The program's pid (its process group and session leader). */
   readonly pid: number;
   /** Called for each chunk of output, on the event loop. */
   onData: (chunk: Uint8Array) => void = () => {};
@@ -102,7 +166,10 @@ export class PtyProcess implements PollTarget {
   #echoMisses = 0;
   #echoSkips = 0;
   #pfd: Uint8Array | undefined;
+  #fgPgid = 0;
+  #fgName: string | undefined;
 
+  /** Takes over a spawned child's master `fd`: the poller reads it, the reaper waits for `pid`. */
   constructor(fd: number, pid: number, cols: number, rows: number) {
     this.fd = fd;
     this.pid = pid;
@@ -112,9 +179,11 @@ export class PtyProcess implements PollTarget {
     reaper.add(this);
   }
 
+  /** Read output now (not paused, not hung up). */
   get wantRead(): boolean {
     return !this.#paused && !this.#hungUp;
   }
+  /** Input is queued for the program. */
   get wantWrite(): boolean {
     return this.#writeQueue.length > 0 && !this.#hungUp;
   }
@@ -122,9 +191,11 @@ export class PtyProcess implements PollTarget {
   get closed(): boolean {
     return this.#closed;
   }
+  /** The terminal's width, columns. */
   get cols(): number {
     return this.#cols;
   }
+  /** The terminal's height, rows. */
   get rows(): number {
     return this.#rows;
   }
@@ -170,6 +241,30 @@ export class PtyProcess implements PollTarget {
     this.#writeQueue.push(data.slice());
     this.#queuedBytes += data.length;
     return true;
+  }
+
+  /**
+   * The name of the terminal's foreground process (argv[0] of its foreground process
+   * group's leader, as node-pty's `process` reads it), or undefined when it cannot be
+   * read (the program exited, or not Linux).
+   */
+  foreground(): string | undefined {
+    if (this.#closed || this.#hungUp) return undefined;
+    const pgid = libc().tcgetpgrp(this.fd);
+    if (pgid <= 0) return undefined;
+    if (pgid === this.#fgPgid) return this.#fgName;
+    let name: string | undefined;
+    try {
+      const cmdline = Deno.readFileSync(`/proc/${pgid}/cmdline`);
+      const end = cmdline.indexOf(0);
+      name = new TextDecoder().decode(cmdline.subarray(0, end < 0 ? cmdline.length : end));
+      if (name === "") name = Deno.readTextFileSync(`/proc/${pgid}/comm`).trim();
+    } catch {
+      return undefined; // gone meanwhile: try again next time
+    }
+    this.#fgPgid = pgid;
+    this.#fgName = name;
+    return name;
   }
 
   /** Sets the terminal size; the kernel sends SIGWINCH to the foreground job. */
@@ -466,7 +561,7 @@ export function spawnPty(opts: SpawnPtyOptions): PtyProcess {
   }
   const lib = libc();
   const fd = lib.posix_openpt(C.O_RDWR | C.O_NOCTTY | C.O_CLOEXEC);
-  if (fd < 0) throw new Error(`Cannot open a PTY: ${describeErrno(errno())}`);
+  if (fd < 0) throw spawnFailure(`Cannot open a PTY for "${opts.file}"`, errno(), opts);
   let ok = false;
   const fa = new Uint8Array(C.FILE_ACTIONS_BYTES);
   const attr = new Uint8Array(C.SPAWNATTR_BYTES);
@@ -474,11 +569,11 @@ export function spawnPty(opts: SpawnPtyOptions): PtyProcess {
   let attrInit = false;
   try {
     if (lib.grantpt(fd) !== 0 || lib.unlockpt(fd) !== 0) {
-      throw new Error(`Cannot unlock the PTY: ${describeErrno(errno())}`);
+      throw spawnFailure(`Cannot unlock the PTY for "${opts.file}"`, errno(), opts);
     }
     const nameBuf = new Uint8Array(128);
     const r = lib.ptsname_r(fd, nameBuf, BigInt(nameBuf.length));
-    if (r !== 0) throw new Error(`Cannot name the PTY slave: ${describeErrno(r)}`);
+    if (r !== 0) throw spawnFailure(`Cannot name the PTY slave for "${opts.file}"`, r, opts);
     const slavePath = new TextDecoder().decode(nameBuf.subarray(0, nameBuf.indexOf(0)));
     const flags = lib.fcntl(fd, C.F_GETFL, 0n);
     lib.fcntl(fd, C.F_SETFL, BigInt(flags | C.O_NONBLOCK));
@@ -527,10 +622,7 @@ export function spawnPty(opts: SpawnPtyOptions): PtyProcess {
     );
     // Keep the strings alive past the call.
     void [argv.keep, envp.keep, slave, cwd, file];
-    if (rc !== 0) {
-      const where = rc === 2 && opts.cwd !== undefined ? ` (in "${opts.cwd}")` : "";
-      throw new Error(`Cannot spawn "${opts.file}"${where}: ${describeErrno(rc)}`);
-    }
+    if (rc !== 0) throw spawnFailure(`Cannot spawn "${opts.argv[0]}"`, rc, opts);
     ok = true;
     return new PtyProcess(fd, pidBuf[0], opts.cols, opts.rows);
   } finally {
@@ -541,5 +633,6 @@ export function spawnPty(opts: SpawnPtyOptions): PtyProcess {
 }
 
 function check(rc: number, what: string): void {
+  // These only fail for lack of memory (ENOMEM): the daemon's problem, not the program's.
   if (rc !== 0) throw new Error(`Cannot prepare the spawn (${what}): ${describeErrno(rc)}`);
 }

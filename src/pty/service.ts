@@ -1,10 +1,13 @@
 import { type Message, type Request, type RequestType, UmadError } from "../protocol/mod.ts";
-import type { PtySpawnRequest, SessionInfo } from "../protocol/mod.ts";
+import { BusyError, SpawnError } from "../protocol/errors.ts";
+import type { WatchKind } from "../protocol/events.ts";
+import type { PtySpawnRequest, RequestOf, SessionInfo } from "../protocol/mod.ts";
 import type { Service, Stream } from "../protocol/service.ts";
 import { Emulator } from "./emulator.ts";
 import { poller } from "./poller.ts";
 import { liveChildren, spawnPty } from "./pty_process.ts";
 import { Attachment, type PtyCounters, Session } from "./session.ts";
+import { BYTES_PER_CELL } from "./emulator.ts";
 
 /** Options of {@linkcode createPtyService}. */
 export interface PtyServiceOptions {
@@ -12,17 +15,33 @@ export interface PtyServiceOptions {
   exitedTtlMs?: number;
   /** Scrollback lines kept per session and sent in snapshots (default 1000). */
   scrollback?: number;
+  /**
+   * Scrollback memory per session at most, in bytes (default 16 MiB): the emulator keeps
+   * 12 bytes per cell, so a session keeps `min(scrollback, bytes / (cols × 12))` lines.
+   */
+  scrollbackBytes?: number;
+  /**
+   * Sessions running at once; the next `pty.spawn` gets `E_BUSY` (default 1024), as it
+   * does when the daemon runs out of file descriptors at spawn. The daemon derives it
+   * from its descriptor limit (`--max-sessions`). Exited sessions beyond it are
+   * forgotten, oldest first, so the list stays bounded too.
+   */
+  maxSessions?: number;
   /** Log sink. */
   log?: (level: "debug" | "info" | "warn" | "error", msg: string) => void;
 }
 
 /** The service's counters, under `pty` in the daemon's `metrics` reply. */
-export interface PtyMetrics extends Message {
+export interface PtyMetrics {
   /** Sessions listed now (running + exited). */
   sessions: number;
+  /** Sessions whose program is running. */
   running: number;
+  /** Sessions whose program has exited (listed until their TTL). */
   exited: number;
+  /** Sessions spawned since the start. */
   spawned_total: number;
+  /** Programs that exited since the start. */
   exited_total: number;
   /** Clients attached now. */
   attachments: number;
@@ -32,19 +51,38 @@ export interface PtyMetrics extends Message {
   bytes_relayed: number;
   /** Times a client's backlog was dropped because its connection was over its cap. */
   dropped_backlogs: number;
+  /** Snapshots sent (attach, re-attach, resync after a dropped backlog). */
   snapshots: number;
   /** Times a program was paused because the terminal emulator lagged too far. */
   emulator_pauses: number;
   /** Children spawned and not yet reaped. */
   live_children: number;
+  /** Wake-ups of the PTY poller. */
   poll_cycles: number;
+  /** The `maxSessions` limit. */
+  max_sessions: number;
+  /** Spawns refused with `E_BUSY` (the limit, or out of descriptors). */
+  spawns_refused: number;
+  /** Scrollback lines per session (the line cap). */
+  scrollback_lines: number;
+  /** Scrollback memory per session at most, bytes. */
+  scrollback_bytes_max: number;
+  /** Estimated emulator memory of all sessions' buffers now (lines × cols × 12). */
+  screen_bytes: number;
+  /** `pty.wait` requests pending now. */
+  waits: number;
+  /** `watch` streams open now. */
+  watches: number;
+  /** (Any further counter.) */
+  [key: string]: number;
 }
 
 /** The PTY part of the daemon: a {@linkcode Service} with metrics and shutdown. */
 export interface PtyService extends Service {
   /** `{pty: PtyMetrics}`. */
   metrics(): { pty: PtyMetrics };
-  close(): Promise<void>;
+  /** Hangs up every session and waits for them to exit, until `deadline` (performance.now() ms). */
+  close(deadline?: number): Promise<void>;
 }
 
 const TYPES: readonly RequestType[] = [
@@ -55,6 +93,11 @@ const TYPES: readonly RequestType[] = [
   "pty.detach",
   "pty.kill",
   "pty.list",
+  "pty.pause",
+  "pty.resume",
+  "pty.capture",
+  "pty.wait",
+  "watch",
 ];
 
 const DEFAULT_COLS = 80;
@@ -81,29 +124,45 @@ export function userShell(): string {
   return "/bin/sh";
 }
 
-function isExecutable(path: string): boolean {
+/** What a path is, for a spawn's error message. */
+function probe(path: string): "missing" | "directory" | "not-executable" | "ok" {
+  let st: Deno.FileInfo;
   try {
-    const st = Deno.statSync(path);
-    return st.isFile && ((st.mode ?? 0o755) & 0o111) !== 0;
+    st = Deno.statSync(path);
   } catch {
-    return false;
+    return "missing";
   }
+  if (st.isDirectory) return "directory";
+  if (!st.isFile || ((st.mode ?? 0o755) & 0o111) === 0) return "not-executable";
+  return "ok";
+}
+
+function notStartable(program: string, what: ReturnType<typeof probe>, where = ""): SpawnError {
+  const cause = what === "directory"
+    ? "is a directory"
+    : what === "not-executable"
+    ? "not executable (no execute permission)"
+    : `not found${where}`;
+  return new SpawnError(`Cannot spawn "${program}": ${cause}`);
 }
 
 /** Finds `program` on the child's PATH (posix_spawnp would search the daemon's). */
 function resolveProgram(program: string, path: string | undefined, cwd: string): string {
   if (program.includes("/")) {
     const full = program.startsWith("/") ? program : `${cwd}/${program}`;
-    if (!isExecutable(full)) {
-      throw new UmadError("E_NOT_FOUND", `Cannot spawn "${program}": not an executable file`);
-    }
+    const what = probe(full);
+    if (what !== "ok") throw notStartable(program, what);
     return full;
   }
-  for (const dir of (path ?? "/usr/local/bin:/usr/bin:/bin").split(":")) {
+  const dirs = (path ?? "/usr/local/bin:/usr/bin:/bin").split(":");
+  let seen: ReturnType<typeof probe> = "missing";
+  for (const dir of dirs) {
     const full = `${dir === "" ? "." : dir}/${program}`;
-    if (isExecutable(full)) return full;
+    const what = probe(full);
+    if (what === "ok") return full;
+    if (what === "not-executable") seen = what;
   }
-  throw new UmadError("E_NOT_FOUND", `Cannot spawn "${program}": not found in PATH`);
+  throw notStartable(program, seen, ` in PATH (${dirs.join(":")})`);
 }
 
 /**
@@ -120,6 +179,8 @@ function resolveProgram(program: string, path: string | undefined, cwd: string):
 export function createPtyService(options: PtyServiceOptions = {}): PtyService {
   const exitedTtlMs = options.exitedTtlMs ?? 5 * 60_000;
   const scrollback = options.scrollback ?? 1000;
+  const scrollbackBytes = options.scrollbackBytes ?? 16 * 1024 * 1024;
+  const maxSessions = options.maxSessions ?? 1024;
   const log = options.log ?? (() => {});
   const emulator = new Emulator(log);
   const sessions = new Map<string, Session>();
@@ -133,6 +194,37 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
   };
   let spawned = 0;
   let exitedTotal = 0;
+  let refused = 0;
+  let nextWait = 1;
+  const waits = new Set<() => void>();
+  const watches = new Set<{ stream: Stream; only?: Set<string> }>();
+
+  function announce(s: Session, kind: WatchKind, fields: Record<string, unknown>): void {
+    for (const w of watches) {
+      if (w.only !== undefined && !w.only.has(s.id) && !w.only.has(s.name)) continue;
+      w.stream.send("watch.event", { kind, session: s.id, ...fields });
+    }
+  }
+
+  /**
+   * Makes room for one more session: E_BUSY when `maxSessions` are running; exited ones
+   * beyond the limit are forgotten, oldest first (they hold memory, not descriptors).
+   */
+  function admit(): void {
+    if (running().length >= maxSessions) {
+      refused++;
+      throw new BusyError(
+        `${maxSessions} terminal sessions are running already (--max-sessions); try again later`,
+      );
+    }
+    if (sessions.size < maxSessions) return;
+    const exited = [...sessions.values()].filter((s) => s.exited && s.attachments.size === 0)
+      .sort((a, b) => a.created - b.created);
+    for (const s of exited) {
+      if (sessions.size < maxSessions) break;
+      remove(s);
+    }
+  }
   let closing = false;
   const exitWaiters = new Set<() => void>();
 
@@ -160,15 +252,24 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
 
   function spawn(req: PtySpawnRequest): Session {
     if (closing) throw new UmadError("E_BUSY", "The daemon is shutting down");
+    admit();
     const daemonEnv = Deno.env.toObject();
     const home = daemonEnv.HOME ?? "/";
     const cwd = req.cwd ?? home;
-    try {
-      if (!Deno.statSync(cwd).isDirectory) throw new Error();
-    } catch {
-      throw new UmadError("E_NOT_FOUND", `Cannot spawn in "${cwd}": no such directory`);
-    }
     const argv = req.argv ?? [userShell()];
+    let cwdInfo: Deno.FileInfo | undefined;
+    try {
+      cwdInfo = Deno.statSync(cwd);
+    } catch {
+      // missing: said below
+    }
+    if (cwdInfo?.isDirectory !== true) {
+      throw new SpawnError(
+        `Cannot spawn "${argv[0]}" in "${cwd}": ${
+          cwdInfo === undefined ? "no such directory" : "not a directory"
+        }`,
+      );
+    }
     let id = newId();
     while (sessions.has(id)) id = newId();
     const env: Record<string, string> = {
@@ -180,19 +281,32 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
     const file = resolveProgram(argv[0], env.PATH, cwd);
     const cols = req.cols ?? DEFAULT_COLS;
     const rows = req.rows ?? DEFAULT_ROWS;
+    // Failures come as SpawnError (the program) or BusyError (out of descriptors).
     let proc;
     try {
       proc = spawnPty({ file, argv, env, cwd, cols, rows });
     } catch (e) {
-      throw new UmadError("E_INTERNAL", (e as Error).message);
+      if (e instanceof BusyError) refused++;
+      throw e;
     }
     const name = req.name ?? argv[0].split("/").pop()!;
-    const s = new Session({ id, name, proc, scrollback }, emulator, counters);
+    const s = new Session(
+      { id, name, proc, scrollback, scrollbackBytes, program: argv[0] },
+      emulator,
+      counters,
+    );
     sessions.set(id, s);
     spawned++;
     s.onGone = () => remove(s);
+    s.onResized = () => announce(s, "resized", { cols: s.cols, rows: s.rows });
+    s.onTitle = () => announce(s, "title", { title: s.title });
     s.onExited = () => {
       exitedTotal++;
+      announce(s, "exited", {
+        code: s.status?.code ?? null,
+        signal: s.status?.signal ?? null,
+        reason: s.exitReason,
+      });
       log("debug", `pty session ${id} exited (${JSON.stringify(s.status)})`);
       if (!closing && !s.removeOnExit) {
         ttlTimers.set(id, setTimeout(() => remove(s), exitedTtlMs));
@@ -200,6 +314,7 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
       for (const w of exitWaiters) w();
     };
     log("debug", `pty session ${id} spawned pid ${proc.pid}: ${argv.join(" ")}`);
+    announce(s, "created", { name, pid: proc.pid, cols, rows });
     return s;
   }
 
@@ -246,6 +361,36 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
         stream.end();
         return;
       }
+      case "pty.pause":
+      case "pty.resume": {
+        const s = find(request.session, request.type === "pty.pause" ? "pause" : "resume");
+        s.setPaused(stream.connectionId, request.type === "pty.pause");
+        stream.end();
+        return;
+      }
+      case "pty.capture": {
+        const s = find(request.session, "capture");
+        void s.capture(request.format, request.start, request.end).then((c) => {
+          stream.send("pty.capture", { session: s.id, ...c });
+          stream.end();
+        });
+        return;
+      }
+      case "pty.wait":
+        startWait(find(request.session, "wait for"), request, stream);
+        return;
+      case "watch": {
+        const w = {
+          stream,
+          only: request.sessions === undefined ? undefined : new Set(request.sessions),
+        };
+        watches.add(w);
+        stream.signal.addEventListener("abort", () => {
+          watches.delete(w);
+          stream.end();
+        }, { once: true });
+        return;
+      }
       case "pty.list": {
         const list = [...sessions.values()].sort((a, b) => a.created - b.created).map((
           s,
@@ -259,6 +404,8 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
           state: s.exited ? "exited" : "running",
           ...(s.exited ? { code: s.status!.code, signal: s.status!.signal } : {}),
           created: s.created,
+          process: s.exited ? s.process : (s.proc.foreground() ?? s.process),
+          ...(s.title !== "" ? { title: s.title } : {}),
         }));
         stream.send("pty.list", { sessions: list });
         stream.end();
@@ -267,6 +414,43 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
       default:
         throw new UmadError("E_PROTO_BAD_REQUEST", `pty: cannot handle "${request.type}"`);
     }
+  }
+
+  /**
+   * A `pty.wait`: the worker tests the screen now, then each batch of new output and the
+   * rows it changed. Ends matched, at the timeout, when the program has exited and its
+   * last output was checked, or when the request is cancelled.
+   */
+  function startWait(s: Session, req: RequestOf<"pty.wait">, stream: Stream): void {
+    const wid = nextWait++;
+    let done = false;
+    const finish = (matched: boolean, text?: string) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      waits.delete(end);
+      s.offExit(onExit);
+      emulator.unwait(s.id, wid);
+      if (stream.signal.reason !== "disconnected") {
+        stream.send("pty.waited", {
+          session: s.id,
+          matched,
+          ...(text !== undefined ? { text } : {}),
+        });
+      }
+      stream.end();
+    };
+    const end = () => finish(false);
+    const onExit = () => void s.parsedAll().then(() => finish(false));
+    const timer = setTimeout(end, req.timeout_ms);
+    waits.add(end);
+    stream.signal.addEventListener("abort", end, { once: true });
+    s.flushToEmulator();
+    void emulator.wait(s.id, wid, req.pattern, req.regex).then((r) => {
+      if (r.matched) finish(true, r.text);
+    });
+    if (s.exited) onExit();
+    else s.onExit(onExit);
   }
 
   function running(): Session[] {
@@ -307,6 +491,13 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
         emulator_pauses: counters.emulatorPauses,
         live_children: liveChildren(),
         poll_cycles: poller.cycles,
+        max_sessions: maxSessions,
+        spawns_refused: refused,
+        scrollback_lines: scrollback,
+        scrollback_bytes_max: scrollbackBytes,
+        screen_bytes: all.reduce((n, s) => n + s.lines * s.cols * BYTES_PER_CELL, 0),
+        waits: waits.size,
+        watches: watches.size,
       };
       return { pty };
     },
@@ -315,15 +506,19 @@ export function createPtyService(options: PtyServiceOptions = {}): PtyService {
         for (const a of s.attachmentsOf(connectionId)) s.detach(a, true);
       }
     },
-    async close(): Promise<void> {
+    async close(deadline = performance.now() + 4000): Promise<void> {
       closing = true;
       for (const s of running()) {
         s.exitReason = "shutdown";
         s.proc.hangUp();
       }
-      await waitExits(2000);
+      // Half the time left for programs to exit on SIGHUP, the rest after SIGKILL.
+      await waitExits(Math.max(0, (deadline - performance.now()) / 2));
       for (const s of running()) s.proc.kill("SIGKILL");
-      await waitExits(2000);
+      await waitExits(Math.max(0, deadline - performance.now()));
+      for (const w of [...waits]) w();
+      for (const w of watches) w.stream.end();
+      watches.clear();
       for (const s of [...sessions.values()]) remove(s);
       emulator.terminate();
       if (running().length === 0) await poller.idle();

@@ -10,10 +10,14 @@ import {
   type Request,
   requestIdOf,
   UmadError,
+  umaError,
+  umaInvalidUtf8Id,
   validateRequest,
 } from "../protocol/mod.ts";
 import type { AbortReason, Stream, WireErrorCode } from "../protocol/service.ts";
 import type { EventFields, EventName } from "../protocol/events.ts";
+import { concat } from "../protocol/bytes.ts";
+import { type HttpSession, sniffProtocol } from "../http/mod.ts";
 import { delay } from "../protocol/async.ts";
 
 /** Limits one connection enforces. */
@@ -24,9 +28,9 @@ export interface ConnectionLimits {
   maxQueuedBytes: number;
   /** Requests in flight at once. */
   maxInflight: number;
-  /** Requests per second sustained. */
+  /** Requests per second sustained (a token bucket refilled at this rate). */
   rateLimit: number;
-  /** Requests allowed in a burst above the sustained rate. */
+  /** The bucket's size: requests accepted back to back after a quiet spell. */
   rateBurst: number;
   /** Close a connection that sends no complete frame for this long (ms); 0 = never. */
   idleTimeoutMs: number;
@@ -45,6 +49,11 @@ export interface ConnectionHost {
   countOut(frames: number, bytes: number): void;
   /** The connection is gone; its streams' signals were aborted. */
   closed(conn: Connection): void;
+  /**
+   * Takes over a connection that speaks HTTP (its first bytes, already read, are
+   * `head`; a TCP connection is HTTP from its first byte).
+   */
+  serveHttp(conn: Connection, socket: Deno.Conn, head: Uint8Array): HttpSession;
   log(level: "debug" | "info" | "warn" | "error", message: string): void;
 }
 
@@ -58,7 +67,13 @@ class RequestStream implements Stream {
   #controller: AbortController | undefined;
   #abortReason: AbortReason | undefined;
   #ended = false;
-  constructor(conn: Connection, readonly id: string, readonly codec: Codec) {
+  /** `uma`: a request in UMA Serve's form, whose errors carry UMA's codes. */
+  constructor(
+    conn: Connection,
+    readonly id: string,
+    readonly codec: Codec,
+    readonly uma = false,
+  ) {
     this.#conn = conn;
   }
   get connectionId(): number {
@@ -83,6 +98,7 @@ class RequestStream implements Stream {
   }
   fail(code: WireErrorCode, message: string): void {
     if (this.#ended) return;
+    if (this.uma) ({ code, message } = umaError(code, message));
     this.#conn.sendError(this.id || null, code, message, this.codec);
     this.end();
   }
@@ -124,10 +140,21 @@ export class Connection {
   #lastRefill = performance.now();
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #stopReading = false;
+  /** Bytes read while it is not yet known whether the peer speaks frames or HTTP. */
+  #head: Uint8Array | null = new Uint8Array(0);
+  /** Set once the connection was handed to the HTTP gateway. */
+  #http: HttpSession | undefined;
   readonly connectedAt = Date.now();
   client: string | undefined;
 
-  constructor(id: number, conn: Deno.Conn, host: ConnectionHost, limits: ConnectionLimits) {
+  /** `transport: "tcp"` (the `--http` port) serves HTTP only. */
+  constructor(
+    id: number,
+    conn: Deno.Conn,
+    host: ConnectionHost,
+    limits: ConnectionLimits,
+    readonly transport: "unix" | "tcp" = "unix",
+  ) {
     this.id = id;
     this.#conn = conn;
     this.#host = host;
@@ -136,8 +163,15 @@ export class Connection {
     this.#tokens = limits.rateBurst;
     if (limits.idleTimeoutMs > 0) {
       this.#idleTimer = setTimeout(() => {
+        this.#idleTimer = undefined;
         this.#host.log("info", `connection ${id}: no request within ${limits.idleTimeoutMs} ms`);
-        this.close();
+        this.sendError(
+          null,
+          "E_IDLE_TIMEOUT",
+          `No request within ${limits.idleTimeoutMs} ms (--idle-timeout): closing`,
+          "json",
+        );
+        void this.#flushThenClose();
       }, limits.idleTimeoutMs);
     }
   }
@@ -164,6 +198,7 @@ export class Connection {
 
   /** Reads until the peer closes or a framing error; then closes. */
   async serve(): Promise<void> {
+    if (this.transport === "tcp") return this.#handOff(new Uint8Array(0));
     try {
       // One buffer for every read: frames are decoded before the next read, and
       // payloads whose decoded fields could be views into it are copied first.
@@ -178,12 +213,31 @@ export class Connection {
           void this.#flushThenClose();
           return;
         }
-        this.#onBytes(buf.subarray(0, n));
+        let chunk: Uint8Array = buf.subarray(0, n);
+        if (this.#head !== null) {
+          // The first bytes decide: an HTTP request line, or frames (PROTOCOL.md).
+          const head = concat([this.#head, chunk.slice()]);
+          const kind = sniffProtocol(head);
+          if (kind === "undecided") {
+            this.#head = head;
+            continue;
+          }
+          this.#head = null;
+          if (kind === "http") return this.#handOff(head);
+          chunk = head;
+        }
+        this.#onBytes(chunk);
       }
     } catch (e) {
       if (!this.#closed) this.#host.log("debug", `connection ${this.id}: read ended: ${e}`);
       this.close();
     }
+  }
+
+  #handOff(head: Uint8Array): void {
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined; // node:http's header and keep-alive timeouts apply now
+    this.#http = this.#host.serveHttp(this, this.#conn, head);
   }
 
   #onBytes(chunk: Uint8Array): void {
@@ -219,7 +273,7 @@ export class Connection {
       const decoded = decodePayload(codec === "msgpack" ? payload.slice() : payload);
       codec = decoded.codec;
       id = requestIdOf(decoded.message) ?? null;
-      if (!this.#takeToken()) {
+      if (!this.takeToken()) {
         throw new UmadError(
           "E_RATE_LIMITED",
           `Connection exceeded ${this.#limits.rateLimit} requests per second`,
@@ -250,10 +304,23 @@ export class Connection {
           );
         }
       }
-      const stream = new RequestStream(this, rid, codec);
+      const stream = new RequestStream(
+        this,
+        rid,
+        codec,
+        request.type === "generate" && request.uma === true,
+      );
       if (rid !== "") this.#inflight.set(rid, stream);
       this.#host.dispatch(this, request, stream);
     } catch (e) {
+      if (e instanceof UmadError && e.code === "E_PROTO_INVALID_JSON" && codec === "json") {
+        // UMA Serve answers its own request form's undecodable text with its code.
+        const umaId = umaInvalidUtf8Id(payload);
+        if (umaId !== undefined) {
+          this.sendError(umaId, "E_PROTO_001", `invalid utf-8 in the request: ${e.message}`, codec);
+          return;
+        }
+      }
       if (e instanceof UmadError && isWireCode(e.code)) {
         this.sendError(id, e.code, e.message, codec);
       } else {
@@ -277,7 +344,14 @@ export class Connection {
     stream.abort("cancelled");
   }
 
-  #takeToken(): boolean {
+  /** Counts HTTP traffic with the daemon's byte counters (frames count their own). */
+  countTraffic(read: number, written: number): void {
+    if (read) this.#host.countIn(0, read);
+    if (written) this.#host.countOut(0, written);
+  }
+
+  /** Takes one request from the connection's rate limit (token bucket); false when over it. */
+  takeToken(): boolean {
     const now = performance.now();
     const { rateLimit, rateBurst } = this.#limits;
     this.#tokens = Math.min(
@@ -361,6 +435,7 @@ export class Connection {
 
   /** Resolves when everything queued is written, or after `timeoutMs`. */
   async drain(timeoutMs: number): Promise<void> {
+    if (this.#http) return this.#http.drain(timeoutMs);
     const until = performance.now() + timeoutMs;
     while ((this.#out.length > 0 || this.#writing) && !this.#closed && performance.now() < until) {
       await delay(5);
@@ -375,6 +450,7 @@ export class Connection {
 
   /** Aborts every stream with `reason` (streams stay in flight until they end). */
   abortAll(reason: AbortReason): void {
+    this.#http?.abortAll(reason);
     for (const s of [...this.#inflight.values()]) s.abort(reason);
   }
 
@@ -385,6 +461,7 @@ export class Connection {
     if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
     this.#out = [];
     this.#outBytes = 0;
+    this.#http?.close();
     try {
       this.#conn.close();
     } catch {
