@@ -119,7 +119,7 @@ async function libraries(): Promise<{ prebuilt: Lib; native: Lib }> {
       cpuVariant: null,
       detail:
         `umad llama build (${
-          native.manifest?.cmake_options.filter((o) => /NATIVE|OPENMP/.test(o)).join(" ")
+          native.manifest?.cmake_options.filter((o) => /NATIVE|OPENMP|_FLAGS/.test(o)).join(" ")
         }, ` +
         `${native.manifest?.compiler}), CPU code linked in (${n.features.join(" ")})`,
     },
@@ -573,9 +573,11 @@ export async function benchNative(): Promise<string> {
   };
   if (haveTools) {
     log("llama-bench and llama-batched-bench");
-    sides.native.bench = await llamaBench(model);
+    // The tools' own libraries are a plain GGML_NATIVE build (AVX512-FP16 on where the CPU
+    // has it): the native side runs them on umad's native build instead, the same files.
+    sides.native.bench = await llamaBench(model, native.dir);
     sides.prebuilt.bench = await llamaBench(model, swap);
-    sides.native.batched = await batchedBench(model);
+    sides.native.batched = await batchedBench(model, native.dir);
     sides.prebuilt.batched = await batchedBench(model, swap);
   }
   for (let round = 0; round < ROUNDS; round++) {
@@ -585,7 +587,7 @@ export async function benchNative(): Promise<string> {
       if (haveTools) {
         log(`round ${round + 1}/${ROUNDS}: llama-server on ${name}`);
         sides[name].server.push(
-          await llamaServerFigures(model, round, name === "prebuilt" ? swap : undefined),
+          await llamaServerFigures(model, round, name === "prebuilt" ? swap : native.dir),
         );
       }
     }
@@ -603,9 +605,10 @@ export async function benchNative(): Promise<string> {
     "",
     `- **prebuilt**: ${prebuilt.detail}`,
     `- **native**: ${native.detail}`,
-    "- llama-bench, llama-batched-bench and llama-server are built from the same llama.cpp source " +
-      "(GGML_NATIVE); on the prebuilt side they run with the prebuilt's CPU backend and libggml-base " +
-      "(LD_LIBRARY_PATH), so the sides differ only in the CPU code.",
+    "- llama-bench, llama-batched-bench and llama-server are built from the same llama.cpp source and " +
+      "run on the same libraries as umad (LD_LIBRARY_PATH): on the native side umad's native build, on " +
+      "the prebuilt side the prebuilt's CPU backend and libggml-base (the tools' own libllama and " +
+      "libggml, same source, stay), so the two sides differ only in the CPU code.",
     "",
     "| tokens/s | prebuilt | native | native / prebuilt |",
     "|---|---:|---:|---:|",
