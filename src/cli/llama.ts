@@ -97,8 +97,12 @@ async function buildCommand(args: string[]): Promise<number> {
   if (jobs !== undefined && !(Number.isInteger(jobs) && jobs >= 1 && jobs <= 1024)) {
     throw new UsageError(`--jobs must be a whole number from 1 to 1024, got "${values.jobs}"`);
   }
-  const log = (m: string) => console.error(`umad llama build: ${m}`);
   const bar = progressReporter("building llama.cpp");
+  // A log line first clears the bar it would otherwise be written after.
+  const log = (m: string) => {
+    bar.done();
+    console.error(`umad llama build: ${m}`);
+  };
   let result;
   try {
     result = await buildNative({
@@ -142,7 +146,10 @@ async function addCommand(args: string[]): Promise<number> {
     result = await addPrebuilt(backend, {
       dir: values.dir,
       force: values.force,
-      log: (m) => console.error(`umad llama add: ${m}`),
+      log: (m) => {
+        bar.done();
+        console.error(`umad llama add: ${m}`);
+      },
       onBytes: (done, total) =>
         total > 0 && bar.update(done / total, `${(done / 2 ** 20).toFixed(1)} MiB`),
     });
