@@ -3,8 +3,10 @@
 // (`umad llama build`, run here once and cached) side by side, with llama-bench,
 // llama-batched-bench and llama-server built from the same llama.cpp source in the same
 // run, and which compile flag the prebuilt's speed depends on.
-// `deno run -A scripts/bench_native.ts` prints the Markdown section (about 6 minutes on 2
-// quiet cores, plus the builds the first time); scripts/bench.ts calls benchNative().
+// `deno run -A scripts/bench_native.ts` prints the Markdown section (about 25 minutes on 2
+// cores, plus the builds the first time: the native libraries ~3-8 min, llama.cpp's tools
+// ~10 min unless .bench/llama-tools has them, three libggml-cpu variants ~2 min each);
+// scripts/bench.ts calls benchNative() for `deno task bench --only native`.
 import { connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
@@ -564,31 +566,27 @@ export async function benchNative(): Promise<string> {
   type Side = {
     umad: Figures[];
     server: Figures[];
-    bench?: { pp: number; tg: number };
-    batched?: Map<number, number>;
+    bench: { pp: number; tg: number }[];
+    batched: Map<number, number>[];
   };
   const sides: Record<"prebuilt" | "native", Side> = {
-    prebuilt: { umad: [], server: [] },
-    native: { umad: [], server: [] },
+    prebuilt: { umad: [], server: [], bench: [], batched: [] },
+    native: { umad: [], server: [], bench: [], batched: [] },
   };
-  if (haveTools) {
-    log("llama-bench and llama-batched-bench");
-    // The tools' own libraries are a plain GGML_NATIVE build (AVX512-FP16 on where the CPU
-    // has it): the native side runs them on umad's native build instead, the same files.
-    sides.native.bench = await llamaBench(model, native.dir);
-    sides.prebuilt.bench = await llamaBench(model, swap);
-    sides.native.batched = await batchedBench(model, native.dir);
-    sides.prebuilt.batched = await batchedBench(model, swap);
-  }
   for (let round = 0; round < ROUNDS; round++) {
     for (const [name, lib] of [["prebuilt", prebuilt], ["native", native]] as const) {
       log(`round ${round + 1}/${ROUNDS}: umad on ${name}`);
       sides[name].umad.push(await umadFigures(model, lib.dir, round));
       if (haveTools) {
-        log(`round ${round + 1}/${ROUNDS}: llama-server on ${name}`);
-        sides[name].server.push(
-          await llamaServerFigures(model, round, name === "prebuilt" ? swap : native.dir),
+        // The tools' own libraries are a plain GGML_NATIVE build (AVX512-FP16 on where the
+        // CPU has it): the native side runs them on umad's native build, the same files.
+        const ld = name === "prebuilt" ? swap : native.dir;
+        log(
+          `round ${round + 1}/${ROUNDS}: llama-bench, llama-batched-bench, llama-server on ${name}`,
         );
+        sides[name].bench.push(await llamaBench(model, ld));
+        sides[name].batched.push(await batchedBench(model, ld));
+        sides[name].server.push(await llamaServerFigures(model, round, ld));
       }
     }
   }
@@ -612,10 +610,13 @@ export async function benchNative(): Promise<string> {
     "",
     "| tokens/s | prebuilt | native | native / prebuilt |",
     "|---|---:|---:|---:|",
-    row("llama-bench prompt (pp512)", (s) => s.bench?.pp ?? NaN),
-    row("llama-bench generation (tg128)", (s) => s.bench?.tg ?? NaN),
+    row("llama-bench prompt (pp512)", (s) => median(s.bench.map((b) => b.pp))),
+    row("llama-bench generation (tg128)", (s) => median(s.bench.map((b) => b.tg))),
     ...STREAMS.map((n) =>
-      row(`llama-batched-bench generation, ${n} streams`, (s) => s.batched?.get(n) ?? NaN)
+      row(
+        `llama-batched-bench generation, ${n} streams`,
+        (s) => median(s.batched.map((b) => b.get(n) ?? NaN)),
+      )
     ),
     row(`umad prefill (${PROMPT_WORDS}-token prompt, TTFT)`, (s) => med(s.umad, (f) => f.prefill)),
     ...STREAMS.map((n) =>
