@@ -13,7 +13,6 @@
  */
 import {
   cpuSignature,
-  GPU_BACKENDS,
   gpuHints,
   LLAMA_CPP_VERSION,
   LLAMA_PACKAGE_VERSION,
@@ -574,5 +573,3 @@ export async function buildNative(o: NativeBuildOptions): Promise<NativeBuildRes
     } catch { /* gone */ }
   }
 }
-
-export { GPU_BACKENDS };
