@@ -42,6 +42,14 @@ function ratio(a: number, b: number): string {
   return Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : "n/a";
 }
 
+/** Folders of library links made for LD_LIBRARY_PATH, removed when the section is done. */
+const scratch: string[] = [];
+function scratchDir(prefix: string): string {
+  const dir = Deno.makeTempDirSync({ prefix });
+  scratch.push(dir);
+  return dir;
+}
+
 function exists(path: string): boolean {
   try {
     Deno.statSync(path);
@@ -187,7 +195,7 @@ async function ensureTools(): Promise<boolean> {
  * same source, stay), so the two sides differ only in the CPU backend.
  */
 function prebuiltLdPath(lib: Lib, variantFile = lib.cpuVariant): string {
-  const dir = Deno.makeTempDirSync({ prefix: "umad-bench-swap-" });
+  const dir = scratchDir("umad-bench-swap-");
   Deno.symlinkSync(`${lib.dir}/${variantFile}`, `${dir}/libggml-cpu.so.0`);
   Deno.symlinkSync(`${lib.dir}/libggml-base.so`, `${dir}/libggml-base.so.0`);
   Deno.symlinkSync(`${lib.dir}/libggml-base.so`, `${dir}/libggml-base.so`);
@@ -545,7 +553,7 @@ async function flagVariants(): Promise<Map<string, string>> {
         }
       }
     }
-    const dir = Deno.makeTempDirSync({ prefix: "umad-bench-flags-" });
+    const dir = scratchDir("umad-bench-flags-");
     Deno.symlinkSync(lib, `${dir}/libggml-cpu.so.0`);
     out.set(name, dir);
   }
@@ -556,6 +564,14 @@ async function flagVariants(): Promise<Map<string, string>> {
 
 /** Runs the native-speed benchmark and returns its Markdown section. */
 export async function benchNative(): Promise<string> {
+  try {
+    return await nativeSection();
+  } finally {
+    for (const d of scratch.splice(0)) Deno.removeSync(d, { recursive: true });
+  }
+}
+
+async function nativeSection(): Promise<string> {
   const model = ensureSyntheticModel(BENCH_MODEL);
   const { prebuilt, native } = await libraries();
   log(`prebuilt: ${prebuilt.detail}`);
