@@ -1,8 +1,9 @@
 // `deno task bench`: every benchmark side by side in one run, written to
-// docs/BENCHMARKS.md with the machine and the date. `--only server,codec,pty,llm,http,models` picks
+// docs/BENCHMARKS.md with the machine and the date. `--only server,codec,pty,llm,http,models,native` picks
 // some; `pty` is all of `pty.throughput,pty.echo,pty.capture,pty.wait` (about 6 minutes
 // here: throughput ~3, echo ~2 with the LLM load, capture ~20 s, wait ~20 s), which run
 // alone too.
+// (`native`: prebuilt library vs native build, see scripts/bench_native.ts).
 // `--only llm.storm,llm.sweep` picks parts of the LLM one (see bench_llm.ts).
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
@@ -11,7 +12,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: { only: { type: "string" }, out: { type: "string" } },
 });
-const only = new Set((values.only ?? "server,codec,pty,llm,http,models").split(","));
+const only = new Set((values.only ?? "server,codec,pty,llm,http,models,native").split(","));
 const PTY_PARTS = ["pty.throughput", "pty.echo", "pty.capture", "pty.wait"];
 if (only.has("pty")) { for (const p of PTY_PARTS) only.add(p); }
 /** LLM parts named as `llm.<part>` (none: every part). */
@@ -78,6 +79,12 @@ if (only.has("models")) {
   console.error("bench: real vocabularies and structured output");
   const { benchModels } = await import("./bench_models.ts");
   sections.push(await benchModels());
+}
+
+if (only.has("native")) {
+  console.error("bench: native build vs prebuilt library");
+  const { benchNative } = await import("./bench_native.ts");
+  sections.push(await benchNative());
 }
 
 const doc = [

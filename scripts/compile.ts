@@ -3,9 +3,14 @@
  * (or those named with `--target`), each with the llama.cpp libraries of its platform
  * embedded.
  *
- * The libraries come from `@node-llama-cpp/<platform>` (the version deno.json pins),
- * folder `bins/<platform>/`, copied to `dist/llama/<platform>/` and embedded with
- * `--include`. The binary is `--self-extracting`: on first run it unpacks its files
+ * The libraries come from `@node-llama-cpp/<platform>@3.21.1` (llama.cpp v0.4.0, one
+ * version for every platform, pinned in src/llm/llama_lib.ts and deno.json), folder
+ * `bins/<platform>/`: the installed package for the host, the others fetched once into
+ * the user cache (as `umad llama add` does); copied to `dist/llama/<platform>/` and
+ * embedded with `--include`. GPU packages are not embedded (CUDA alone is 136 MB): a
+ * compiled umad fetches one with `umad llama add cuda|vulkan`. On Apple Silicon the
+ * embedded package is the Metal one. The Windows executable serves HTTP on loopback
+ * only, until named pipes exist. The binary is `--self-extracting`: on first run it unpacks its files
  * beside itself (`.umad-<target>/<hash>/`, else under the user's data directory), so
  * `Deno.dlopen` and llama.cpp's own backend loader see real files. In the running
  * binary the directory is `new URL("../../dist/llama/<platform>/", import.meta.url)`
@@ -21,6 +26,13 @@
  */
 import { parseArgs } from "node:util";
 import { exists } from "./_fs.ts";
+import {
+  inspectLibraryDir,
+  LLAMA_CPP_VERSION,
+  LLAMA_PACKAGE_VERSION,
+  PREBUILT_PACKAGES,
+} from "../src/llm/llama_lib.ts";
+import { addPrebuilt } from "../src/llm/prebuilt.ts";
 
 /** Each `deno compile` target and the `@node-llama-cpp/<platform>` package it needs. */
 export const TARGETS: Readonly<Record<string, string>> = {
@@ -34,7 +46,6 @@ export const TARGETS: Readonly<Record<string, string>> = {
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
 const DIST = `${ROOT}/dist`;
 const LLAMA_SCOPE = "@node-llama-cpp";
-const LLAMA_FALLBACK_VERSION = "3.22.1";
 
 const HELP = `Build dist/umad-<target> with deno compile, llama.cpp embedded.
 
@@ -145,7 +156,8 @@ async function run(cmd: string, args: string[], opts: Deno.CommandOptions = {}):
   };
 }
 
-function exeName(target: string): string {
+/** `umad-<target>`, with `.exe` for Windows. */
+export function exeName(target: string): string {
   return `umad-${target}${target.includes("windows") ? ".exe" : ""}`;
 }
 
@@ -235,26 +247,29 @@ async function ensureDenort(target: string, dir: string, denortBin: string | nul
 
 // ---- llama.cpp libraries --------------------------------------------------------------
 
+/** The OS and architecture a `deno compile` target runs on. */
+export function targetPlatform(
+  target: string,
+): { os: typeof Deno.build.os; arch: typeof Deno.build.arch } {
+  return {
+    os: target.includes("windows") ? "windows" : target.includes("apple") ? "darwin" : "linux",
+    arch: target.startsWith("aarch64") ? "aarch64" : "x86_64",
+  };
+}
+
+/** The one pinned version (src/llm/llama_lib.ts), which deno.json's import must agree with. */
 async function llamaVersion(): Promise<string> {
   const denoJson = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));
   for (const value of Object.values(denoJson.imports ?? {})) {
     const m = String(value).match(/^npm:@node-llama-cpp\/[^@]+@(\d[^/]*)$/);
-    if (m) return m[1];
+    if (m && m[1] !== LLAMA_PACKAGE_VERSION) {
+      throw new CompileError(
+        `deno.json pins ${value} but src/llm/llama_lib.ts is written for ` +
+          `${LLAMA_PACKAGE_VERSION}: make them agree`,
+      );
+    }
   }
-  return LLAMA_FALLBACK_VERSION;
-}
-
-/** Libraries a directory must hold to be a llama.cpp build for `platform`. */
-function hasLlama(names: string[], platform: string): boolean {
-  const ext = platform.startsWith("mac") ? ".dylib" : platform.startsWith("win") ? ".dll" : ".so";
-  return names.some((n) => n.includes("llama") && n.endsWith(ext)) &&
-    names.some((n) => n.includes("ggml") && n.endsWith(ext));
-}
-
-async function listNames(dir: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) names.push(e.name);
-  return names;
+  return LLAMA_PACKAGE_VERSION;
 }
 
 /** The installed package's bins dir when it is this platform at this version. */
@@ -270,40 +285,6 @@ async function installedBins(platform: string, version: string): Promise<string 
   return await exists(bins) ? bins : null;
 }
 
-/** Fetches `@node-llama-cpp/<platform>@<version>` with `npm pack` into dist/.cache/. */
-async function packedBins(platform: string, version: string): Promise<string> {
-  const spec = `${LLAMA_SCOPE}/${platform}@${version}`;
-  const cache = `${DIST}/.cache/${platform}-${version}`;
-  const bins = `${cache}/package/bins/${platform}`;
-  if (await exists(`${cache}/.done`)) return bins;
-  await Deno.remove(cache, { recursive: true }).catch(() => {});
-  await Deno.mkdir(cache, { recursive: true });
-  const pack = await run("npm", [
-    "pack",
-    spec,
-    "--pack-destination",
-    cache,
-    "--json",
-    "--loglevel=error",
-  ], { cwd: cache });
-  if (!pack.success) {
-    const notFound = /E404|ETARGET|No match(ing version)? found/.test(pack.text);
-    throw new CompileError(
-      notFound
-        ? `${spec} is not on the npm registry`
-        : `npm pack ${spec} failed:\n${pack.text.trim()}`,
-    );
-  }
-  const tgz = (await listNames(cache)).find((n) => n.endsWith(".tgz"));
-  if (!tgz) throw new CompileError(`npm pack ${spec} wrote no tarball`);
-  const tar = await run("tar", ["-xzf", tgz], { cwd: cache });
-  if (!tar.success) throw new CompileError(`Cannot unpack ${tgz}:\n${tar.text}`);
-  await Deno.remove(`${cache}/${tgz}`);
-  if (!await exists(bins)) throw new CompileError(`${spec} has no bins/${platform}/ folder`);
-  await Deno.writeTextFile(`${cache}/.done`, "");
-  return bins;
-}
-
 async function copyDir(from: string, to: string): Promise<number> {
   await Deno.mkdir(to, { recursive: true });
   let bytes = 0;
@@ -311,7 +292,8 @@ async function copyDir(from: string, to: string): Promise<number> {
     const src = `${from}/${e.name}`;
     const dst = `${to}/${e.name}`;
     if (e.isDirectory) bytes += await copyDir(src, dst);
-    else if (e.name.endsWith(".node")) continue; // Node addon: FFI does not use it
+    // Node's addon, its import library and its C++ helpers: FFI uses none of them.
+    else if (/\.(node|lib)$|^(lib)?llama-common\.|^\./.test(e.name)) continue;
     else {
       await Deno.copyFile(await Deno.realPath(src), dst);
       bytes += (await Deno.stat(dst)).size;
@@ -320,29 +302,56 @@ async function copyDir(from: string, to: string): Promise<number> {
   return bytes;
 }
 
+/** How {@linkcode stageLlama} finds a target's libraries. */
+export interface StageOptions {
+  /** `--llama-dir`: the target's libraries from this directory instead of npm. */
+  llamaDir?: string;
+  noLlama?: boolean;
+  allowMissingLlama?: boolean;
+  /** The output folder (default `dist/`). */
+  dist?: string;
+  /** The user cache's llama folder, where other platforms' packages are fetched to. */
+  cacheRoot?: string;
+}
+
 /**
- * Puts the target's llama.cpp libraries in `dist/llama/<platform>/` and returns that
- * path, or null when the target is built without them.
+ * Puts the target's llama.cpp libraries in `<dist>/llama/<platform>/` (where the running
+ * executable looks: see `embeddedDir` in src/llm/llama_lib.ts) and returns that path, or
+ * null when the target is built without them. The libraries are the installed npm
+ * package for the host, else `@node-llama-cpp/<platform>` fetched once (integrity-checked,
+ * the same fetch as `umad llama add`) into the user cache; either is checked to be a
+ * complete llama.cpp v${LLAMA_CPP_VERSION} set for the target's OS.
  */
-async function stageLlama(target: string, opts: Options, version: string): Promise<string | null> {
+export async function stageLlama(target: string, opts: StageOptions = {}): Promise<string | null> {
   if (opts.noLlama) return null;
+  const dist = opts.dist ?? DIST;
   const platform = TARGETS[target];
-  const spec = `${LLAMA_SCOPE}/${platform}@${version}`;
-  let source = opts.llamaDirs.get(target) ?? null;
+  const { os, arch } = targetPlatform(target);
+  const pkg = PREBUILT_PACKAGES.find((p) =>
+    p.platform === platform && p.os === os && p.arch === arch
+  );
+  if (!pkg) {
+    throw new CompileError(`No @node-llama-cpp package is known for ${target} (${platform})`);
+  }
+  const version = await llamaVersion();
+  let source = opts.llamaDir ?? null;
   if (source !== null) {
     if (!await exists(source)) throw new CompileError(`--llama-dir "${source}" does not exist`);
   } else {
     source = await installedBins(platform, version);
     if (source === null) {
       try {
-        source = await packedBins(platform, version);
+        source = (await addPrebuilt(pkg, {
+          cacheRoot: opts.cacheRoot,
+          log: (m) => console.error(`compile: ${m}`),
+        })).dir;
       } catch (e) {
         const why = `${(e as Error).message}; ${target} needs its llama.cpp libraries.`;
         if (!opts.allowMissingLlama) {
           throw new CompileError(
-            `${why}\nPass --llama-dir ${target}=DIR (a llama.cpp build of the same release ` +
-              `as ${spec}), --allow-missing-llama to build it without them, --no-llama, or ` +
-              `leave the target out.`,
+            `${why}\nPass --llama-dir ${target}=DIR (a llama.cpp v${LLAMA_CPP_VERSION} build, ` +
+              `e.g. "umad llama build" on that platform), --allow-missing-llama to build it ` +
+              `without them, --no-llama, or leave the target out.`,
           );
         }
         console.warn(`warning: ${why} Building ${exeName(target)} without them.`);
@@ -350,11 +359,12 @@ async function stageLlama(target: string, opts: Options, version: string): Promi
       }
     }
   }
-  const names = await listNames(source);
-  if (!hasLlama(names, platform)) {
-    throw new CompileError(`${source} holds no llama/ggml libraries for ${platform}`);
+  try {
+    inspectLibraryDir(source, os);
+  } catch (e) {
+    throw new CompileError(`${source} is not llama.cpp for ${target}: ${(e as Error).message}`);
   }
-  const staged = `${DIST}/llama/${platform}`;
+  const staged = `${dist}/llama/${platform}`;
   await Deno.remove(staged, { recursive: true }).catch(() => {});
   const bytes = await copyDir(source, staged);
   console.log(`${target}: llama.cpp from ${source} (${(bytes / 2 ** 20).toFixed(1)} MiB)`);
@@ -408,9 +418,13 @@ async function unusedNpmDirs(): Promise<string[]> {
 }
 
 /** Modules started as Workers (`new Worker(new URL(...))`), which compile must embed. */
-const WORKERS = ["src/pty/emulator_worker.ts", "src/llm/engine_worker.ts"];
+export const WORKERS = ["src/pty/emulator_worker.ts", "src/llm/engine_worker.ts"];
 
-function compileArgs(target: string, llama: string | null, exclude: string[]): string[] {
+/**
+ * The `deno compile` arguments for a target: everything allowed, self-extracting (so
+ * llama.cpp sees real files), the staged libraries and the Worker entry points included.
+ */
+export function compileArgs(target: string, llama: string | null, exclude: string[]): string[] {
   const args = [
     "compile",
     "-A",
@@ -440,10 +454,18 @@ async function compileAll(opts: Options): Promise<void> {
     const dir = await denoDir();
     for (const t of opts.targets) await ensureDenort(t, dir, denortBin);
   }
-  const llamaPkgVersion = await llamaVersion();
   await Deno.mkdir(DIST, { recursive: true });
   const staged = new Map<string, string | null>();
-  for (const t of opts.targets) staged.set(t, await stageLlama(t, opts, llamaPkgVersion));
+  for (const t of opts.targets) {
+    staged.set(
+      t,
+      await stageLlama(t, {
+        llamaDir: opts.llamaDirs.get(t),
+        noLlama: opts.noLlama,
+        allowMissingLlama: opts.allowMissingLlama,
+      }),
+    );
+  }
   const exclude = await unusedNpmDirs();
   for (const t of opts.targets) {
     const args = compileArgs(t, staged.get(t)!, exclude);

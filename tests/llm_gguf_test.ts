@@ -120,6 +120,6 @@ Deno.test("createLlmService refuses a non-GGUF model file with an error naming i
 Deno.test("createLlmService says where it looked when the llama.cpp libraries are missing", async () => {
   await assert.rejects(
     () => createLlmService({ model: tinyModel(), libDir: "/nonexistent/llama-libs" }),
-    /Cannot find the llama\.cpp libraries.*\/nonexistent\/llama-libs/,
+    /--llama-lib "\/nonexistent\/llama-libs": llama\.cpp library directory .* does not exist/,
   );
 });

@@ -26,6 +26,8 @@ Commands:
   capture    print a terminal session's screen as text
   wait       wait until a terminal session shows a pattern
   kill       end a terminal session
+  llama      build or add the llama.cpp libraries (native build, GPU packages)
+  devices    list the compute devices llama.cpp sees (GPUs, their memory)
 
 Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.`;
 
@@ -42,6 +44,8 @@ function commands(makeServices: ServiceFactory = defaultServices): Record<string
     capture: async (a) => (await import("./capture.ts")).captureCommand(a),
     wait: async (a) => (await import("./wait.ts")).waitCommand(a),
     kill: async (a) => (await import("./kill.ts")).killCommand(a),
+    llama: async (a) => (await import("./llama.ts")).llamaCommand(a),
+    devices: async (a) => (await import("./devices.ts")).devicesCommand(a),
   };
 }
 

@@ -65,6 +65,15 @@ function legacyLatencyBudget(
   return 1 + ratio;
 }
 
+function gpuLayersOption(value: string | undefined): number | "auto" | undefined {
+  if (value === undefined || value === "auto") return value;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new UsageError(`--gpu-layers must be a whole number of layers or "auto", got "${value}"`);
+  }
+  return n;
+}
+
 export const SERVE_HELP = `umad serve — run the daemon
 
 Usage: umad serve [options]
@@ -102,8 +111,14 @@ Model (llama.cpp):
   --model FILE.gguf    the model to serve (default: $UMA_MODEL, else a built-in demo model
                        with random weights)
   --no-model           serve no model (generate answers E_NO_MODEL)
-  --llama-lib DIR      directory with libllama/libggml (default: $UMAD_LLAMA_LIB, else the
-                       @node-llama-cpp package for this platform)
+  --llama-lib DIR      directory with libllama/libggml (default: $UMAD_LLAMA_LIB, else a
+                       native build ("umad llama build"), an added GPU package ("umad
+                       llama add cuda|vulkan"), the embedded libraries, the npm package;
+                       "umad llama list" shows which and why)
+  --gpu-layers N|auto  layers to offload to the GPU (default auto: as many as fit in its
+                       free memory beside the KV cache; 0: the CPU only)
+  --device NAME        the device to offload to, e.g. CUDA0, Vulkan0 (see "umad devices")
+  --no-gpu             the CPU only, and prefer a CPU library
   --ctx N              context size in tokens, shared by all sequences (--n-ctx N too)
   --max-tokens N       max_tokens of requests that give none (default 256)
   --parallel N         sequences decoded together (default 8)
@@ -184,6 +199,9 @@ export async function serveCommand(
     model: { type: "string" },
     "no-model": { type: "boolean" },
     "llama-lib": { type: "string" },
+    "gpu-layers": { type: "string" },
+    device: { type: "string" },
+    "no-gpu": { type: "boolean" },
     ctx: { type: "string" },
     "n-ctx": { type: "string" },
     "max-tokens": { type: "string" },
@@ -242,6 +260,9 @@ export async function serveCommand(
     llm: {
       model: values.model ?? (noModel ? undefined : envModel),
       libDir: values["llama-lib"],
+      gpuLayers: gpuLayersOption(values["gpu-layers"]),
+      device: values.device,
+      noGpu: values["no-gpu"] ?? false,
       ctx: values["n-ctx"] !== undefined
         ? intOption("n-ctx", values["n-ctx"], { min: 16 })
         : intOption("ctx", values.ctx, { min: 16 }),
@@ -271,6 +292,9 @@ export async function serveCommand(
   };
   if (config.noModel && values.model) throw new UsageError("--model and --no-model conflict");
   if (config.httpNoAuth && !config.http) throw new UsageError("--http-no-auth needs --http");
+  if (config.llm.noGpu && (values["gpu-layers"] !== undefined || values.device !== undefined)) {
+    throw new UsageError("--no-gpu conflicts with --gpu-layers and --device");
+  }
 
   // Fail fast, before a slow model load, on a bad path, an unsafe directory or a live daemon.
   if (config.llm.model !== undefined) requireModelFile(config.llm.model);

@@ -21,6 +21,11 @@ function flatten(prefix: string, value: unknown, out: [string, string][]): void 
       if (k === "buckets") continue;
       flatten(prefix ? `${prefix}.${k}` : k, v, out);
     }
+  } else if (Array.isArray(value) && value.some((v) => v !== null && typeof v === "object")) {
+    // Lists of records (model.devices): one line per field, indexed.
+    value.forEach((v, i) => flatten(`${prefix}[${i}]`, v, out));
+  } else if (Array.isArray(value) && value.every((v) => typeof v === "string")) {
+    out.push([prefix, value.join(" ")]);
   } else {
     out.push([prefix, Array.isArray(value) ? JSON.stringify(value) : String(value)]);
   }

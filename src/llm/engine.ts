@@ -25,6 +25,7 @@
  * kernel accumulates its online softmax in cell order, so the same sequence would round
  * differently depending on its neighbours' history.
  */
+import { deviceList, type OffloadRequest, planModelOffload } from "./devices.ts";
 import { Batch, GrammarRejectedError, LlamaContext, LlamaModel, Sampler } from "./llama.ts";
 import { ChatTemplateError, type ChatTemplateOverride, PromptBuilder } from "./prompt.ts";
 import { detectToolCallFormat, parseToolCalls, type ToolCallFormat } from "./tool_calls.ts";
@@ -46,6 +47,7 @@ import {
   type EngineInfo,
   type EngineStart,
   type GenerateParams,
+  type LibraryInfo,
   SLOT_CANCEL,
   SLOT_PAUSED,
   SLOT_WORDS,
@@ -117,6 +119,10 @@ export interface EngineOptions {
   lookup: boolean;
   /** The decode threads' priority, as applied (reported in `info`). */
   decodePriority: DecodePriority;
+  /** The library loaded (reported in `info`). */
+  library: LibraryInfo;
+  /** GPU offload; default: as many layers as fit on the GPUs. */
+  gpu?: OffloadRequest;
   /** `--chat-template`: replaces the model's own. */
   chatTemplate?: ChatTemplateOverride;
   /** Log lines for the daemon's log. */
@@ -150,12 +156,6 @@ export class Engine {
     this.#o = o;
     o.log("info", `Loading model "${o.modelPath}"...`);
     const t0 = performance.now();
-    this.model = LlamaModel.load(
-      libs,
-      o.modelPath,
-      (f) => o.log("info", `Loading model: ${Math.round(f * 100)}%`),
-    );
-    const m = this.model;
     const total = o.ctx > 0 ? o.ctx : 1024 * o.parallel;
     const det = o.deterministic;
     // Default: streams plus as many cached prefixes (llama.cpp allows 256 ids). Deterministic:
@@ -168,6 +168,29 @@ export class Engine {
     const nBatch = det
       ? Math.max(2 * DETERMINISTIC_MAX_CHUNK + 2, nSeqMax)
       : Math.max(UNIFIED_BATCH, nSeqMax);
+    const { plan: offload, devices } = planModelOffload(
+      libs,
+      o.modelPath,
+      o.gpu ?? { gpuLayers: "auto" },
+      { nCtx: det ? perSeq * nSeqMax : total, nBatch },
+    );
+    this.model = LlamaModel.load(
+      libs,
+      o.modelPath,
+      (f) => o.log("info", `Loading model: ${Math.round(f * 100)}%`),
+      undefined,
+      { layers: offload.gpuLayers, devices: deviceList(libs, offload) },
+    );
+    const m = this.model;
+    const gpuLayers = offload.gpuLayers === 0 ? 0 : (m.offloaded?.layers ?? offload.gpuLayers);
+    o.log(
+      "info",
+      gpuLayers > 0
+        ? `GPU offload: ${gpuLayers}/${offload.totalLayers} layers on ${
+          offload.deviceNames.join(", ")
+        } (${offload.reason})`
+        : `No GPU offload (${offload.reason}): the model runs on the CPU`,
+    );
     this.ctx = new LlamaContext(m, {
       nCtx: det ? perSeq * nSeqMax : total,
       nBatch,
@@ -176,6 +199,8 @@ export class Engine {
       kvUnified: !det,
       abortFlag: o.abort,
       poll: 0,
+      opOffload: offload.opOffload && gpuLayers > 0,
+      synchronize: gpuLayers > 0,
     });
     const nCtxSeq = det ? Math.min(perSeq, this.ctx.nCtxSeq) : this.ctx.nCtx;
     this.#batch = new Batch(this.ctx.nBatch);
@@ -232,6 +257,12 @@ export class Engine {
       prefix_cache: o.prefixCache,
       lookup_drafts: det && o.lookup,
       decode_priority: o.decodePriority,
+      library: o.library,
+      devices: devices.map(({ index: _, ...d }) => d),
+      gpu_layers: gpuLayers,
+      gpu_layers_total: offload.totalLayers,
+      gpu_devices: gpuLayers > 0 ? offload.deviceNames : [],
+      gpu_reason: offload.reason,
     };
     o.log(
       "info",

@@ -7,8 +7,10 @@ import type { DecodePriority } from "./ffi.ts";
 import type { SamplingParams } from "./llama.ts";
 import type { CacheStats } from "./scheduler.ts";
 import type { CostCoefficients } from "./cost_model.ts";
+import type { OffloadRequest } from "./devices.ts";
+import type { DeviceInfo, ToolCall } from "../protocol/events.ts";
+import type { LibraryLayout, LibrarySource, LlamaBackend } from "./llama_lib.ts";
 import type { ChatMessage, ToolSpec } from "../protocol/messages.ts";
-import type { ToolCall } from "../protocol/events.ts";
 import type { ModelReplyMessage, ModelRequestMessage } from "./model_requests.ts";
 import type { ChatTemplateOverride } from "./prompt.ts";
 import type { ToolCallFormat } from "./tool_calls.ts";
@@ -36,7 +38,13 @@ export const CANCEL_SHUTDOWN = 2;
 /** Engine settings sent with `init`. */
 export interface EngineInit {
   op: "init";
-  libDir?: string;
+  /**
+   * The llama.cpp library directories to try, best first (`llama_lib.ts` chose them):
+   * the next is loaded only when one fails (one entry for --llama-lib).
+   */
+  libraries: { dir: string; source: LibrarySource; reason: string }[];
+  /** GPU offload (`--gpu-layers`, `--device`, `--no-gpu`); default: auto. */
+  gpu?: OffloadRequest;
   modelPath: string;
   /** KV cells in all (tokens), shared by the streams. */
   ctx: number;
@@ -95,6 +103,28 @@ export type ToEngine =
   /** Several messages of one turn of the main thread's event loop, handled together. */
   | { op: "batch"; messages: ToEngine[] };
 
+/** The llama.cpp library in use, as `hello.model.library` reports it. */
+export interface LibraryInfo {
+  /** Its directory. */
+  path: string;
+  /** Where it came from (`--llama-lib`, `native`, `npm`, ...). */
+  source: LibrarySource;
+  /** npm's versioned names with loadable backends, or a plain cmake build. */
+  layout: LibraryLayout;
+  /** The GPU backend the library carries, or "cpu". */
+  backend: LlamaBackend;
+  /** `llama_version()`. */
+  version: string;
+  /** Backends registered: `["Vulkan", "CPU"]`. */
+  backends: string[];
+  /** The CPU backend variant npm's layout picked (`libggml-cpu-haswell.so`), or null. */
+  cpu_variant: string | null;
+  /** The CPU code's features (`AVX2`, `AVX512`, `AMX_INT8`, `LLAMAFILE`, `REPACK`, ...). */
+  cpu_features: string[];
+  /** Why this library was chosen. */
+  reason: string;
+}
+
 /** What the loaded model and context look like. */
 export interface EngineInfo {
   /** The model's name (`general.name`, else the file name). */
@@ -149,6 +179,18 @@ export interface EngineInfo {
   lookup_drafts: boolean;
   /** The decode threads' priority as applied (`--decode-priority`). */
   decode_priority: DecodePriority;
+  /** The llama.cpp library in use. */
+  library: LibraryInfo;
+  /** Every compute device the library's backends see (the CPU included). */
+  devices: DeviceInfo[];
+  /** Layers on a GPU (0: CPU only). */
+  gpu_layers: number;
+  /** The model's offloadable layers (its blocks and the output layer). */
+  gpu_layers_total: number;
+  /** The devices holding them. */
+  gpu_devices: string[];
+  /** Why this many layers (`--gpu-layers`, what fits, no GPU...). */
+  gpu_reason: string;
 }
 
 /** One event of a stream. */
@@ -199,7 +241,8 @@ export interface StepStats {
 export type FromEngine =
   | { op: "log"; level: "info" | "warn" | "error"; message: string }
   | { op: "ready"; info: EngineInfo }
-  | { op: "fatal"; message: string }
+  /** `config`: the user's setup is wrong (library, device): a configuration error. */
+  | { op: "fatal"; message: string; config?: boolean }
   | { op: "events"; events: StreamEvent[]; stats?: StepStats }
   | ModelReplyMessage
   | { op: "closed" };

@@ -4,7 +4,9 @@
  * postMessage; cancel and backpressure flags arrive through shared memory.
  */
 /// <reference lib="deno.worker" />
-import { availableCpus, findLibDir, lowerThisThread, openLibraries } from "./ffi.ts";
+import { availableCpus, lowerThisThread, type NativeLibs, openLibraries } from "./ffi.ts";
+import { LibraryError, type LibrarySource } from "./llama_lib.ts";
+import { ConfigError } from "../protocol/errors.ts";
 import { Engine } from "./engine.ts";
 import { ModelRequestHandler } from "./model_request_handler.ts";
 import {
@@ -31,8 +33,33 @@ function log(level: "info" | "warn" | "error", message: string) {
   post({ op: "log", level, message });
 }
 
+/** Opens the chosen library, else (for one umad found itself) the next that loads. */
+function openChosen(msg: EngineInit): { libs: NativeLibs; source: LibrarySource; reason: string } {
+  const choices = msg.libraries;
+  for (let i = 0;; i++) {
+    try {
+      return { ...choices[i], libs: openLibraries(choices[i].dir) };
+    } catch (e) {
+      if (i + 1 >= choices.length) throw e;
+      log(
+        "warn",
+        `llama.cpp in ${choices[i].dir} failed to load (${(e as Error).message}); ` +
+          `falling back to ${choices[i + 1].dir}`,
+      );
+    }
+  }
+}
+
 function init(msg: EngineInit) {
-  const libs = openLibraries(findLibDir(msg.libDir));
+  const { libs, source, reason } = openChosen(msg);
+  const lib = libs.library;
+  log(
+    "info",
+    `llama.cpp ${lib.version} from ${lib.dir} (${lib.layout} layout): backends ` +
+      `${lib.backends.join(", ")}` +
+      (lib.cpuVariant ? `; CPU code ${lib.cpuVariant}` : "; CPU code built in") +
+      ` (${lib.cpuFeatures.join(" ")})`,
+  );
   const cpus = availableCpus(libs);
   let threads = msg.threads > 0 ? msg.threads : cpus;
   if (threads > cpus) {
@@ -58,6 +85,18 @@ function init(msg: EngineInit) {
     prefixCache: msg.prefixCache,
     lookup: msg.lookup,
     decodePriority,
+    library: {
+      path: lib.dir,
+      source,
+      layout: lib.layout,
+      backend: lib.backend,
+      version: lib.version,
+      backends: lib.backends,
+      cpu_variant: lib.cpuVariant,
+      cpu_features: lib.cpuFeatures,
+      reason,
+    },
+    gpu: msg.gpu,
     chatTemplate: msg.chatTemplate,
     log,
     emit: (events, stats) => post({ op: "events", events, stats }),
@@ -73,7 +112,11 @@ function handle(msg: ToEngine) {
       try {
         init(msg);
       } catch (err) {
-        post({ op: "fatal", message: (err as Error).message });
+        post({
+          op: "fatal",
+          message: (err as Error).message,
+          config: err instanceof LibraryError || err instanceof ConfigError,
+        });
       }
       return;
     case "start":

@@ -1,45 +1,91 @@
 /**
- * The native boundary: symbol tables for libllama, libggml and libc, and where the
- * libraries are found. Struct layouts belong to `@node-llama-cpp/<platform>@3.22.1`
- * (llama.cpp v0.5.0); see NATIVE.md. Nothing outside `src/llm/` touches pointers.
+ * The native boundary: symbol tables for libllama, libggml and libc, the struct layouts
+ * umad fills by hand, and opening the libraries. Layouts belong to llama.cpp v0.4.0, the
+ * release inside `@node-llama-cpp/<platform>@3.21.1` (every platform's package, CPU and
+ * GPU, has the same version); `tests/llm_abi_test.ts` compiles a C program against that
+ * release's headers and checks every offset below. Where the libraries are found and
+ * which one is chosen is `llama_lib.ts`. Nothing outside `src/llm/` touches pointers.
  *
  * @module
  */
+import {
+  chooseLibrary,
+  gpuHints,
+  inspectLibraryDir,
+  libraryCandidates,
+  LibraryError,
+  type LibraryFiles,
+  LLAMA_CPP_VERSION,
+  LLAMA_PACKAGE_VERSION,
+} from "./llama_lib.ts";
 
-/** The exact package version whose struct layouts this binding was written against. */
-export const LLAMA_PACKAGE_VERSION = "3.22.1";
+export { LLAMA_CPP_VERSION, LLAMA_PACKAGE_VERSION };
 
-/** `struct llama_model_params` is 80 bytes. */
+/** `struct llama_model_params` (80 bytes): offset of every field. */
 export const MODEL_PARAMS = {
   size: 80,
+  devices: 0,
+  tensor_buft_overrides: 8,
   n_gpu_layers: 16,
+  split_mode: 20,
   load_mode: 24,
+  lazy_mode: 28,
+  main_gpu: 32,
+  tensor_split: 40,
   progress_callback: 48,
   progress_callback_user_data: 56,
+  kv_overrides: 64,
   vocab_only: 72,
   check_tensors: 73,
   use_extra_bufts: 74,
+  no_host: 75,
+  no_alloc: 76,
+  load_mtp: 77,
 } as const;
 
-/** `struct llama_context_params` is 160 bytes. */
+/** `struct llama_context_params` (160 bytes): offset of every field. */
 export const CONTEXT_PARAMS = {
   size: 160,
   n_ctx: 0,
   n_batch: 4,
   n_ubatch: 8,
   n_seq_max: 12,
+  n_rs_seq: 16,
+  n_outputs_max: 20,
+  n_outputs_max_per_seq: 24,
   n_threads: 28,
   n_threads_batch: 32,
+  ctx_type: 36,
+  rope_scaling_type: 40,
+  pooling_type: 44,
+  attention_type: 48,
   flash_attn_type: 52,
+  rope_freq_base: 56,
+  rope_freq_scale: 60,
+  yarn_ext_factor: 64,
+  yarn_attn_factor: 68,
+  yarn_beta_fast: 72,
+  yarn_beta_slow: 76,
+  yarn_orig_ctx: 80,
+  defrag_thold: 84,
+  cb_eval: 88,
+  cb_eval_user_data: 96,
+  type_k: 104,
+  type_v: 108,
   abort_callback: 112,
   abort_callback_data: 120,
-  pooling_type: 44,
   embeddings: 128,
+  offload_kqv: 129,
   no_perf: 130,
+  op_offload: 131,
+  swa_full: 132,
   kv_unified: 133,
+  samplers: 136,
+  n_samplers: 144,
+  ctx_other: 152,
 } as const;
 
-/** `struct llama_batch` is 56 bytes. */
+/** `struct llama_batch` (56 bytes). */
 export const BATCH = {
   size: 56,
   n_tokens: 0,
@@ -51,8 +97,19 @@ export const BATCH = {
   logits: 48,
 } as const;
 
-/** `struct ggml_threadpool_params`: bool cpumask[512], int n_threads, prio, u32 poll, 2 bools. */
-export const THREADPOOL_PARAMS = { size: 528, n_threads: 512, prio: 516, poll: 520 } as const;
+/** `struct ggml_threadpool_params`: bool cpumask[GGML_MAX_N_THREADS = 512], then scalars. */
+export const THREADPOOL_PARAMS = {
+  size: 528,
+  cpumask: 0,
+  n_threads: 512,
+  prio: 516,
+  poll: 520,
+  strict_cpu: 524,
+  paused: 525,
+} as const;
+
+/** `enum ggml_backend_dev_type`, as `DeviceInfo.type` names it. */
+export const DEVICE_TYPES = ["cpu", "gpu", "igpu", "accel"] as const;
 
 function bytesStruct(n: number): Deno.NativeStructType {
   // Deno describes a by-value struct by its fields; 8-byte words give the right size and
@@ -66,34 +123,64 @@ const batchType = bytesStruct(BATCH.size);
 // struct llama_sampler_chain_params { bool no_perf; }
 const chainParamsType = { struct: ["u8"] } as const;
 
-/** libggml (`libggml.v0.5.0.so`): backend registry. */
+/** libggml (`libggml[.<gpu>].v0.4.0.so`, or `libggml.so` of a cmake build): the registry. */
 export const GGML_SYMBOLS = {
   // void ggml_backend_load_all_from_path(const char * dir_path);
   ggml_backend_load_all_from_path: { parameters: ["buffer"], result: "void" },
   // size_t ggml_backend_reg_count(void);
   ggml_backend_reg_count: { parameters: [], result: "usize" },
+  // ggml_backend_reg_t ggml_backend_reg_get(size_t index);
+  ggml_backend_reg_get: { parameters: ["usize"], result: "pointer" },
   // ggml_backend_reg_t ggml_backend_reg_by_name(const char * name);
   ggml_backend_reg_by_name: { parameters: ["buffer"], result: "pointer" },
+  // size_t ggml_backend_dev_count(void);
+  ggml_backend_dev_count: { parameters: [], result: "usize" },
+  // ggml_backend_dev_t ggml_backend_dev_get(size_t index);
+  ggml_backend_dev_get: { parameters: ["usize"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-/** libggml-base: registry lookups and thread pool parameters. */
+/** libggml-base: devices, registry lookups, logging and thread pool parameters. */
 export const GGML_BASE_SYMBOLS = {
+  // void ggml_log_set(ggml_log_callback log_callback, void * user_data);
+  ggml_log_set: { parameters: ["pointer", "pointer"], result: "void" },
+  // const char * ggml_backend_reg_name(ggml_backend_reg_t reg);
+  ggml_backend_reg_name: { parameters: ["pointer"], result: "pointer" },
   // void * ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
   ggml_backend_reg_get_proc_address: { parameters: ["pointer", "buffer"], result: "pointer" },
+  // const char * ggml_backend_dev_name(ggml_backend_dev_t device);
+  ggml_backend_dev_name: { parameters: ["pointer"], result: "pointer" },
+  // const char * ggml_backend_dev_description(ggml_backend_dev_t device);
+  ggml_backend_dev_description: { parameters: ["pointer"], result: "pointer" },
+  // void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size_t * total);
+  ggml_backend_dev_memory: { parameters: ["pointer", "buffer", "buffer"], result: "void" },
+  // enum ggml_backend_dev_type ggml_backend_dev_type(ggml_backend_dev_t device);
+  ggml_backend_dev_type: { parameters: ["pointer"], result: "i32" },
+  // ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device);
+  ggml_backend_dev_backend_reg: { parameters: ["pointer"], result: "pointer" },
   // void ggml_threadpool_params_init(struct ggml_threadpool_params * p, int n_threads);
   ggml_threadpool_params_init: { parameters: ["buffer", "i32"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-/** Reached through `ggml_backend_reg_get_proc_address(CPU, name)` (a GGML_BACKEND_DL build). */
+/**
+ * Reached through `ggml_backend_reg_get_proc_address(CPU, name)`, which works in both
+ * layouts (a loadable CPU backend, or one linked into libggml).
+ */
 export const CPU_PROCS = {
   // struct ggml_threadpool * ggml_threadpool_new(struct ggml_threadpool_params * params);
   ggml_threadpool_new: { parameters: ["buffer"], result: "pointer" },
   // void ggml_threadpool_free(struct ggml_threadpool * threadpool);
   ggml_threadpool_free: { parameters: ["pointer"], result: "void" },
+  // struct ggml_backend_feature * ggml_backend_get_features(ggml_backend_reg_t reg);
+  //   (an array of { const char * name; const char * value; } ending with a NULL name)
+  ggml_backend_get_features: { parameters: ["pointer"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-/** libllama (`libllama.v0.5.0.so`). */
+/** libllama (`libllama[.<gpu>].v0.4.0.so`, or `libllama.so` of a cmake build). */
 export const LLAMA_SYMBOLS = {
+  // const char * llama_version(void);   ("0.4.0", or "0.4.0-dev" built from source)
+  llama_version: { parameters: [], result: "pointer" },
+  // bool llama_supports_gpu_offload(void);
+  llama_supports_gpu_offload: { parameters: [], result: "bool" },
   // void llama_backend_init(void);
   llama_backend_init: { parameters: [], result: "void" },
   // void llama_log_set(ggml_log_callback log_callback, void * user_data);
@@ -132,6 +219,8 @@ export const LLAMA_SYMBOLS = {
   llama_model_n_ctx_train: { parameters: ["pointer"], result: "i32" },
   // int32_t llama_model_n_embd(const struct llama_model * model);
   llama_model_n_embd: { parameters: ["pointer"], result: "i32" },
+  // int32_t llama_model_n_head_kv(const struct llama_model * model);
+  llama_model_n_head_kv: { parameters: ["pointer"], result: "i32" },
   // int32_t llama_model_n_layer(const struct llama_model * model);
   llama_model_n_layer: { parameters: ["pointer"], result: "i32" },
   // uint64_t llama_model_n_params(const struct llama_model * model);
@@ -175,6 +264,8 @@ export const LLAMA_SYMBOLS = {
   },
   // int32_t llama_decode(struct llama_context * ctx, struct llama_batch batch);
   llama_decode: { parameters: ["pointer", batchType], result: "i32" },
+  // void llama_synchronize(struct llama_context * ctx);   (waits for the device's work)
+  llama_synchronize: { parameters: ["pointer"], result: "void" },
   // float * llama_get_logits_ith(struct llama_context * ctx, int32_t i);
   llama_get_logits_ith: { parameters: ["pointer", "i32"], result: "pointer" },
   // void llama_set_abort_callback(struct llama_context *, ggml_abort_callback, void * data);
@@ -298,122 +389,52 @@ export const LIBC_SYMBOLS = {
   sched_setscheduler: { parameters: ["i32", "i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+/** What was loaded: the files, the backends llama.cpp registered, and the CPU code path. */
+export interface LoadedLibrary extends LibraryFiles {
+  /** `llama_version()`: "0.4.0" for the prebuilt packages, "0.4.0-dev" for a source build. */
+  version: string;
+  /** Registered backends, e.g. `["Vulkan", "CPU"]`. */
+  backends: string[];
+  /** The CPU backend's file when it was loaded as a variant (`libggml-cpu-haswell.so`). */
+  cpuVariant: string | null;
+  /** The CPU backend's compiled-in features (`AVX2`, `AVX512`, `AMX_INT8`, ...). */
+  cpuFeatures: string[];
+}
+
 /** The opened libraries. */
 export interface NativeLibs {
+  /** libllama's symbols. */
   llama: Deno.DynamicLibrary<typeof LLAMA_SYMBOLS>["symbols"];
+  /** libggml's symbols. */
   ggml: Deno.DynamicLibrary<typeof GGML_SYMBOLS>["symbols"];
+  /** libggml-base's symbols. */
   ggmlBase: Deno.DynamicLibrary<typeof GGML_BASE_SYMBOLS>["symbols"];
+  /** libc's symbols. */
   libc: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
   /** Directory the libraries came from. */
   dir: string;
+  /** What was loaded from it. */
+  library: LoadedLibrary;
+  /** Closes the four libraries. */
   close(): void;
 }
 
-/** The npm package that ships llama.cpp for this platform, or null when there is none. */
-export function platformPackage(): string | null {
-  const arch = Deno.build.arch === "x86_64" ? "x64" : Deno.build.arch === "aarch64" ? "arm64" : "";
-  switch (Deno.build.os) {
-    case "linux":
-      return arch ? `@node-llama-cpp/linux-${arch}` : null;
-    case "darwin":
-      return arch === "arm64" ? "@node-llama-cpp/mac-arm64-metal" : "@node-llama-cpp/mac-x64";
-    case "windows":
-      return arch ? `@node-llama-cpp/win-${arch}` : null;
-    default:
-      return null;
-  }
-}
-
-function libName(base: string): string {
-  if (Deno.build.os === "darwin") return `${base}.dylib`;
-  if (Deno.build.os === "windows") return `${base}.dll`;
-  return `${base}.so`;
-}
-
-function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}
-
-function dirname(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i <= 0 ? "/" : path.slice(0, i);
-}
-
-/** The platform's bins directory inside the installed npm package, or null. */
-function packageBinsDir(): string | null {
-  const pkg = platformPackage();
-  if (pkg === null) return null;
-  // The bare name resolves through deno.json's imports; the versioned npm: form works
-  // without it where the package is installed.
-  let url = "";
-  for (const specifier of [pkg, `npm:${pkg}@${LLAMA_PACKAGE_VERSION}`]) {
-    try {
-      url = import.meta.resolve(specifier);
-    } catch {
-      continue;
-    }
-    if (url.startsWith("file:")) break;
-  }
-  if (!url.startsWith("file:")) return null;
-  const distDir = dirname(decodeURIComponent(new URL(url).pathname));
-  const platform = pkg.slice("@node-llama-cpp/".length);
-  return `${dirname(distDir)}/bins/${platform}`;
-}
-
 /**
- * `dist/llama/<platform>/` beside `main.ts`: where `deno task compile` embeds the
- * libraries (a self-extracting binary unpacks them to real files there).
+ * The directory of the llama.cpp libraries `umad serve` would load: `libDir` when given,
+ * else the first usable of `$UMAD_LLAMA_LIB`, a native build for this machine, an added
+ * GPU package, the embedded libraries and the npm package (see `chooseLibrary`).
+ * Throws {@linkcode LibraryError} (a configuration error: exit 2) saying what was tried.
+ *
+ * @example
+ * ```ts ignore
+ * const libs = openLibraries(findLibDir());
+ * ```
  */
-function embeddedDir(): string | null {
-  const pkg = platformPackage();
-  if (pkg === null) return null;
-  const platform = pkg.slice("@node-llama-cpp/".length);
-  const url = new URL(`../../dist/llama/${platform}/`, import.meta.url);
-  if (url.protocol !== "file:") return null;
-  return decodeURIComponent(url.pathname).replace(/\/$/, "");
-}
-
-/** The three library files of one directory, when all are present. */
-function libraryFiles(dir: string) {
-  const llama = `${dir}/${libName("libllama.v0.5.0")}`;
-  const ggml = `${dir}/${libName("libggml.v0.5.0")}`;
-  const ggmlBase = `${dir}/${libName("libggml-base")}`;
-  const missing = [llama, ggml, ggmlBase].filter((p) => !isFile(p));
-  return { llama, ggml, ggmlBase, missing };
-}
-
-/**
- * Finds the llama.cpp library directory: `libDir`, else `$UMAD_LLAMA_LIB`, else the
- * installed `@node-llama-cpp/<platform>` package. Throws an Error that says what was
- * tried when none has the libraries.
- */
-export function findLibDir(libDir?: string): string {
-  const tried: string[] = [];
-  const candidates: [string, string | null][] = libDir !== undefined ? [["--llama-lib", libDir]] : [
-    ["UMAD_LLAMA_LIB", Deno.env.get("UMAD_LLAMA_LIB") ?? null],
-    ["the libraries embedded in this executable", embeddedDir()],
-    [`npm package ${platformPackage() ?? "(none for this platform)"}`, packageBinsDir()],
-  ];
-  for (const [source, dir] of candidates) {
-    if (!dir) continue;
-    const files = libraryFiles(dir);
-    if (files.missing.length === 0) return dir;
-    tried.push(`${source}: ${dir} lacks ${files.missing.map((p) => p.slice(dir.length + 1))}`);
-  }
-  throw new Error(
-    `Cannot find the llama.cpp libraries (libllama.v0.5.0, libggml.v0.5.0, libggml-base) ` +
-      `for ${Deno.build.os}-${Deno.build.arch}. ` +
-      (tried.length ? `Tried ${tried.join("; ")}. ` : "") +
-      `Pass --llama-lib DIR or set UMAD_LLAMA_LIB to a directory holding them ` +
-      `(npm package ${
-        platformPackage() ?? "@node-llama-cpp/<platform>"
-      }@${LLAMA_PACKAGE_VERSION}, ` +
-      `folder bins/<platform>/).`,
-  );
+export function findLibDir(libDir?: string, options: { gpu?: boolean } = {}): string {
+  return chooseLibrary(libraryCandidates({ libDir }), {
+    gpu: options.gpu ?? true,
+    present: gpuHints(),
+  }).choice.dir;
 }
 
 function libcPath(): string {
@@ -421,25 +442,113 @@ function libcPath(): string {
   return "libc.so.6";
 }
 
+function cStringAt(p: Deno.PointerValue): string {
+  return p === null ? "" : new Deno.UnsafePointerView(p).getCString();
+}
+
+/** The CPU backend's features as `NAME` or `NAME=value` (value "1" dropped). */
+function cpuFeatures(ggml: NativeLibs["ggml"], base: NativeLibs["ggmlBase"]): string[] {
+  const reg = ggml.ggml_backend_reg_by_name(cString("CPU"));
+  if (reg === null) return [];
+  const fn = base.ggml_backend_reg_get_proc_address(reg, cString("ggml_backend_get_features"));
+  if (fn === null) return [];
+  const get = new Deno.UnsafeFnPointer(
+    fn as Deno.PointerObject<typeof CPU_PROCS.ggml_backend_get_features>,
+    CPU_PROCS.ggml_backend_get_features,
+  );
+  const list = get.call(reg);
+  if (list === null) return [];
+  const view = new Deno.UnsafePointerView(list);
+  const out: string[] = [];
+  for (let i = 0; i < 64; i++) {
+    const name = view.getPointer(i * 16);
+    if (name === null) break;
+    const value = cStringAt(view.getPointer(i * 16 + 8));
+    const n = cStringAt(name);
+    out.push(value === "1" || value === "" ? n : `${n}=${value}`);
+  }
+  return out;
+}
+
 /**
- * Opens libggml-base, libggml and libllama from `dir` (in that order), loads the CPU
- * backends from it, and initializes llama. Backends must be loaded before
- * `llama_backend_init`, or llama looks for them next to the `deno` executable.
+ * Opens libggml-base, libggml and libllama from `dir` (either layout: npm's versioned
+ * names with loadable backends, or a plain cmake build with the CPU backend linked in),
+ * loads the backends of a loadable layout from `dir`, checks `llama_version()`, and
+ * initializes llama. Backends must be loaded before `llama_backend_init`, or llama looks
+ * for them next to the `deno` executable. Throws {@linkcode LibraryError} for files that
+ * are missing or of another llama.cpp release.
  */
 export function openLibraries(dir: string): NativeLibs {
-  const files = libraryFiles(dir);
-  if (files.missing.length) throw new Error(`llama.cpp library files missing: ${files.missing}`);
-  const ggmlBase = Deno.dlopen(files.ggmlBase, GGML_BASE_SYMBOLS);
-  const ggml = Deno.dlopen(files.ggml, GGML_SYMBOLS);
-  const llama = Deno.dlopen(files.llama, LLAMA_SYMBOLS);
-  const libc = Deno.dlopen(libcPath(), LIBC_SYMBOLS);
-  // Quiet native logging (it may come from any thread): a native no-op as the callback.
-  const noop = libc.symbols.dlsym(null, cString("getpid"));
-  if (noop) llama.symbols.llama_log_set(noop, null);
-  ggml.symbols.ggml_backend_load_all_from_path(cString(dir));
-  if (Number(ggml.symbols.ggml_backend_reg_count()) === 0) {
-    throw new Error(`llama.cpp found no compute backend in ${dir}`);
+  const files = inspectLibraryDir(dir);
+  let ggmlBase, ggml, llama;
+  try {
+    ggmlBase = Deno.dlopen(files.ggmlBase, GGML_BASE_SYMBOLS);
+    ggml = Deno.dlopen(files.ggml, GGML_SYMBOLS);
+    llama = Deno.dlopen(files.llama, LLAMA_SYMBOLS);
+  } catch (e) {
+    ggml?.close();
+    ggmlBase?.close();
+    // A missing symbol means another release; anything else is the loader's own message.
+    throw new LibraryError(
+      `Cannot load the llama.cpp libraries in ${dir}: ${(e as Error).message}` +
+        (/symbol/i.test((e as Error).message)
+          ? ` (not llama.cpp v${LLAMA_CPP_VERSION}: umad needs @node-llama-cpp/*@` +
+            `${LLAMA_PACKAGE_VERSION} or a build of its bundled source, "umad llama build")`
+          : ""),
+      { cause: e },
+    );
   }
+  const libc = Deno.dlopen(libcPath(), LIBC_SYMBOLS);
+  const close = () => {
+    llama.close();
+    ggml.close();
+    ggmlBase.close();
+    libc.close();
+  };
+  const version = cStringAt(llama.symbols.llama_version());
+  if (version.replace(/-dev$/, "") !== LLAMA_CPP_VERSION) {
+    close();
+    throw new LibraryError(
+      `${files.llama} is llama.cpp ${version || "(unknown version)"}, but umad's struct ` +
+        `layouts are those of v${LLAMA_CPP_VERSION} (@node-llama-cpp/*@${LLAMA_PACKAGE_VERSION}); ` +
+        `use that package or "umad llama build"`,
+    );
+  }
+  // The loader's lines say which CPU variant and GPU backends it picked; after that, a
+  // native no-op (logging may come from any thread).
+  const lines: string[] = [];
+  const capture = new Deno.UnsafeCallback(
+    { parameters: ["i32", "pointer", "pointer"], result: "void" } as const,
+    (_level, text) => {
+      if (text) lines.push(new Deno.UnsafePointerView(text).getCString().trimEnd());
+    },
+  );
+  const noop = libc.symbols.dlsym(null, cString("getpid"));
+  ggmlBase.symbols.ggml_log_set(capture.pointer, null);
+  // A cmake build registers its linked-in backends itself; a loadable layout has none yet.
+  if (Number(ggml.symbols.ggml_backend_reg_count()) === 0) {
+    ggml.symbols.ggml_backend_load_all_from_path(cString(dir));
+  }
+  ggmlBase.symbols.ggml_log_set(noop, null);
+  if (noop) llama.symbols.llama_log_set(noop, null);
+  capture.close();
+  const backends: string[] = [];
+  const nReg = Number(ggml.symbols.ggml_backend_reg_count());
+  for (let i = 0; i < nReg; i++) {
+    backends.push(
+      cStringAt(
+        ggmlBase.symbols.ggml_backend_reg_name(ggml.symbols.ggml_backend_reg_get(BigInt(i))),
+      ),
+    );
+  }
+  if (backends.length === 0) {
+    close();
+    throw new LibraryError(
+      `llama.cpp found no compute backend in ${dir}` +
+        (lines.length ? `: ${lines.slice(-3).join(" / ")}` : ""),
+    );
+  }
+  const cpuLine = lines.map((l) => l.match(/loaded CPU backend from (.+)$/)?.[1]).find((m) => m);
   llama.symbols.llama_backend_init();
   return {
     llama: llama.symbols,
@@ -447,12 +556,14 @@ export function openLibraries(dir: string): NativeLibs {
     ggmlBase: ggmlBase.symbols,
     libc: libc.symbols,
     dir,
-    close() {
-      llama.close();
-      ggml.close();
-      ggmlBase.close();
-      libc.close();
+    library: {
+      ...files,
+      version,
+      backends,
+      cpuVariant: cpuLine ? cpuLine.split(/[\\/]/).pop()! : null,
+      cpuFeatures: cpuFeatures(ggml.symbols, ggmlBase.symbols),
     },
+    close,
   };
 }
 
@@ -513,6 +624,7 @@ function cgroupCpuQuota(): number | null {
 /** How decode threads compete for the CPU with the event loop and other programs. */
 export type DecodePriority = "idle" | "low" | "normal";
 
+/** The choices of `--decode-priority`. */
 export const DECODE_PRIORITIES: readonly DecodePriority[] = ["idle", "low", "normal"];
 
 /** Linux `SCHED_IDLE`: runs only when nothing else wants the CPU. */

@@ -55,6 +55,8 @@ export class LlamaModel {
   readonly chatTemplate: string | null;
   readonly nParams: number;
   readonly sizeBytes: number;
+  /** Layers llama.cpp put on a GPU, and how many it could have (from its load log). */
+  readonly offloaded: { layers: number; of: number } | null;
   /** The tokenizer family: "spm", "bpe", ... (llama.h `enum llama_vocab_type`). */
   readonly vocabType: string;
   /** End-of-turn token, or -1. */
@@ -66,9 +68,14 @@ export class LlamaModel {
   #controlTokens: ControlToken[] | null = null;
   #tokBuf = new Int32Array(1024);
 
-  private constructor(libs: NativeLibs, ptr: Deno.PointerObject) {
+  private constructor(
+    libs: NativeLibs,
+    ptr: Deno.PointerObject,
+    offloaded: { layers: number; of: number } | null,
+  ) {
     this.libs = libs;
     this.ptr = ptr;
+    this.offloaded = offloaded;
     const L = libs.llama;
     this.vocab = L.llama_model_get_vocab(ptr)!;
     this.nVocab = L.llama_vocab_n_tokens(this.vocab);
@@ -198,19 +205,27 @@ export class LlamaModel {
   }
 
   /**
-   * Loads a model file. `onProgress` runs on this thread during the load. Returns the
-   * model, or throws with llama.cpp's own error lines when it refuses the file.
+   * Loads a model file. `onProgress` runs on this thread during the load. `gpu` offloads
+   * `layers` to `devices` (a NULL-terminated `ggml_backend_dev_t` list; null: llama.cpp's
+   * default); without it everything stays on the CPU. Returns the model, or throws with
+   * llama.cpp's own error lines when it refuses the file.
    */
   static load(
     libs: NativeLibs,
     path: string,
     onProgress?: (fraction: number) => void,
     onLog?: NativeLog,
+    gpu?: { layers: number; devices: BigUint64Array | null },
   ): LlamaModel {
     const L = libs.llama;
     const params = new Uint8Array(L.llama_model_default_params() as Uint8Array);
     const dv = new DataView(params.buffer);
-    dv.setInt32(MODEL_PARAMS.n_gpu_layers, 0, true);
+    // The default (-1) offloads everything to any device present: only when asked.
+    dv.setInt32(MODEL_PARAMS.n_gpu_layers, gpu?.layers ?? 0, true);
+    const noDevices = new BigUint64Array(1);
+    const devices = gpu === undefined || gpu.layers === 0 ? noDevices : gpu.devices;
+    if (devices) dv.setBigUint64(MODEL_PARAMS.devices, addressOf(devices), true);
+    let offloaded: { layers: number; of: number } | null = null;
     const errors: string[] = [];
     const log = new Deno.UnsafeCallback(
       { parameters: ["i32", "pointer", "pointer"], result: "void" } as const,
@@ -218,6 +233,8 @@ export class LlamaModel {
         if (!text) return;
         const line = new Deno.UnsafePointerView(text).getCString().trimEnd();
         if (level >= 4) errors.push(line);
+        const m = line.match(/offloaded (\d+)\/(\d+) layers to GPU/);
+        if (m) offloaded = { layers: Number(m[1]), of: Number(m[2]) };
         onLog?.(level, line);
       },
     );
@@ -247,13 +264,14 @@ export class LlamaModel {
       L.llama_log_set(nativeFunction(libs, "getpid") as Deno.PointerObject, null);
       log.close();
       progress.close();
+      void devices?.length; // alive until the load returned
     }
     if (ptr === null) {
       throw new Error(
         `llama.cpp could not load "${path}"` + (errors.length ? `: ${errors.join(" / ")}` : ""),
       );
     }
-    return new LlamaModel(libs, ptr);
+    return new LlamaModel(libs, ptr, offloaded);
   }
 
   /** Tokens of `text` (BOS added when the model asks for it and `addSpecial`). */
@@ -386,6 +404,10 @@ export interface ContextOptions {
   abortFlag?: Uint8Array;
   /** Thread pool polling level 0..100 (0: threads sleep between graphs). */
   poll?: number;
+  /** Let the scheduler move big matmuls to a device (only when layers are offloaded). */
+  opOffload?: boolean;
+  /** Wait for the device after each decode, so timings include its work (GPU offload). */
+  synchronize?: boolean;
   /** Extract embeddings (an embedding context); with `pooling` (default none: per token). */
   embeddings?: boolean;
   /** Pooling of an embedding context (default none: per-token states). */
@@ -407,6 +429,7 @@ export class LlamaContext {
   /** Held so the shared flag native code reads is never collected. */
   #abortFlag: Uint8Array | null;
   #poolFree: ((p: Deno.PointerValue) => void) | null = null;
+  readonly #synchronize: boolean;
 
   constructor(model: LlamaModel, opts: ContextOptions) {
     const libs = model.libs;
@@ -423,6 +446,8 @@ export class LlamaContext {
     dv.setInt32(CONTEXT_PARAMS.n_threads_batch, opts.threads, true);
     dv.setUint8(CONTEXT_PARAMS.kv_unified, opts.kvUnified ? 1 : 0);
     dv.setUint8(CONTEXT_PARAMS.no_perf, 1);
+    // A visible device with no layers would still get batches of >= 32 rows otherwise.
+    dv.setUint8(CONTEXT_PARAMS.op_offload, opts.opOffload ? 1 : 0);
     if (opts.embeddings) {
       dv.setUint8(CONTEXT_PARAMS.embeddings, 1);
       dv.setInt32(CONTEXT_PARAMS.pooling_type, POOLING[opts.pooling ?? "none"], true);
@@ -447,6 +472,7 @@ export class LlamaContext {
     this.nSeqMax = L.llama_n_seq_max(ptr);
     this.threads = opts.threads;
     this.#abortFlag = opts.abortFlag ?? null;
+    this.#synchronize = opts.synchronize ?? false;
     this.#attachPool(opts.threads, opts.poll ?? 0);
   }
 
@@ -481,9 +507,15 @@ export class LlamaContext {
     libs.llama.llama_attach_threadpool(this.ptr, pool, pool);
   }
 
-  /** Runs the batch; 0 ok, 1 no KV slot, 2 aborted, negative: error. */
+  /**
+   * Runs the batch; 0 ok, 1 no KV slot, 2 aborted, negative: error. On a GPU
+   * `llama_decode` returns before the device is done: with `synchronize` it waits, so
+   * the caller's timing (the scheduler's cost model) measures the real step.
+   */
   decode(batch: Batch): number {
-    return this.libs.llama.llama_decode(this.ptr, batch.struct);
+    const rc = this.libs.llama.llama_decode(this.ptr, batch.struct);
+    if (this.#synchronize) this.libs.llama.llama_synchronize(this.ptr);
+    return rc;
   }
 
   /** Removes positions [p0, p1) of a sequence (p1 -1: to the end). */

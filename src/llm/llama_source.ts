@@ -9,6 +9,7 @@
  * @module
  */
 import { cacheDir } from "./synthetic_model.ts";
+import { downloadVerified, runTool, tarballUrl } from "./npm_tarball.ts";
 
 /** The npm package whose bundled source matches the prebuilt libraries. */
 export const LLAMA_SOURCE_PACKAGE = {
@@ -51,30 +52,6 @@ function exists(path: string): boolean {
   }
 }
 
-async function run(cmd: string, args: string[], what: string): Promise<void> {
-  let out: Deno.CommandOutput;
-  try {
-    out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
-  } catch (e) {
-    throw new Error(
-      `Cannot ${what}: "${cmd}" is not installed (${(e as Error).message}); ` +
-        `install it (Debian/Ubuntu: apt-get install ${cmd}; macOS: xcode-select --install)`,
-      { cause: e },
-    );
-  }
-  if (!out.success) {
-    const text = new TextDecoder().decode(out.stderr).trim();
-    throw new Error(`Cannot ${what}: ${cmd} ${args.join(" ")} failed (exit ${out.code}): ${text}`);
-  }
-}
-
-async function sha512Base64(path: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-512", await Deno.readFile(path));
-  let bin = "";
-  for (const b of new Uint8Array(digest)) bin += String.fromCharCode(b);
-  return btoa(bin);
-}
-
 /**
  * Returns the path of a llama.cpp source checkout matching the prebuilt libraries,
  * fetching it first if it is not in the cache (about 35 MB from the npm registry, a few
@@ -97,29 +74,13 @@ export async function ensureLlamaSource(options: LlamaSourceOptions = {}): Promi
   const tmp = Deno.makeTempDirSync({ dir: parent, prefix: ".fetch-" });
   try {
     const { name, version, integrity } = LLAMA_SOURCE_PACKAGE;
-    const registry = (options.registry ?? Deno.env.get("npm_config_registry") ??
-      "https://registry.npmjs.org").replace(/\/+$/, "");
-    const url = `${registry}/${name}/-/${name}-${version}.tgz`;
+    const url = tarballUrl(name, version, options.registry);
     log(`fetching the llama.cpp source from ${url}`);
-    let res: Response;
-    try {
-      res = await fetch(url);
-    } catch (e) {
-      throw new Error(`Cannot fetch ${url}: ${(e as Error).message}`, { cause: e });
-    }
-    if (!res.ok || !res.body) {
-      await res.body?.cancel();
-      throw new Error(`Cannot fetch ${url}: HTTP ${res.status}`);
-    }
     const tgz = `${tmp}/package.tgz`;
-    await Deno.writeFile(tgz, res.body);
-    const actual = `sha512-${await sha512Base64(tgz)}`;
-    if (actual !== integrity) {
-      throw new Error(`${url} does not match its published integrity (${actual})`);
-    }
-    await run("tar", ["-xzf", tgz, "-C", tmp, "package/llama/gitRelease.bundle"], "unpack it");
+    await downloadVerified(url, integrity, tgz);
+    await runTool("tar", ["-xzf", tgz, "-C", tmp, "package/llama/gitRelease.bundle"], "unpack it");
     log("cloning the bundled llama.cpp source");
-    await run(
+    await runTool(
       "git",
       [
         "clone",

@@ -20,7 +20,7 @@ export {
   type LlmService,
   type LlmServiceOptions,
 } from "./service.ts";
-export type { EngineInfo } from "./engine_messages.ts";
+export type { EngineInfo, LibraryInfo } from "./engine_messages.ts";
 export { GgufError, ggufValueOf, readGgufHeader, writeGgufSync } from "./gguf.ts";
 export type {
   GgufHeader,
@@ -33,6 +33,8 @@ export type {
   GgufValue,
 } from "./gguf.ts";
 export type { DecodePriority } from "./ffi.ts";
+export type { LibraryLayout, LibrarySource, LlamaBackend } from "./llama_lib.ts";
+export type { DeviceInfo } from "../protocol/events.ts";
 export {
   ensureLlamaSource,
   LLAMA_SOURCE_PACKAGE,

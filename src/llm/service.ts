@@ -16,7 +16,9 @@ import { ModelRequestClient } from "./model_requests.ts";
 import { structuredOutputGrammar } from "./structured_output.ts";
 import type { ChatTemplateOverride } from "./prompt.ts";
 import type { Service, Stream } from "../protocol/service.ts";
-import { type DecodePriority, findLibDir } from "./ffi.ts";
+import type { DecodePriority } from "./ffi.ts";
+import { chooseLibrary, gpuHints, libraryCandidates } from "./llama_lib.ts";
+import { ConfigError } from "../protocol/errors.ts";
 import { readGgufHeader } from "./gguf.ts";
 import { ensureDemoModel } from "./synthetic_model.ts";
 import { Samples } from "../protocol/samples.ts";
@@ -46,8 +48,18 @@ export type LlmLogLevel = "debug" | "info" | "warn" | "error";
 export interface LlmServiceOptions {
   /** A GGUF model file; default: the demo model (random weights), generated on first use. */
   model?: string;
-  /** Directory of libllama/libggml; default `$UMAD_LLAMA_LIB`, else the npm package's. */
+  /**
+   * Directory of libllama/libggml; default `$UMAD_LLAMA_LIB`, else the best of a native
+   * build, an added GPU package, the embedded libraries and the npm package (see
+   * `llama_lib.ts`).
+   */
   libDir?: string;
+  /** Layers to offload to the GPU, or "auto" (default): as many as fit; 0: the CPU only. */
+  gpuLayers?: number | "auto";
+  /** The device to offload to (`CUDA0`, `Vulkan0`, `MTL0`; see `umad devices`). */
+  device?: string;
+  /** Use the CPU only, and prefer a CPU library. */
+  noGpu?: boolean;
   /**
    * Total context in tokens (KV cells), shared by the streams (default 1024 per stream).
    * By default one stream may use all of it; `deterministic` splits it evenly.
@@ -565,6 +577,11 @@ class GenerateService implements LlmService {
         n_seq_max: i.n_seq_max,
         lookup_drafts: i.lookup_drafts,
         decode_priority: i.decode_priority,
+        library: i.library,
+        devices: i.devices,
+        gpu_layers: i.gpu_layers,
+        gpu_layers_total: i.gpu_layers_total,
+        gpu_devices: i.gpu_devices,
       },
     };
   }
@@ -724,7 +741,12 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
   if (!(Number.isInteger(parallel) && parallel >= 1 && parallel <= 256)) {
     throw new RangeError(`parallel must be an integer from 1 to 256, got ${parallel}`);
   }
-  const libDir = findLibDir(options.libDir);
+  const libraries = chooseLibrary(libraryCandidates({ libDir: options.libDir }), {
+    gpu: !options.noGpu,
+    present: gpuHints(),
+  });
+  log("info", `llama.cpp: loading ${libraries.reason}`);
+  for (const s of libraries.skipped) log("info", `llama.cpp: skipped ${s}`);
   let modelPath = options.model;
   const demo = modelPath === undefined;
   if (modelPath === undefined) {
@@ -755,7 +777,9 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
       const m = e.data;
       if (m.op === "log") log(m.level, m.message);
       else if (m.op === "ready") resolve(m.info);
-      else if (m.op === "fatal") reject(new Error(m.message));
+      else if (m.op === "fatal") {
+        reject(m.config ? new ConfigError(m.message) : new Error(m.message));
+      }
     };
     worker.onerror = (e) => {
       e.preventDefault();
@@ -764,7 +788,16 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
     worker.postMessage(
       {
         op: "init",
-        libDir,
+        libraries: [libraries.choice, ...libraries.fallbacks].map((c) => ({
+          dir: c.dir,
+          source: c.source,
+          reason: c === libraries.choice ? libraries.reason : `fallback: ${c.source} ${c.dir}`,
+        })),
+        gpu: {
+          gpuLayers: options.noGpu ? 0 : options.gpuLayers ?? "auto",
+          device: options.device,
+          noGpu: options.noGpu,
+        },
         modelPath: modelPath!,
         ctx: total,
         parallel,

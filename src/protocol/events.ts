@@ -38,15 +38,15 @@ export interface ToolCall {
 
 /** A GPU or other compute device llama.cpp can use. */
 export interface DeviceInfo {
-  /** llama.cpp's name of the device (`--device` takes it). */
+  /** llama.cpp's name for it (`CUDA0`, `Vulkan0`, `MTL0`, `CPU`): what `--device` takes. */
   name: string;
-  /** What the driver calls it. */
+  /** The driver's description (the GPU's or CPU's model). */
   description: string;
-  /** The kind of device. */
+  /** `enum ggml_backend_dev_type`. */
   type: "cpu" | "gpu" | "igpu" | "accel";
-  /** Free memory, bytes. */
+  /** Free memory in bytes. */
   memory_free: number;
-  /** Total memory, bytes. */
+  /** Total memory in bytes. */
   memory_total: number;
 }
 
@@ -78,7 +78,27 @@ export interface ModelInfo {
   chat_template: string;
   /** How decode threads yield to the event loop (`--decode-priority`). */
   decode_priority: "idle" | "low" | "normal";
-  /** Further fields a service reports (mode, library, devices...). */
+  /** The llama.cpp library in use, where it came from and why (see docs/PROTOCOL.md). */
+  library?: {
+    path: string;
+    source: string;
+    layout: "npm" | "cmake";
+    backend: "cpu" | "cuda" | "vulkan" | "metal";
+    version: string;
+    backends: string[];
+    cpu_variant: string | null;
+    cpu_features: string[];
+    reason: string;
+  };
+  /** Every compute device the library's backends see, the CPU included. */
+  devices?: DeviceInfo[];
+  /** Layers on a GPU (0: the CPU only). */
+  gpu_layers?: number;
+  /** The model's offloadable layers: its blocks plus its output layer. */
+  gpu_layers_total?: number;
+  /** The devices holding the offloaded layers. */
+  gpu_devices?: string[];
+  /** Further fields a service reports (mode, ...). */
   [key: string]: unknown;
 }
 

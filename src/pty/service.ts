@@ -1,4 +1,4 @@
-import { type Message, type Request, type RequestType, UmadError } from "../protocol/mod.ts";
+import { type Request, type RequestType, UmadError } from "../protocol/mod.ts";
 import { BusyError, SpawnError } from "../protocol/errors.ts";
 import type { WatchKind } from "../protocol/events.ts";
 import type { PtySpawnRequest, RequestOf, SessionInfo } from "../protocol/mod.ts";
