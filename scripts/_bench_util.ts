@@ -3,6 +3,7 @@
 import { encodeFrame, encodePayload, FrameDecoder } from "../src/protocol/mod.ts";
 import { percentileOf } from "../src/protocol/samples.ts";
 import { delay } from "../src/protocol/async.ts";
+import { findLibDir, type NativeLibs, openLibraries } from "../src/llm/ffi.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -79,4 +80,11 @@ export async function stopChild(p: Deno.ChildProcess): Promise<void> {
     p.kill("SIGTERM");
   } catch { /* gone */ }
   await p.status;
+}
+
+let libs: NativeLibs | null = null;
+
+/** The prebuilt llama.cpp libraries, opened once per process (backends register once). */
+export function prebuiltLibs(): NativeLibs {
+  return libs ??= openLibraries(findLibDir());
 }

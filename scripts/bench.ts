@@ -4,6 +4,7 @@
 // here: throughput ~3, echo ~2 with the LLM load, capture ~20 s, wait ~20 s), which run
 // alone too.
 // (`native`: prebuilt library vs native build, see scripts/bench_native.ts).
+// `--only llm.storm,llm.sweep` picks parts of the LLM one (see bench_llm.ts).
 import { parseArgs } from "node:util";
 import { benchServer } from "./bench_server.ts";
 
@@ -14,6 +15,9 @@ const { values } = parseArgs({
 const only = new Set((values.only ?? "server,codec,pty,llm,http,models,native").split(","));
 const PTY_PARTS = ["pty.throughput", "pty.echo", "pty.capture", "pty.wait"];
 if (only.has("pty")) { for (const p of PTY_PARTS) only.add(p); }
+/** LLM parts named as `llm.<part>` (none: every part). */
+const llmParts = new Set([...only].filter((o) => o.startsWith("llm.")).map((o) => o.slice(4)));
+if (llmParts.size) only.add("llm");
 const outPath = values.out ?? new URL("../docs/BENCHMARKS.md", import.meta.url).pathname;
 
 function machine(): string {
@@ -62,7 +66,7 @@ if (only.has("pty.capture") || only.has("pty.wait")) {
 if (only.has("llm")) {
   console.error("bench: llm");
   const { benchLlm } = await import("./bench_llm.ts");
-  sections.push(await benchLlm());
+  sections.push(await benchLlm(llmParts));
 }
 
 if (only.has("http")) {

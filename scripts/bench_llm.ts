@@ -1,23 +1,26 @@
 // The LLM benchmark: umad (client to client, through a real daemon) beside raw llama.cpp
-// decode loops in one process with the same shapes, and node-llama-cpp when it runs.
-// `deno run -A scripts/bench_llm.ts` prints the Markdown section; scripts/bench.ts
-// calls benchLlm().
+// decode loops in one process with the same shapes, node-llama-cpp when it runs, and
+// (bench_scheduler.ts) llama-server under the same loads.
+// `deno run -A scripts/bench_llm.ts [--only throughput,ping,nlc,physics,storm,sweep,chat,shared]`
+// prints the Markdown section; scripts/bench.ts calls benchLlm().
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
-import { findLibDir, openLibraries } from "../src/llm/ffi.ts";
 import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/llama.ts";
-import { fmt, pct, ROOT } from "./_bench_util.ts";
+import { fmt, pct, prebuiltLibs, ROOT } from "./_bench_util.ts";
+import { benchScheduler } from "./bench_scheduler.ts";
 
-const THREADS = 2;
+/** Decode threads of both servers (`BENCH_THREADS=1` is steadier on a machine others use: a 2-thread pool waits at every barrier for a thread the OS took away). */
+const THREADS = Number(Deno.env.get("BENCH_THREADS") ?? 2);
 const PARALLEL = 16;
 const CTX_PER_STREAM = 1024;
 const SINGLE_TOKENS = 256;
 const AGG_TOKENS = 48;
 const STREAM_COUNTS = [1, 4, 8, 16];
-const STORM_SECONDS = 8;
+/** Length of the ping phase beside 8 decoding streams. */
+const PING_SECONDS = 8;
 /** Interleaved throughput rounds; each figure is the median over them. */
-const ROUNDS = 5;
+const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? 5);
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -29,13 +32,8 @@ function medianByCount(maps: Map<number, number>[]): Map<number, number> {
   return new Map(STREAM_COUNTS.map((n) => [n, median(maps.map((m) => m.get(n)!))]));
 }
 
-/** Parts to run: `--only storm` or `--only throughput` while iterating (default: all). */
-const ONLY = (() => {
-  const i = Deno.args.indexOf("--only");
-  return import.meta.main && i >= 0 ? Deno.args[i + 1] : null;
-})();
-const RUN_THROUGHPUT = ONLY === null || ONLY === "throughput";
-const RUN_STORM = ONLY === null || ONLY === "storm";
+/** The parts of this file (the scheduler's are in bench_scheduler.ts). */
+const OWN_PARTS = ["throughput", "ping", "nlc"];
 
 function log(msg: string) {
   console.error(`bench llm: ${msg}`);
@@ -175,14 +173,6 @@ async function pingFromAnotherProcess(socket: string, ms: number): Promise<numbe
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
 
-interface UmadResults {
-  itlQuiet: number[];
-  itlStorm: number[];
-  stormTtft: number[];
-  stormPromptTokens: number;
-  ping: number[];
-}
-
 interface Throughput {
   /** Single stream, decode tokens/s (first to last token). */
   single: number;
@@ -221,70 +211,23 @@ async function umadThroughput(client: Client, label: string): Promise<Throughput
   return { single, aggregate, drafts: [after[0] - before[0], after[1] - before[1]] };
 }
 
-/** The 8-stream phases on a daemon of their own: quiet (with the pinger), then storm. */
-async function benchUmad(
-  model: string,
-  extra: string[] = [],
-  phases: "quiet" | "all" = "all",
-): Promise<UmadResults> {
+/** Pings from another process while 8 streams decode on a daemon of its own. */
+async function pingsBesideDecoding(model: string, extra: string[] = []): Promise<number[]> {
   const d = await startModelDaemon(model, extra);
   const client = await connect({ socket: d.socket, reconnect: false });
   try {
     await runStream(client, "warm up", 16);
-    // Eight decoding streams, with and without 512-token prompts arriving every 2 s.
-    const phase = async (storm: boolean) => {
-      log(storm ? "8 streams + a 512-token prompt every 2 s" : "8 streams, no prompts arriving");
-      const gaps: number[] = [];
-      let stop!: () => void;
-      const stopped = new Promise<void>((r) => (stop = r));
-      let measuring = false;
-      const streams = Array.from({ length: 8 }, (_, i) => {
-        let last = 0;
-        return runStream(client, promptOf(8, i + 20), CTX_PER_STREAM - 64, (t) => {
-          if (measuring && last) gaps.push(t - last);
-          last = t;
-        }, stopped);
-      });
-      await new Promise((r) => setTimeout(r, 1500)); // all eight decoding
-      measuring = true;
-      const ttfts: number[] = [];
-      let promptTokens = 0;
-      const prompts: Promise<void>[] = [];
-      const pings: number[] = [];
-      const end = performance.now() + STORM_SECONDS * 1000;
-      if (storm) {
-        for (let k = 0; k < STORM_SECONDS / 2; k++) {
-          prompts.push((async () => {
-            await new Promise((r) => setTimeout(r, k * 2000));
-            const r = await generate(client, {
-              prompt: promptOf(511, k),
-              max_tokens: 1,
-              temperature: 0,
-            }).complete();
-            ttfts.push(r.usage.ttft_ms);
-            promptTokens = r.usage.prompt_tokens;
-          })());
-        }
-      } else {
-        pings.push(...await pingFromAnotherProcess(d.socket, STORM_SECONDS * 1000 - 500));
-      }
-      while (performance.now() < end) await new Promise((r) => setTimeout(r, 50));
-      measuring = false;
-      await Promise.all(prompts);
-      stop();
-      await Promise.all(streams);
-      return { gaps, ttfts, promptTokens, pings };
-    };
-    const none = { gaps: [], ttfts: [], promptTokens: 0, pings: [] };
-    const quiet = await phase(false);
-    const storm = phases === "all" ? await phase(true) : none;
-    return {
-      itlQuiet: quiet.gaps,
-      itlStorm: storm.gaps,
-      stormTtft: storm.ttfts,
-      stormPromptTokens: storm.promptTokens,
-      ping: quiet.pings,
-    };
+    let stop!: () => void;
+    const stopped = new Promise<void>((r) => (stop = r));
+    const streams = Array.from(
+      { length: 8 },
+      (_, i) => runStream(client, promptOf(8, i + 20), CTX_PER_STREAM - 64, undefined, stopped),
+    );
+    await new Promise((r) => setTimeout(r, 1500)); // all eight decoding
+    const pings = await pingFromAnotherProcess(d.socket, PING_SECONDS * 1000);
+    stop();
+    await Promise.all(streams);
+    return pings;
   } finally {
     await client.close();
     await d.stop();
@@ -298,11 +241,8 @@ interface RawResults {
 }
 
 /** Raw llama.cpp decode loops in this process: the same model, threads and shapes. */
-let rawLibs: ReturnType<typeof openLibraries> | null = null;
-
 function benchRaw(modelPath: string): RawResults {
-  // Backends register once per process.
-  const libs = rawLibs ??= openLibraries(findLibDir());
+  const libs = prebuiltLibs();
   const model = LlamaModel.load(libs, modelPath);
   const nSeq = Math.max(...STREAM_COUNTS) + 1;
   const ctx = new LlamaContext(model, {
@@ -455,224 +395,172 @@ async function benchNodeLlamaCpp(modelPath: string): Promise<Map<number, number>
   }
 }
 
-/** Runs the LLM benchmark and returns its Markdown section. */
-export async function benchLlm(): Promise<string> {
+/**
+ * Runs the LLM benchmark and returns its Markdown section. `parts` names the parts to run
+ * (throughput, ping, nlc here; physics, storm, sweep, chat, shared in bench_scheduler.ts);
+ * empty: all of them.
+ */
+export async function benchLlm(parts: Set<string> = new Set()): Promise<string> {
+  const want = (p: string) => parts.size === 0 || parts.has(p);
   log("generating the bench model (first run only)");
   const modelPath = ensureSyntheticModel(BENCH_MODEL);
-  if (!RUN_THROUGHPUT) {
-    const u = await benchUmad(modelPath);
-    const q = (xs: number[], p: number) => fmt(pct(xs, p), 1);
-    return [
-      `storm only: ITL ms quiet p50 ${q(u.itlQuiet, 0.5)} p99 ${q(u.itlQuiet, 0.99)}; storm p50 ` +
-      `${q(u.itlStorm, 0.5)} p99 ${q(u.itlStorm, 0.99)}; p99 ratio ` +
-      `${fmt(pct(u.itlStorm, 0.99) / pct(u.itlQuiet, 0.99), 2)}; TTFT ms ` +
-      u.stormTtft.map((t) => Math.round(t)).join(", "),
-    ].join("\n");
-  }
-  // Throughput in interleaved rounds (raw loops, umad, umad --no-lookup, umad
-  // --no-batch-invariance), the median of each figure counting: the machine is shared and
-  // its speed drifts over a run by more than the differences measured.
-  const dflt = await startModelDaemon(modelPath);
-  const plain = await startModelDaemon(modelPath, ["--no-lookup"]);
-  const free = await startModelDaemon(modelPath, ["--no-batch-invariance"]);
-  const raws: RawResults[] = [];
-  const dflts: Throughput[] = [];
-  const plains: Throughput[] = [];
-  const frees: Throughput[] = [];
-  try {
-    const cd = await connect({ socket: dflt.socket, reconnect: false });
-    const cp = await connect({ socket: plain.socket, reconnect: false });
-    const cf = await connect({ socket: free.socket, reconnect: false });
-    try {
-      await runStream(cd, "warm up", 16);
-      await runStream(cp, "warm up", 16);
-      await runStream(cf, "warm up", 16);
-      for (let r = 1; r <= ROUNDS; r++) {
-        const raw = benchRaw(modelPath);
-        log(
-          `round ${r} raw tok/s: single ${fmt(raw.singleDecode, 1)}, padded ${
-            fmt(raw.singleDecodePadded, 1)
-          }, ${STREAM_COUNTS.map((n) => `${n}: ${fmt(raw.aggregate.get(n)!, 1)}`).join(", ")}`,
-        );
-        raws.push(raw);
-        dflts.push(await umadThroughput(cd, `round ${r} umad`));
-        plains.push(await umadThroughput(cp, `round ${r} umad --no-lookup`));
-        frees.push(await umadThroughput(cf, `round ${r} umad --no-batch-invariance`));
-      }
-    } finally {
-      await cd.close();
-      await cp.close();
-      await cf.close();
-    }
-  } finally {
-    await dflt.stop();
-    await plain.stop();
-    await free.stop();
-  }
-  const raw: RawResults = {
-    singleDecode: median(raws.map((r) => r.singleDecode)),
-    singleDecodePadded: median(raws.map((r) => r.singleDecodePadded)),
-    aggregate: medianByCount(raws.map((r) => r.aggregate)),
-  };
-  const umad = {
-    single: median(dflts.map((t) => t.single)),
-    aggregate: medianByCount(dflts.map((t) => t.aggregate)),
-  };
-  const umadPlain = {
-    single: median(plains.map((t) => t.single)),
-    aggregate: medianByCount(plains.map((t) => t.aggregate)),
-  };
-  const umadFree = {
-    single: median(frees.map((t) => t.single)),
-    aggregate: medianByCount(frees.map((t) => t.aggregate)),
-  };
-  const draftsDecoded = dflts.reduce((a, t) => a + t.drafts[0], 0);
-  const draftsAccepted = dflts.reduce((a, t) => a + t.drafts[1], 0);
-  const span = (xs: number[]) => `${fmt(Math.min(...xs), 1)}–${fmt(Math.max(...xs), 1)}`;
-
-  let storm: UmadResults | null = null;
-  let idle: UmadResults | null = null;
-  let ramp: UmadResults | null = null;
-  if (RUN_STORM) {
-    log("8 streams: quiet, then a 512-token prompt every 2 s");
-    storm = await benchUmad(modelPath);
-    log("pings beside 8 streams again, with --decode-priority idle");
-    idle = await benchUmad(modelPath, ["--decode-priority", "idle"], "quiet");
-    log("storm again, with --prefill-max-ratio 1");
-    ramp = await benchUmad(modelPath, ["--prefill-max-ratio", "1"]);
-  }
-  const nlc = ONLY ? "skipped (--only)" : await benchNodeLlamaCpp(modelPath);
-
   const r1 = (x: number) => fmt(x, 1);
   const r2 = (x: number) => fmt(x, 2);
-  const lines: string[] = [];
-  lines.push(
+  const span = (xs: number[]) => `${fmt(Math.min(...xs), 1)}–${fmt(Math.max(...xs), 1)}`;
+  const lines: string[] = [
     "## LLM inference",
     "",
     `Model: the generated bench model (${BENCH_MODEL.nEmbd} embd, ${BENCH_MODEL.nLayer} layers, ` +
-      `${BENCH_MODEL.nHead} heads, ff ${BENCH_MODEL.nFf}, F16, random weights), ${THREADS} threads, ` +
-      `greedy. umad: a daemon with --parallel ${PARALLEL}, measured by a client over the socket; ` +
-      "raw: llama_decode loops in one process with the same library, model, threads and shapes. " +
-      `Throughput was measured in ${ROUNDS} interleaved rounds (raw loops, umad, umad ` +
-      "`--no-lookup`, umad `--no-batch-invariance`, the three daemons up throughout and idle " +
-      "while not measured); each figure is the median over the rounds.",
+    `${BENCH_MODEL.nHead} heads, ff ${BENCH_MODEL.nFf}, F16, random weights), ${THREADS} threads. ` +
+    `umad: a daemon with --parallel ${PARALLEL}, measured by a client over the socket; ` +
+    "raw: llama_decode loops in one process with the same library, model, threads and shapes.",
     "",
-    "### Single stream (decode tokens/s, first to last token)",
-    "",
-    "| | tokens/s (median) | rounds | vs raw |",
-    "|---|---:|---:|---:|",
-    `| raw decode loop (1 row per decode) | ${r1(raw.singleDecode)} | ${
-      span(raws.map((r) => r.singleDecode))
-    } | 1.00 |`,
-    `| raw loop padded to 2 rows (umad's batch invariance) | ${r1(raw.singleDecodePadded)} | ${
-      span(raws.map((r) => r.singleDecodePadded))
-    } | ${r2(raw.singleDecodePadded / raw.singleDecode)} |`,
-    `| umad (default: lookup drafts in the padding row), client to client | ${r1(umad.single)} | ${
-      span(dflts.map((t) => t.single))
-    } | ${r2(umad.single / raw.singleDecode)} |`,
-    `| umad \`--no-lookup\` (padding row empty), client to client | ${r1(umadPlain.single)} | ${
-      span(plains.map((t) => t.single))
-    } | ${r2(umadPlain.single / raw.singleDecode)} |`,
-    `| umad \`--no-batch-invariance\`, client to client | ${r1(umadFree.single)} | ${
-      span(frees.map((t) => t.single))
-    } | ${r2(umadFree.single / raw.singleDecode)} |`,
-    "",
-    "umad pads every decode to at least two rows so a stream's tokens do not depend on what " +
-      "runs beside it (a one-row decode takes another kernel path); the padded raw row is " +
-      "what that costs, and the fair baseline for umad's own overhead " +
-      `(\`--no-lookup\` is ${r2(umadPlain.single / raw.singleDecodePadded)}× of it). By ` +
-      "default a lone stream's second row carries a lookup draft (the token that followed " +
-      "its last 3, 2 or 1 tokens earlier); when the sampled token matches, that row's " +
-      "logits give the next token in the same decode, with the same tokens as without. " +
-      `Over the rounds' single-stream runs ${draftsDecoded} drafts were decoded and ` +
-      `${draftsAccepted} accepted (${
-        fmt((100 * draftsAccepted) / Math.max(1, draftsDecoded), 0)
-      }%` +
-      `, ${
-        fmt((ROUNDS * SINGLE_TOKENS) / Math.max(1, ROUNDS * SINGLE_TOKENS - draftsAccepted), 2)
-      } ` +
-      "tokens per decode call). **This model has random weights and its greedy output falls " +
-      "into loops, which drafts predict well; real text repeats less** (edited code, quoted " +
-      "passages and lists most), so a real model lands between the `--no-lookup` row and " +
-      "the default row. A daemon started with `--no-batch-invariance` decodes a lone stream " +
-      "in one row and gives the guarantee up.",
-    "",
-    `### Aggregate throughput (${AGG_TOKENS} tokens per stream, short prompts, wall clock)`,
-    "",
-    `| streams | umad tok/s | raw batched tok/s | umad/raw | umad \`--no-lookup\` | its /raw | umad \`--no-batch-invariance\` | its /raw |${
-      typeof nlc === "string" ? "" : " node-llama-cpp tok/s | umad/nlc |"
-    }`,
-    `|---:|---:|---:|---:|---:|---:|---:|---:|${typeof nlc === "string" ? "" : "---:|---:|"}`,
-  );
-  for (const n of STREAM_COUNTS) {
-    const u = umad.aggregate.get(n)!;
-    const w = raw.aggregate.get(n)!;
-    const p = umadPlain.aggregate.get(n)!;
-    const f = umadFree.aggregate.get(n)!;
-    let row = `| ${n} | ${r1(u)} | ${r1(w)} | ${r2(u / w)} | ${r1(p)} | ${r2(p / w)} | ${r1(f)} | ${
-      r2(f / w)
-    } |`;
-    if (typeof nlc !== "string") {
-      row += ` ${r1(nlc.get(n) ?? NaN)} | ${r2(u / (nlc.get(n) ?? NaN))} |`;
+  ];
+  if (want("throughput")) {
+    // Interleaved rounds (raw loops, umad, umad --deterministic), the median of each
+    // figure counting: the machine is shared and its speed drifts over a run by more
+    // than the differences measured.
+    const dflt = await startModelDaemon(modelPath);
+    const det = await startModelDaemon(modelPath, ["--deterministic"]);
+    const raws: RawResults[] = [];
+    const dflts: Throughput[] = [];
+    const dets: Throughput[] = [];
+    try {
+      const cd = await connect({ socket: dflt.socket, reconnect: false });
+      const ct = await connect({ socket: det.socket, reconnect: false });
+      try {
+        await runStream(cd, "warm up", 16);
+        await runStream(ct, "warm up", 16);
+        for (let r = 1; r <= ROUNDS; r++) {
+          const raw = benchRaw(modelPath);
+          log(
+            `round ${r} raw tok/s: single ${fmt(raw.singleDecode, 1)}, padded ${
+              fmt(raw.singleDecodePadded, 1)
+            }, ${STREAM_COUNTS.map((n) => `${n}: ${fmt(raw.aggregate.get(n)!, 1)}`).join(", ")}`,
+          );
+          raws.push(raw);
+          dflts.push(await umadThroughput(cd, `round ${r} umad`));
+          dets.push(await umadThroughput(ct, `round ${r} umad --deterministic`));
+        }
+      } finally {
+        await cd.close();
+        await ct.close();
+      }
+    } finally {
+      await dflt.stop();
+      await det.stop();
     }
-    lines.push(row);
+    const raw = {
+      singleDecode: median(raws.map((r) => r.singleDecode)),
+      singleDecodePadded: median(raws.map((r) => r.singleDecodePadded)),
+      aggregate: medianByCount(raws.map((r) => r.aggregate)),
+    };
+    const med = (ts: Throughput[]) => ({
+      single: median(ts.map((t) => t.single)),
+      aggregate: medianByCount(ts.map((t) => t.aggregate)),
+    });
+    const umad = med(dflts);
+    const umadDet = med(dets);
+    const draftsDecoded = dets.reduce((a, t) => a + t.drafts[0], 0);
+    const draftsAccepted = dets.reduce((a, t) => a + t.drafts[1], 0);
+    const nlc = want("nlc") ? await benchNodeLlamaCpp(modelPath) : "not run (--only)";
+    lines.push(
+      `Throughput was measured in ${ROUNDS} interleaved rounds (raw loops, umad, umad ` +
+        "`--deterministic`, both daemons up throughout and idle while not measured); each " +
+        "figure is the median over the rounds. Greedy.",
+      "",
+      "### Single stream (decode tokens/s, first to last token)",
+      "",
+      "| | tokens/s (median) | rounds | vs raw |",
+      "|---|---:|---:|---:|",
+      `| raw decode loop (1 row per decode) | ${r1(raw.singleDecode)} | ${
+        span(raws.map((r) => r.singleDecode))
+      } | 1.00 |`,
+      `| raw loop padded to 2 rows (what determinism costs the kernels) | ${
+        r1(raw.singleDecodePadded)
+      } | ${span(raws.map((r) => r.singleDecodePadded))} | ${
+        r2(raw.singleDecodePadded / raw.singleDecode)
+      } |`,
+      `| umad (default: one row), client to client | ${r1(umad.single)} | ${
+        span(dflts.map((t) => t.single))
+      } | ${r2(umad.single / raw.singleDecode)} |`,
+      `| umad \`--deterministic\` (two rows, a lookup draft in the second), client to client | ${
+        r1(umadDet.single)
+      } | ${span(dets.map((t) => t.single))} | ${r2(umadDet.single / raw.singleDecode)} |`,
+      "",
+      "The default scheduler decodes a lone stream in one row. `--deterministic` pads every " +
+        "decode to two rows (a one-row decode takes another kernel path) and puts a lookup draft " +
+        "in the second one (the token that followed the stream's last 3, 2 or 1 tokens earlier; " +
+        "when the sampled token matches, that row's logits give the next token in the same " +
+        `decode): ${draftsDecoded} drafts decoded and ${draftsAccepted} accepted over the rounds ` +
+        `(${fmt((100 * draftsAccepted) / Math.max(1, draftsDecoded), 0)}%). **This model has ` +
+        "random weights and its greedy output falls into loops, which drafts predict well; real " +
+        "text repeats less.**",
+      "",
+      `### Aggregate throughput (${AGG_TOKENS} tokens per stream, short prompts, wall clock)`,
+      "",
+      `| streams | umad tok/s | raw batched tok/s | umad/raw | umad \`--deterministic\` | its /raw | deterministic/default |${
+        typeof nlc === "string" ? "" : " node-llama-cpp tok/s | umad/nlc |"
+      }`,
+      `|---:|---:|---:|---:|---:|---:|---:|${typeof nlc === "string" ? "" : "---:|---:|"}`,
+    );
+    for (const n of STREAM_COUNTS) {
+      const u = umad.aggregate.get(n)!;
+      const w = raw.aggregate.get(n)!;
+      const d = umadDet.aggregate.get(n)!;
+      let row = `| ${n} | ${r1(u)} | ${r1(w)} | ${r2(u / w)} | ${r1(d)} | ${r2(d / w)} | ${
+        r2(d / u)
+      } |`;
+      if (typeof nlc !== "string") {
+        row += ` ${r1(nlc.get(n) ?? NaN)} | ${r2(u / (nlc.get(n) ?? NaN))} |`;
+      }
+      lines.push(row);
+    }
+    if (typeof nlc === "string") lines.push("", `node-llama-cpp 3.22.1 was not measured: ${nlc}`);
+    lines.push(
+      "",
+      "The raw batched loop keeps one KV stream per sequence; umad's default mode uses one " +
+        "unified KV cache, where every row scans the cells of every stream (see the physics " +
+        "below), which costs it at 16 streams.",
+      "",
+    );
   }
-  if (typeof nlc === "string") lines.push("", `node-llama-cpp 3.22.1 was not measured: ${nlc}`);
-  if (!storm || !idle || !ramp) return lines.join("\n");
-  const q99 = pct(storm.itlQuiet, 0.99);
-  const s99 = pct(storm.itlStorm, 0.99);
-  lines.push(
-    "",
-    `### Inter-token latency of 8 decoding streams while ${storm.stormPromptTokens}-token prompts arrive every 2 s`,
-    "",
-    "| | p50 ms | p95 ms | p99 ms | samples |",
-    "|---|---:|---:|---:|---:|",
-    `| no prompts arriving | ${r2(pct(storm.itlQuiet, 0.5))} | ${r2(pct(storm.itlQuiet, 0.95))} | ${
-      r2(q99)
-    } | ${storm.itlQuiet.length} |`,
-    `| a prompt every 2 s | ${r2(pct(storm.itlStorm, 0.5))} | ${r2(pct(storm.itlStorm, 0.95))} | ${
-      r2(s99)
-    } | ${storm.itlStorm.length} |`,
-    `| the same, \`--prefill-max-ratio 1\` (another daemon) | ${r2(pct(ramp.itlStorm, 0.5))} | ${
-      r2(pct(ramp.itlStorm, 0.95))
-    } | ${r2(pct(ramp.itlStorm, 0.99))} | ${ramp.itlStorm.length} |`,
-    "",
-    `p99 ratio with the default latency guard: **${r2(s99 / q99)}×** (target ≤ 1.5×); with ` +
-      `\`--prefill-max-ratio 1\`: ${r2(pct(ramp.itlStorm, 0.99) / pct(ramp.itlQuiet, 0.99))}× ` +
-      "(against that daemon's own quiet run).",
-    "",
-    "Time to first token of the arriving prompts: default " +
-      `${storm.stormTtft.map((t) => `${Math.round(t)} ms`).join(", ")}; with ` +
-      `\`--prefill-max-ratio 1\` ${ramp.stormTtft.map((t) => `${Math.round(t)} ms`).join(", ")}.`,
-    "",
-    "Prompts are cut into chunks sized by a time budget: 40% of a decode step by default " +
-      "(the latency guard). Each prompt pass is a separate pass over the weights that costs " +
-      "~30-40% of a decode step before its first token (mixing prompt rows into the decode " +
-      "call would need a unified KV cache, whose cell placement breaks batch invariance), so " +
-      "on this machine prompts arriving at 256 tokens/s outpace what the guard lets through " +
-      "and their time to first token grows; `--prefill-max-ratio` lets a waiting prompt " +
-      "raise the share (up to 2x slower decoding) in exchange for a shorter wait.",
-    "",
-    "### Control channel while 8 streams decode",
-    "",
-    `ping round trip from another process: p50 ${r2(pct(storm.ping, 0.5))} ms, p99 ` +
-      `${r2(pct(storm.ping, 0.99))} ms, max ${
-        r2(Math.max(...storm.ping))
-      } ms over ${storm.ping.length} ` +
-      "pings (target p99 < 5 ms). With `--decode-priority idle` (another daemon): p50 " +
-      `${r2(pct(idle.ping, 0.5))} ms, p99 ${r2(pct(idle.ping, 0.99))} ms, max ${
-        r2(Math.max(...idle.ping))
-      } ms over ${idle.ping.length} pings.`,
-    "",
-    "Decoding runs in a worker thread with synchronous FFI; the event loop only forwards " +
-      "tokens. By default the decode threads run at nice 5: a thread that wakes up while " +
-      "they hold both cores gets one at the next scheduler tick (4 ms at this kernel's " +
-      "HZ=250), which is the tail above. `--decode-priority idle` puts them in SCHED_IDLE, " +
-      "where anything that wakes up preempts them at once, at the price of decoding " +
-      "starving while other programs keep every core busy.",
-    "",
-  );
+  if (want("ping")) {
+    log("pings beside 8 decoding streams");
+    const ping = await pingsBesideDecoding(modelPath);
+    log("pings beside 8 streams again, with --decode-priority idle");
+    const idle = await pingsBesideDecoding(modelPath, ["--decode-priority", "idle"]);
+    lines.push(
+      "### Control channel while 8 streams decode",
+      "",
+      `ping round trip from another process: p50 ${r2(pct(ping, 0.5))} ms, p99 ` +
+        `${r2(pct(ping, 0.99))} ms, max ${r2(Math.max(...ping))} ms over ${ping.length} ` +
+        "pings (target p99 < 5 ms). With `--decode-priority idle` (another daemon): p50 " +
+        `${r2(pct(idle, 0.5))} ms, p99 ${r2(pct(idle, 0.99))} ms, max ${
+          r2(Math.max(...idle))
+        } ms over ${idle.length} pings.`,
+      "",
+      "Decoding runs in a worker thread with synchronous FFI; the event loop only forwards " +
+        "tokens. By default the decode threads run at nice 5: a thread that wakes up while " +
+        "they hold both cores gets one at the next scheduler tick (4 ms at this kernel's " +
+        "HZ=250), which is the tail above. `--decode-priority idle` puts them in SCHED_IDLE, " +
+        "where anything that wakes up preempts them at once, at the price of decoding " +
+        "starving while other programs keep every core busy.",
+      "",
+    );
+  }
+  const schedulerParts = new Set([...parts].filter((p) => !OWN_PARTS.includes(p)));
+  if (parts.size === 0 || schedulerParts.size > 0) {
+    lines.push(
+      "## Scheduler: umad beside llama-server (issue 10)",
+      "",
+      await benchScheduler(schedulerParts),
+    );
+  }
   return lines.join("\n");
 }
 
-if (import.meta.main) console.log(await benchLlm());
+if (import.meta.main) {
+  const i = Deno.args.indexOf("--only");
+  console.log(await benchLlm(new Set(i >= 0 ? Deno.args[i + 1].split(",") : [])));
+}

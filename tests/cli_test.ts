@@ -41,6 +41,11 @@ Deno.test("usage errors exit 2, runtime errors exit 1, --help exits 0", async ()
   const prio = await runUmad(["serve", "--decode-priority", "high"]);
   assert.equal(prio.code, 2);
   assert.match(prio.stderr, /--decode-priority must be one of idle, low, normal/);
+  for (const bad of ["0.5", "fast", "0"]) {
+    const budget = await runUmad(["serve", "--latency-budget", bad]);
+    assert.equal(budget.code, 2, bad);
+    assert.match(budget.stderr, /--latency-budget must be a number from 1 to 100, or "unlimited"/);
+  }
   const dir = await Deno.makeTempDir();
   try {
     const r = await runUmad(["ping", "--socket", `${dir}/none.sock`]);

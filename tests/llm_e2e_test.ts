@@ -43,15 +43,29 @@ function withDaemon(
 const TINY = () => ["--model", tinyModel(), "--threads", "1", "--parallel", "4", "--ctx", "4096"];
 
 withDaemon(
-  "umad serve --no-batch-invariance says so in hello and generates",
-  [...TINY(), "--no-batch-invariance"],
-  async (_d, client) => {
+  "umad serve runs the default scheduler and says so in hello; old flags warn and are ignored",
+  [...TINY(), "--no-batch-invariance", "--prefill-ratio", "1"],
+  async (d, client) => {
     const hello = client.hello as {
-      model?: { batch_invariant: boolean; lookup_drafts: boolean };
+      model?: {
+        mode: string;
+        batch_invariant: boolean;
+        kv_unified: boolean;
+        lookup_drafts: boolean;
+        latency_budget: number | null;
+        prefix_cache: boolean;
+      };
     };
+    assert.equal(hello.model?.mode, "default");
     assert.equal(hello.model?.batch_invariant, false);
+    assert.equal(hello.model?.kv_unified, true);
     // No padding row, so no lookup drafts either.
     assert.equal(hello.model?.lookup_drafts, false);
+    assert.equal(hello.model?.prefix_cache, true);
+    // --prefill-ratio R maps to --latency-budget 1+R.
+    assert.equal(hello.model?.latency_budget, 2);
+    assert.match(d.stderr(), /--no-batch-invariance is the default now/);
+    assert.match(d.stderr(), /--prefill-ratio 1 is replaced by --latency-budget 2/);
     const r = await generate(client, { prompt: "Hello world", max_tokens: 9, seed: 3 })
       .complete();
     assert.equal(r.usage.completion_tokens, 9);
@@ -59,8 +73,37 @@ withDaemon(
 );
 
 withDaemon(
-  "umad serve --no-lookup leaves the padding row empty: no drafts decoded",
-  [...TINY(), "--no-lookup"],
+  "umad serve --deterministic --latency-budget unlimited --no-prefix-cache says so in hello",
+  [...TINY(), "--deterministic", "--latency-budget", "unlimited", "--no-prefix-cache"],
+  async (_d, client) => {
+    const hello = client.hello as {
+      model?: {
+        mode: string;
+        batch_invariant: boolean;
+        kv_unified: boolean;
+        lookup_drafts: boolean;
+        latency_budget: number | null;
+        prefix_cache: boolean;
+        n_ctx: number;
+      };
+    };
+    assert.equal(hello.model?.mode, "deterministic");
+    assert.equal(hello.model?.batch_invariant, true);
+    assert.equal(hello.model?.kv_unified, false);
+    assert.equal(hello.model?.lookup_drafts, true);
+    assert.equal(hello.model?.latency_budget, null);
+    assert.equal(hello.model?.prefix_cache, false);
+    assert.equal(hello.model?.n_ctx, 1024, "each stream its share of --ctx");
+    const r = await generate(client, { prompt: "Hello world", max_tokens: 9, seed: 3 })
+      .complete();
+    assert.equal(r.usage.completion_tokens, 9);
+    assert.equal(r.usage.cached_tokens, 0);
+  },
+);
+
+withDaemon(
+  "umad serve --deterministic --no-lookup leaves the padding row empty: no drafts decoded",
+  [...TINY(), "--deterministic", "--no-lookup"],
   async (_d, client) => {
     const hello = client.hello as { model?: { lookup_drafts: boolean } };
     assert.equal(hello.model?.lookup_drafts, false);
@@ -82,7 +125,7 @@ withDaemon(
   async (_d, client) => {
     const hello = client.hello as { model?: { n_ctx: number; parallel: number } };
     assert.equal(hello.model?.parallel, 4);
-    assert.equal(hello.model?.n_ctx, 1024);
+    assert.equal(hello.model?.n_ctx, 4096, "one stream may use the whole context");
     const r = await generate(client, { prompt: "Hello world", max_tokens: 21, seed: 3 })
       .complete();
     assert.equal(r.reason, "length");

@@ -65,8 +65,8 @@ Deno.test("four concurrent streams each get only their own events", async () => 
   assert.deepEqual(streams.map(ids), alone);
 });
 
-Deno.test("the same seed gives the same tokens alone and beside three other streams started at other moments", async () => {
-  await using llm = await tinyService();
+Deno.test("deterministic mode: the same seed gives the same tokens alone and beside three other streams started at other moments", async () => {
+  await using llm = await tinyService({ deterministic: true });
   for (const prompt of [PROMPTS[0], LONG]) {
     const params = { prompt, max_tokens: 60, seed: 1234, temperature: 0.9 };
     const alone = await generate(llm, params);
@@ -245,25 +245,30 @@ Deno.test("a full queue answers E_BUSY and a cancelled waiting request leaves th
 });
 
 Deno.test("a prompt longer than a stream's context gets E_LIMIT_PROMPT_TOO_LARGE", async () => {
-  await using llm = await tinyService({ parallel: 2, ctx: 512 });
-  const s = await generate(llm, { prompt: "the water ".repeat(300), max_tokens: 2 });
-  await s.done();
-  assert.equal(s.failure?.code, "E_LIMIT_PROMPT_TOO_LARGE");
-  assert.match(s.failure!.message, /at most 256/);
-  // The service goes on.
-  const ok = await generate(llm, { prompt: "the water", max_tokens: 2 });
-  await ok.done();
-  assert.equal(ok.tokens().length, 2);
+  // By default one stream may hold the whole context; deterministic mode splits it.
+  for (const [deterministic, cells] of [[false, 512], [true, 256]] as const) {
+    await using llm = await tinyService({ parallel: 2, ctx: 512, deterministic });
+    const s = await generate(llm, { prompt: "the water ".repeat(300), max_tokens: 2 });
+    await s.done();
+    assert.equal(s.failure?.code, "E_LIMIT_PROMPT_TOO_LARGE");
+    assert.match(s.failure!.message, new RegExp(`at most ${cells} `));
+    // The service goes on.
+    const ok = await generate(llm, { prompt: "the water", max_tokens: 2 });
+    await ok.done();
+    assert.equal(ok.tokens().length, 2);
+  }
 });
 
 Deno.test("a stream that reaches its context ends with eos length", async () => {
-  await using llm = await tinyService({ parallel: 2, ctx: 512 });
-  const s = await generate(llm, { prompt: PROMPTS[0], max_tokens: 100000, temperature: 0 });
-  await s.done();
-  const eos = s.last().fields as { reason: string; usage: { prompt_tokens: number } };
-  assert.equal(eos.reason, "length");
-  // 256 cells hold the prompt and every token but the last, which needs no cell.
-  assert.equal(eos.usage.prompt_tokens + s.tokens().length, 256 + 1);
+  for (const [deterministic, cells] of [[false, 512], [true, 256]] as const) {
+    await using llm = await tinyService({ parallel: 2, ctx: 512, deterministic });
+    const s = await generate(llm, { prompt: PROMPTS[0], max_tokens: 100000, temperature: 0 });
+    await s.done();
+    const eos = s.last().fields as { reason: string; usage: { prompt_tokens: number } };
+    assert.equal(eos.reason, "length");
+    // The cells hold the prompt and every token but the last, which needs no cell.
+    assert.equal(eos.usage.prompt_tokens + s.tokens().length, cells + 1);
+  }
 });
 
 Deno.test("bad generate parameters get E_PROTO_BAD_REQUEST", async () => {
@@ -344,38 +349,44 @@ Deno.test("metrics count tokens, outcomes and latency percentiles", async () => 
   assert.equal((m.requests as Record<string, number>).length, 4);
   assert.equal(m.active_streams, 0);
   assert.equal(m.queue_depth, 0);
-  assert.equal(m.kv_cells_used, 0);
+  // What the finished streams left is kept as cached prefixes, and nothing else.
+  const cache = m.prefix_cache as { sequences: number; cells: number };
+  assert.equal(cache.sequences, 4);
+  assert.equal(m.kv_cells_used, cache.cells);
   const ttft = m.ttft_ms as { count: number; p50: number; p99: number };
   assert.equal(ttft.count, 4);
   assert.ok(ttft.p99 >= ttft.p50 && ttft.p50 > 0);
   const itl = m.inter_token_ms as { count: number };
   assert.equal(itl.count, 36);
   assert.ok((m.batch_rows as { max: number }).max >= 2);
-  const hello = llm.hello!() as { model: { n_ctx: number; parallel: number } };
+  const hello = llm.hello!() as { model: { n_ctx: number; n_ctx_total: number; parallel: number } };
   assert.equal(hello.model.parallel, 4);
-  assert.equal(hello.model.n_ctx, 256);
+  // One stream may use the whole (unified) context.
+  assert.equal(hello.model.n_ctx, 1024);
+  assert.equal(hello.model.n_ctx_total, 1024);
 });
 
-Deno.test("batch invariance pads a lone stream's decodes to two rows; --no-batch-invariance does not", async () => {
-  for (const batchInvariant of [true, false]) {
-    await using llm = await tinyService({ batchInvariant });
-    const hello = llm.hello!() as { model: { batch_invariant: boolean } };
-    assert.equal(hello.model.batch_invariant, batchInvariant);
+Deno.test("deterministic mode pads a lone stream's decodes to two rows; the default mode does not", async () => {
+  for (const deterministic of [true, false]) {
+    await using llm = await tinyService({ deterministic, lookup: false });
+    const hello = llm.hello!() as { model: { batch_invariant: boolean; mode: string } };
+    assert.equal(hello.model.batch_invariant, deterministic);
+    assert.equal(hello.model.mode, deterministic ? "deterministic" : "default");
     // A prompt longer than the invariant chunk cap, so larger chunks are exercised too.
     const s = await generate(llm, { prompt: LONG, max_tokens: 20, temperature: 0 });
     await s.done();
     assert.equal(s.tokens().length, 20);
     assert.equal(s.last().fields.reason, "length");
     const m = llm.metrics!().llm as { batch_rows: { max: number }; prefill_tokens: number };
-    assert.equal(m.batch_rows.max, batchInvariant ? 2 : 1);
+    assert.equal(m.batch_rows.max, deterministic ? 2 : 1);
     assert.ok(m.prefill_tokens > 63);
   }
 });
 
-Deno.test("lookup drafts fill a lone stream's padding row: more tokens per decode, the same tokens", async () => {
+Deno.test("deterministic mode: lookup drafts fill a lone stream's padding row, more tokens per decode, the same tokens", async () => {
   const runs = new Map<boolean, number[][]>();
   for (const lookup of [true, false]) {
-    await using llm = await tinyService({ lookup });
+    await using llm = await tinyService({ deterministic: true, lookup });
     const hello = llm.hello!() as { model: { lookup_drafts: boolean } };
     assert.equal(hello.model.lookup_drafts, lookup);
     const out: number[][] = [];

@@ -31,6 +31,40 @@ function ratioOption(name: string, value: string | undefined): number | undefine
   return r;
 }
 
+/** `--latency-budget R`: R ≥ 1, or "unlimited" (Infinity). */
+function budgetOption(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (value === "unlimited" || value === "inf") return Infinity;
+  const r = Number(value);
+  if (!(value.trim() !== "" && r >= 1 && r <= 100)) {
+    throw new UsageError(
+      `--latency-budget must be a number from 1 to 100, or "unlimited", got "${value}"`,
+    );
+  }
+  return r;
+}
+
+/** Flags of earlier versions: what they become now, each with a warning. */
+function legacyLatencyBudget(
+  values: Record<string, unknown>,
+  warn: (message: string) => void,
+): number | undefined {
+  if (values["no-batch-invariance"]) {
+    warn(
+      "--no-batch-invariance is the default now (same-seed-same-tokens is opt-in with " +
+        "--deterministic); the flag does nothing and will go",
+    );
+  }
+  if (values["prefill-max-ratio"] !== undefined) {
+    ratioOption("prefill-max-ratio", values["prefill-max-ratio"] as string);
+    warn("--prefill-max-ratio is gone (the latency budget replaces it); ignored");
+  }
+  const ratio = ratioOption("prefill-ratio", values["prefill-ratio"] as string | undefined);
+  if (ratio === undefined) return undefined;
+  warn(`--prefill-ratio ${ratio} is replaced by --latency-budget ${1 + ratio}; using that`);
+  return 1 + ratio;
+}
+
 function gpuLayersOption(value: string | undefined): number | "auto" | undefined {
   if (value === undefined || value === "auto") return value;
   const n = Number(value);
@@ -90,23 +124,27 @@ Model (llama.cpp):
   --parallel N         sequences decoded together (default 8)
   --threads N          CPU threads (default: the CPUs this process may use)
   --queue N            generate requests waiting for a sequence before E_BUSY
-  --prefill-ratio R    share of a decode step that prompt chunks may add (default 0.4:
-                       inter-token latency stays within ~1.5x while prompts arrive)
-  --prefill-max-ratio R  raise that share up to R while a prompt has waited over 1 s
-                       (default: no raise); trades inter-token latency for time to
-                       first token under a storm of long prompts
+  --latency-budget R   a step may take R times as long as its decode rows alone, so
+                       inter-token latency stays within Rx while prompts are prefilled
+                       beside decoding (default 1.5); larger R: shorter time to first
+                       token; "unlimited": prompts never wait, decoding stalls for them
+  --deterministic      same seed, same tokens alone or beside other streams: one KV
+                       stream per sequence (ctx/parallel tokens each), decodes padded
+                       to two rows, prompt chunks under 64 tokens in passes of their
+                       own (slower; longer time to first token)
+  --no-prefix-cache    never reuse prompt prefixes already in KV (a request opts out
+                       alone with cache_prompt:false)
   --decode-priority P  low (default): decode threads at nice 5, so a waking thread
                        (a ping, a keystroke) waits at most a scheduler tick (~4 ms at
                        HZ=250) and decoding keeps a share of the CPU beside busy
                        programs; idle: SCHED_IDLE, anything that wakes up runs at once,
                        but programs keeping every core busy starve decoding; normal
-  --no-batch-invariance  give up "same seed, same tokens alone or beside other streams"
-                       for speed: one-stream decodes are not padded to two rows (about
-                       1.3x faster alone on CPUs) and prompt chunks may be larger
-  --no-lookup          leave a lone stream's padding row empty instead of filling it
-                       with a prompt-lookup draft (the token that followed the
-                       stream's last tokens before; when it is the one sampled, the
-                       next token comes from the same decode; same tokens either way)
+  --no-lookup          with --deterministic: leave a lone stream's padding row empty
+                       instead of filling it with a prompt-lookup draft (the token that
+                       followed the stream's last tokens before; when it is the one
+                       sampled, the next token comes from the same decode)
+  (--prefill-ratio R becomes --latency-budget 1+R; --prefill-max-ratio and
+   --no-batch-invariance are ignored; each warns)
   --chat-template FILE|NAME  render chat messages with this Jinja template file, or with
                        one of llama.cpp's built-in templates (chatml, llama3, phi3,
                        mistral-v7, gemma, ...), instead of the model's own
@@ -173,6 +211,9 @@ export async function serveCommand(
     parallel: { type: "string" },
     threads: { type: "string" },
     queue: { type: "string" },
+    "latency-budget": { type: "string" },
+    deterministic: { type: "boolean" },
+    "no-prefix-cache": { type: "boolean" },
     "prefill-ratio": { type: "string" },
     "prefill-max-ratio": { type: "string" },
     "no-batch-invariance": { type: "boolean" },
@@ -229,9 +270,12 @@ export async function serveCommand(
       parallel: intOption("parallel", values.parallel, { min: 1, max: 256 }),
       threads: intOption("threads", values.threads, { min: 1, max: 1024 }),
       queue: intOption("queue", values.queue),
-      prefillRatio: ratioOption("prefill-ratio", values["prefill-ratio"]),
-      prefillMaxRatio: ratioOption("prefill-max-ratio", values["prefill-max-ratio"]),
-      batchInvariant: !values["no-batch-invariance"],
+      latencyBudget: [
+        legacyLatencyBudget(values, (m) => log("warn", m)),
+        budgetOption(values["latency-budget"]),
+      ].findLast((b) => b !== undefined),
+      deterministic: values.deterministic ?? false,
+      prefixCache: !values["no-prefix-cache"],
       lookup: !values["no-lookup"],
       decodePriority: choiceOption(
         "decode-priority",

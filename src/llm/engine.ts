@@ -1,33 +1,29 @@
 /**
- * The engine: one llama context and the continuous-batching scheduler that drives it.
- * Runs inside the engine worker, calling llama.cpp synchronously.
+ * The engine: one llama context, and the executor of the scheduler's plans. Runs inside
+ * the engine worker, calling llama.cpp synchronously. The policy (which rows, which
+ * prompt chunks, which cached prefix, what to evict) lives in `scheduler.ts`; this file
+ * turns each plan into llama.cpp calls, samples, and turns tokens into stream events.
  *
- * Each step makes one decode call holding one row per decoding stream (plus the last
- * prompt token of streams whose prompt is done), then spends a time budget on prompt
- * chunks, so inter-token latency stays flat while long prompts arrive.
+ * Default mode: a unified KV cache (`kv_unified`), so one `llama_decode` per step holds
+ * every decoding stream's row and prompt chunks (llama.cpp splits such a batch simply, in
+ * one ubatch of up to n_batch tokens), one stream may use the whole context, and
+ * sequences share prefix cells (`llama_memory_seq_cp` adds a sequence id to cells).
  *
- * Batch invariance (the same seed gives the same tokens alone or beside others; on
- * unless `batchInvariant` is false, which drops the two-row minimum and the chunk cap):
+ * Deterministic mode (`--deterministic`): the same seed gives the same tokens alone or
+ * beside others, which needs llama.cpp to take the same kernel path whatever runs beside:
  * - every decode call has at least two rows: a one-row decode takes another kernel path;
- *   a lone stream's second row is its lookup draft when it has one (see `_lookup.ts`),
+ *   a lone stream's second row is its lookup draft when it has one (see `lookup.ts`),
  *   else a filler on a spare sequence;
  * - sequence ids in a decode call are contiguous (holes get a filler row that is removed
  *   afterwards): with one KV stream per sequence llama.cpp splits a batch at every gap,
  *   which would make one-row ubatches;
  * - every row of the decode call asks for logits, so the output matmul has ≥ 2 rows;
- * - prompt chunks stay under 64 tokens: from 64 query rows on, the CPU flash-attention
- *   kernel switches to a tiled path that rounds differently.
- *
- * Why prompt chunks are not rows of the decode call: with one KV stream per sequence
- * llama.cpp splits a batch into ubatches of equal tokens per sequence (split_equal), so a
- * chunk beside 1-token decode rows becomes a second ubatch, a second pass anyway. Mixing
- * needs kv_unified=true (split_simple), but there a sequence's cells go wherever
- * find_slot finds room (seq_rm moves the head back into holes left by ended streams),
- * and the CPU flash-attention kernel accumulates its online softmax in cell order: the
- * same sequence would round differently depending on its neighbours' history. Keeping
- * invariance would need ended streams' cells kept occupied (moved to a garbage sequence)
- * plus compaction through llama_state_seq_get/set_data, and the unified cache makes
- * every row scan all cells (measured ~25% slower 8-row decodes at 700-token contexts).
+ * - prompt chunks stay under 64 tokens, in calls of their own: from 64 query rows on, the
+ *   CPU flash-attention kernel switches to a tiled path that rounds differently.
+ * It keeps one KV stream per sequence: under a unified cache a sequence's cells go
+ * wherever free cells are (holes left by ended streams) and the CPU flash-attention
+ * kernel accumulates its online softmax in cell order, so the same sequence would round
+ * differently depending on its neighbours' history.
  */
 import { deviceList, type OffloadRequest, planModelOffload } from "./devices.ts";
 import { Batch, GrammarRejectedError, LlamaContext, LlamaModel, Sampler } from "./llama.ts";
@@ -35,7 +31,14 @@ import { ChatTemplateError, type ChatTemplateOverride, PromptBuilder } from "./p
 import { detectToolCallFormat, parseToolCalls, type ToolCallFormat } from "./tool_calls.ts";
 import type { DecodePriority, NativeLibs } from "./ffi.ts";
 import { Detokenizer } from "./detokenizer.ts";
-import { TokenHistory } from "./lookup.ts";
+import { FittedCostModel } from "./cost_model.ts";
+import {
+  type DecodeCall,
+  DETERMINISTIC_MAX_CHUNK,
+  type MemoryOp,
+  type Row,
+  Scheduler,
+} from "./scheduler.ts";
 import {
   CANCEL_NONE,
   CANCEL_SHUTDOWN,
@@ -54,98 +57,65 @@ import {
 import type { ToolSpec } from "../protocol/messages.ts";
 import type { ToolCall } from "../protocol/events.ts";
 
-/** Largest prompt chunk: from 64 rows on, flash attention takes a path with other rounding. */
-export const MAX_CHUNK = 63;
-/** Rows of one decode call without batch invariance (llama.cpp's usual n_batch). */
-const FREE_BATCH = 512;
-
-/**
- * Prompt backlog (opt-in, `--prefill-max-ratio`): a prompt that has waited longer than
- * BACKLOG_GRACE_MS raises the prefill share of a step linearly from the configured ratio
- * to the configured maximum over BACKLOG_RAMP_MS. Off by default (maximum = ratio), since
- * it trades the inter-token latency guard for time to first token. A prompt pass is its own pass over the weights (~30-40% of an 8-row
- * decode step before its first token), so under a fixed 40-50% guard only 1-3 prompt
- * tokens fit per step (~60-100 tok/s here): prompts arriving faster than that would wait
- * without bound. Past the grace period decoding streams slow down (at most 1 + max ratio,
- * i.e. 1 + maximum) so that queued prompts get through.
- */
-export const BACKLOG_GRACE_MS = 1000;
-export const BACKLOG_RAMP_MS = 2000;
-
-/** The prefill share of a step when the oldest waiting prompt has waited `waitMs`. */
-export function prefillShare(base: number, max: number, waitMs: number): number {
-  if (waitMs <= BACKLOG_GRACE_MS || base >= max) return base;
-  const f = Math.min(1, (waitMs - BACKLOG_GRACE_MS) / BACKLOG_RAMP_MS);
-  return base + f * (max - base);
-}
-
-function noStats(): StepStats {
-  return {
-    rows: 0,
-    drafts: 0,
-    draftsAccepted: 0,
-    prefillTokens: 0,
-    kvCells: 0,
-    decodeMs: 0,
-    prefillMs: 0,
-  };
-}
+/** Most tokens of one decode call in default mode (llama.cpp's usual n_batch). */
+const UNIFIED_BATCH = 512;
 
 type EndReason = "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
 
-/** One stream holding a sequence. */
-class Seq {
+/** A stream's sampling and text state; its tokens and KV belong to the scheduler. */
+class Stream {
   readonly slot: number;
   readonly rid: number;
   readonly params: GenerateParams;
-  readonly prompt: Int32Array;
+  readonly promptTokens: number;
   readonly sampler: Sampler;
   readonly text: Detokenizer;
-  /** Prompt and output tokens, for lookup drafts. */
-  readonly history: TokenHistory;
-  /** Tokens already in the KV cache. */
-  nPast = 0;
-  /** The token the next decode row feeds (last prompt token, then each sampled one). */
-  next: number;
   generated = 0;
-  /** When the stream started waiting for its prompt to be processed (ms). */
-  readonly queuedAt = performance.now();
+  /** Prompt tokens taken from the prefix cache (known once admitted). */
+  cached = 0;
+  /** The sampled tokens, for tool calls read out of the output. */
+  readonly output: number[] = [];
+  /** The request's tools, when its output is read for tool calls. */
+  readonly tools: ToolSpec[] | null;
   constructor(
     slot: number,
     rid: number,
     params: GenerateParams,
-    prompt: Int32Array,
+    promptTokens: number,
     sampler: Sampler,
+    tools: ToolSpec[] | null,
   ) {
     this.slot = slot;
     this.rid = rid;
     this.params = params;
-    this.prompt = prompt;
+    this.promptTokens = promptTokens;
     this.sampler = sampler;
+    this.tools = tools;
     this.text = new Detokenizer(params.stop);
-    this.history = new TokenHistory(prompt, prompt.length + Math.min(params.maxTokens, 1024));
-    this.next = prompt[prompt.length - 1];
-  }
-  /** Prompt tokens still to prefill before the last one (which goes with the decode rows). */
-  get prefillLeft(): number {
-    return Math.max(0, this.prompt.length - 1 - this.nPast);
   }
 }
 
 /** Engine settings. */
 export interface EngineOptions {
+  /** The GGUF file. */
   modelPath: string;
+  /** KV cells in all, shared by the streams (0: 1024 per stream). */
   ctx: number;
+  /** Streams holding a sequence at once. */
   parallel: number;
+  /** Decode threads. */
   threads: number;
+  /** The shared control words (see engine_messages.ts). */
   control: Int32Array;
+  /** Byte 0 nonzero aborts the decode in progress. */
   abort: Uint8Array;
-  prefillRatio: number;
-  /** Largest prefill share while prompts wait (== prefillRatio: no ramp). */
-  prefillMaxRatio: number;
-  /** Pad one-row decodes and keep prompt chunks small, for batch invariance. */
-  batchInvariant: boolean;
-  /** Spend a lone stream's padding row on a prompt-lookup draft (batch invariance only). */
+  /** A step may take this many times its decode rows' cost alone (Infinity: no limit). */
+  latencyBudget: number;
+  /** The batch-invariant path: same seed, same tokens alone or beside others. */
+  deterministic: boolean;
+  /** Reuse prompt prefixes already in KV. */
+  prefixCache: boolean;
+  /** Spend a lone stream's padding row on a prompt-lookup draft (deterministic mode). */
   lookup: boolean;
   /** The decode threads' priority, as applied (reported in `info`). */
   decodePriority: DecodePriority;
@@ -155,95 +125,54 @@ export interface EngineOptions {
   gpu?: OffloadRequest;
   /** `--chat-template`: replaces the model's own. */
   chatTemplate?: ChatTemplateOverride;
+  /** Log lines for the daemon's log. */
   log: (level: "info" | "warn" | "error", message: string) => void;
+  /** Stream events (and a call's figures) for the service. */
   emit: (events: StreamEvent[], stats?: StepStats) => void;
 }
 
-/** An exponential moving average that starts at its first sample. */
-class Ema {
-  value = 0;
-  #n = 0;
-  constructor(readonly alpha: number) {}
-  add(x: number) {
-    this.value = this.#n++ === 0 ? x : this.value + this.alpha * (x - this.value);
-  }
-  get ready() {
-    return this.#n > 0;
-  }
-}
-
-/** Cost of a prompt chunk of k tokens, fitted as a + b·k over recent chunks. */
-class ChunkCost {
-  #k: number[] = [];
-  #ms: number[] = [];
-  add(k: number, ms: number) {
-    this.#k.push(k);
-    this.#ms.push(ms);
-    if (this.#k.length > 32) {
-      this.#k.shift();
-      this.#ms.shift();
-    }
-  }
-  get ready(): boolean {
-    return this.#k.length > 0;
-  }
-  /** Largest k whose predicted cost fits in `ms`, or 0. */
-  tokensWithin(ms: number): number {
-    const n = this.#k.length;
-    const mk = this.#k.reduce((a, b) => a + b, 0) / n;
-    const mt = this.#ms.reduce((a, b) => a + b, 0) / n;
-    let cov = 0;
-    let vk = 0;
-    for (let i = 0; i < n; i++) {
-      cov += (this.#k[i] - mk) * (this.#ms[i] - mt);
-      vk += (this.#k[i] - mk) ** 2;
-    }
-    let b = vk > 0 ? cov / vk : mt / mk;
-    if (!(b > 0)) b = mt / mk;
-    const a = Math.max(0, mt - b * mk);
-    return Math.floor((ms - a) / b);
-  }
-}
-
-/** The model, its context and the scheduler. */
+/** The model, its context and the scheduler's executor. */
 export class Engine {
+  /** The loaded model. */
   readonly model: LlamaModel;
+  /** Its one context. */
   readonly ctx: LlamaContext;
+  /** What `hello` reports. */
   readonly info: EngineInfo;
+  /** The policy this engine executes. */
+  readonly scheduler: Scheduler;
   /** Requests → prompt tokens (chat template, injection-safe tokenization). */
   readonly prompts: PromptBuilder;
   readonly #toolFormat: ToolCallFormat;
   readonly #o: EngineOptions;
-  readonly #slots: (Seq | null)[];
+  readonly #streams: (Stream | null)[];
   readonly #batch: Batch;
-  readonly #nCtxSeq: number;
-  /** Largest prompt chunk of one stream. */
-  readonly #maxChunk: number;
-  /** Lookup drafts in use: only with batch invariance, which pads lone streams. */
-  readonly #lookup: boolean;
-  #prefillQueue: Seq[] = [];
-  #interactiveStreak = 0;
-  #decodeMs = new Ema(0.2);
-  #chunkCost = new ChunkCost();
+  readonly #cost = new FittedCostModel();
   #out: StreamEvent[] = [];
-  /** Streams whose output is read for tool calls, and their tools. */
-  #parseTools = new Map<Seq, ToolSpec[]>();
+  #stats: StepStats;
 
+  /** Loads the model and creates the context for the mode chosen. */
   constructor(libs: NativeLibs, o: EngineOptions) {
     this.#o = o;
     o.log("info", `Loading model "${o.modelPath}"...`);
     const t0 = performance.now();
-    const nSeqMax = Math.max(2, o.parallel); // a spare sequence id pads one-stream decodes
-    // Decode calls hold one row per sequence; prompt calls up to 2 chunks' worth of rows.
-    const nBatch = Math.max(o.batchInvariant ? 2 * MAX_CHUNK + 2 : FREE_BATCH, nSeqMax);
+    const total = o.ctx > 0 ? o.ctx : 1024 * o.parallel;
+    const det = o.deterministic;
+    // Default: streams plus as many cached prefixes (llama.cpp allows 256 ids). Deterministic:
+    // one id per stream, and a spare one pads one-stream decodes.
+    const nSeqMax = det
+      ? Math.max(2, o.parallel)
+      : Math.min(256, Math.max(2 * o.parallel, o.parallel + 1));
+    // Deterministic: each stream its share of --ctx (a spare padding sequence gets one too).
+    const perSeq = Math.max(16, Math.floor(total / o.parallel));
+    const nBatch = det
+      ? Math.max(2 * DETERMINISTIC_MAX_CHUNK + 2, nSeqMax)
+      : Math.max(UNIFIED_BATCH, nSeqMax);
     const { plan: offload, devices } = planModelOffload(
       libs,
       o.modelPath,
       o.gpu ?? { gpuLayers: "auto" },
-      {
-        nCtx: (o.ctx > 0 ? o.ctx : 2048) * nSeqMax,
-        nBatch,
-      },
+      { nCtx: det ? perSeq * nSeqMax : total, nBatch },
     );
     this.model = LlamaModel.load(
       libs,
@@ -262,23 +191,33 @@ export class Engine {
         } (${offload.reason})`
         : `No GPU offload (${offload.reason}): the model runs on the CPU`,
     );
-    const perSeq = Math.max(16, o.ctx > 0 ? o.ctx : Math.min(2048, m.nCtxTrain || 2048));
     this.ctx = new LlamaContext(m, {
-      nCtx: perSeq * nSeqMax,
+      nCtx: det ? perSeq * nSeqMax : total,
       nBatch,
       nSeqMax,
       threads: o.threads,
-      kvUnified: false,
+      kvUnified: !det,
       abortFlag: o.abort,
       poll: 0,
       opOffload: offload.opOffload && gpuLayers > 0,
       synchronize: gpuLayers > 0,
     });
-    this.#nCtxSeq = Math.min(perSeq, this.ctx.nCtxSeq);
+    const nCtxSeq = det ? Math.min(perSeq, this.ctx.nCtxSeq) : this.ctx.nCtx;
     this.#batch = new Batch(this.ctx.nBatch);
-    this.#maxChunk = o.batchInvariant ? MAX_CHUNK : this.ctx.nBatch;
-    this.#lookup = o.batchInvariant && o.lookup;
-    this.#slots = new Array(nSeqMax).fill(null);
+    this.scheduler = new Scheduler({
+      deterministic: det,
+      nCtx: this.ctx.nCtx,
+      nCtxSeq,
+      nSeqMax,
+      maxLive: o.parallel,
+      nBatch: this.ctx.nBatch,
+      latencyBudget: o.latencyBudget,
+      prefixCache: o.prefixCache,
+      lookup: det && o.lookup,
+      cost: this.#cost,
+    });
+    this.#streams = new Array(o.parallel).fill(null);
+    this.#stats = this.#noStats();
     this.prompts = new PromptBuilder(m, o.chatTemplate);
     if (this.prompts.fallbackReason && !o.chatTemplate) {
       o.log(
@@ -299,9 +238,10 @@ export class Engine {
       size_bytes: m.sizeBytes,
       n_vocab: m.nVocab,
       n_ctx_train: m.nCtxTrain,
-      n_ctx: this.#nCtxSeq,
+      n_ctx: nCtxSeq,
       n_ctx_total: this.ctx.nCtx,
       n_batch: this.ctx.nBatch,
+      n_seq_max: nSeqMax,
       parallel: o.parallel,
       threads: o.threads,
       chat_template: this.prompts.choice.name,
@@ -310,8 +250,12 @@ export class Engine {
       vocab_type: m.vocabType,
       n_embd: m.nEmbd,
       embedding_pooling: "mean",
-      batch_invariant: o.batchInvariant,
-      lookup_drafts: this.#lookup,
+      mode: det ? "deterministic" : "default",
+      kv_unified: !det,
+      batch_invariant: det,
+      latency_budget: o.latencyBudget === Infinity ? null : o.latencyBudget,
+      prefix_cache: o.prefixCache,
+      lookup_drafts: det && o.lookup,
       decode_priority: o.decodePriority,
       library: o.library,
       devices: devices.map(({ index: _, ...d }) => d),
@@ -323,35 +267,74 @@ export class Engine {
     o.log(
       "info",
       `Loaded "${name}" (${m.description}, ${(m.nParams / 1e6).toFixed(1)}M parameters) in ` +
-        `${Math.round(performance.now() - t0)} ms; ${o.parallel} parallel streams of ` +
-        `${this.#nCtxSeq} tokens, ${o.threads} threads` +
-        (o.batchInvariant ? "" : ", batch invariance off") +
-        `, decode threads at ${o.decodePriority} priority`,
+        `${Math.round(performance.now() - t0)} ms; ${o.parallel} parallel streams, ` +
+        (det ? `deterministic (${nCtxSeq} tokens each)` : `unified KV of ${this.ctx.nCtx} cells`) +
+        `, latency budget ${o.latencyBudget === Infinity ? "unlimited" : `${o.latencyBudget}x`}` +
+        `, prefix cache ${o.prefixCache ? "on" : "off"}, ${o.threads} threads, decode threads at ` +
+        `${o.decodePriority} priority`,
     );
+  }
+
+  #noStats(): StepStats {
+    return {
+      rows: 0,
+      drafts: 0,
+      draftsAccepted: 0,
+      prefillTokens: 0,
+      kvCells: 0,
+      decodeMs: 0,
+      prefillMs: 0,
+      cache: this.scheduler.cacheStats,
+      cost: null,
+    };
   }
 
   /** True while some stream has work this step. */
   get busy(): boolean {
-    for (const s of this.#slots) {
-      if (s && (s.prefillLeft > 0 || !this.#paused(s) || this.#cancelCode(s) !== CANCEL_NONE)) {
-        return true;
-      }
-    }
-    return false;
+    for (const s of this.#streams) if (s && this.#cancelCode(s) !== CANCEL_NONE) return true;
+    return this.scheduler.hasWork(this.#paused);
   }
 
+  /** Streams started and not ended. */
   get activeCount(): number {
-    return this.#slots.filter((s) => s !== null).length;
+    return this.#streams.filter((s) => s !== null).length;
   }
 
-  #cancelCode(s: Seq): number {
+  /**
+   * Prompt-equivalent tokens that may run outside the step just made (for instance an
+   * embedding batch on another context) without breaking the latency budget; 0 when
+   * none. The worker loop may call it between steps.
+   */
+  spareTokens(): number {
+    return this.scheduler.spareTokens();
+  }
+
+  #cancelCode(s: Stream): number {
     return Atomics.load(this.#o.control, s.slot * SLOT_WORDS + SLOT_CANCEL);
   }
-  #paused(s: Seq): boolean {
-    return Atomics.load(this.#o.control, s.slot * SLOT_WORDS + SLOT_PAUSED) !== 0;
+
+  #paused = (slot: number): boolean =>
+    Atomics.load(this.#o.control, slot * SLOT_WORDS + SLOT_PAUSED) !== 0;
+
+  /** The one place samplers are made (a grammar llama.cpp refuses throws GrammarRejectedError). */
+  #createSampler(params: GenerateParams): Sampler {
+    return new Sampler(
+      this.model.libs,
+      {
+        temperature: params.temperature,
+        topK: params.topK,
+        topP: params.topP,
+        minP: params.minP,
+        repeatPenalty: params.repeatPenalty,
+        seed: params.seed,
+        grammar: params.grammar,
+      },
+      this.model.nVocab,
+      this.model,
+    );
   }
 
-  /** Starts a stream: tokenizes, checks limits; errors become events. */
+  /** Starts a stream: tokenizes, checks limits, queues it; errors become events. */
   start(msg: EngineStart): void {
     const { slot, rid, params } = msg;
     const fail = (
@@ -360,7 +343,7 @@ export class Engine {
     ) => {
       this.#o.emit([{ rid, kind: "error", code, message }]);
     };
-    if (!(slot >= 0 && slot < this.#o.parallel) || this.#slots[slot] !== null) {
+    if (!(slot >= 0 && slot < this.#o.parallel) || this.#streams[slot] !== null) {
       fail("E_INTERNAL", `Slot ${slot} is not free`);
       return;
     }
@@ -379,190 +362,233 @@ export class Engine {
         return;
       }
     }
-    if (prompt.length > this.#nCtxSeq - 1) {
+    const max = this.scheduler.maxPrompt;
+    if (prompt.length > max) {
       fail(
         "E_LIMIT_PROMPT_TOO_LARGE",
-        `Prompt has ${prompt.length} tokens; a stream holds at most ${this.#nCtxSeq} ` +
-          `(prompt and output), so at most ${this.#nCtxSeq - 1} prompt tokens (--ctx)`,
+        `Prompt has ${prompt.length} tokens; a stream holds at most ${max + 1} ` +
+          `(prompt and output), so at most ${max} prompt tokens (--ctx)`,
       );
       return;
     }
     let sampler: Sampler;
     try {
-      sampler = new Sampler(
-        this.model.libs,
-        {
-          temperature: params.temperature,
-          topK: params.topK,
-          topP: params.topP,
-          minP: params.minP,
-          repeatPenalty: params.repeatPenalty,
-          seed: params.seed,
-          grammar: params.grammar,
-        },
-        this.model.nVocab,
-        this.model,
-      );
+      sampler = this.#createSampler(params);
     } catch (err) {
       if (!(err instanceof GrammarRejectedError)) throw err;
       fail("E_PROTO_BAD_REQUEST", `grammar: ${err.message}`);
       return;
     }
-    this.ctx.seqRm(slot);
-    const seq = new Seq(slot, rid, params, prompt, sampler);
-    if (msg.parseTools) this.#parseTools.set(seq, msg.tools ?? []);
-    this.#slots[slot] = seq;
-    if (seq.prefillLeft > 0) this.#prefillQueue.push(seq);
+    const tools = msg.parseTools ? msg.tools ?? [] : null;
+    this.#streams[slot] = new Stream(slot, rid, params, prompt.length, sampler, tools);
+    this.scheduler.add({
+      key: slot,
+      prompt,
+      priority: params.priority,
+      cachePrompt: params.cachePrompt,
+    });
     this.#o.emit([{ rid, kind: "started", prompt_tokens: prompt.length }]);
   }
 
-  #end(s: Seq, reason: EndReason) {
-    this.ctx.seqRm(s.slot);
-    s.sampler.free();
-    this.#slots[s.slot] = null;
-    const i = this.#prefillQueue.indexOf(s);
-    if (i >= 0) this.#prefillQueue.splice(i, 1);
+  #apply(ops: MemoryOp[]) {
+    for (const op of ops) {
+      if (op.op === "rm") this.ctx.seqRm(op.seq, op.from, -1);
+      else this.ctx.seqCp(op.src, op.dst, 0, op.n);
+    }
+  }
+
+  /** Ends a stream; `keep`: its tokens may stay in KV as a cached prefix. */
+  #end(s: Stream, reason: EndReason, keep: boolean) {
+    this.#apply(this.scheduler.finish(s.slot, keep));
+    this.#close(s);
     this.#out.push({
       rid: s.rid,
       kind: "end",
       reason,
-      prompt_tokens: s.prompt.length,
+      prompt_tokens: s.promptTokens,
+      cached_tokens: s.cached,
       completion_tokens: s.generated,
       ...this.#toolCalls(s),
     });
   }
 
   /** Tool calls in a finished stream's output, when its request had tools. */
-  #toolCalls(s: Seq): { tool_calls?: ToolCall[] } {
-    const tools = this.#parseTools.get(s);
-    if (tools === undefined) return {};
-    this.#parseTools.delete(s);
-    const text = this.model.detokenize(s.history.slice(s.prompt.length));
-    const calls = parseToolCalls(text, this.#toolFormat, tools).toolCalls;
+  #toolCalls(s: Stream): { tool_calls?: ToolCall[] } {
+    if (s.tools === null) return {};
+    const text = this.model.detokenize(s.output);
+    const calls = parseToolCalls(text, this.#toolFormat, s.tools).toolCalls;
     return calls.length ? { tool_calls: calls } : {};
   }
 
-  #fail(s: Seq, message: string) {
-    this.#parseTools.delete(s);
-    this.ctx.seqRm(s.slot);
-    s.sampler.free();
-    this.#slots[s.slot] = null;
-    const i = this.#prefillQueue.indexOf(s);
-    if (i >= 0) this.#prefillQueue.splice(i, 1);
+  #fail(s: Stream, message: string) {
+    this.#apply(this.scheduler.finish(s.slot, false));
+    this.#close(s);
     this.#out.push({ rid: s.rid, kind: "error", code: "E_INTERNAL", message });
   }
 
-  #flush(stats?: StepStats) {
-    if (this.#out.length === 0 && !stats) return;
+  #close(s: Stream) {
+    s.sampler.free();
+    this.#streams[s.slot] = null;
+  }
+
+  #flush(withStats: boolean) {
+    if (this.#out.length === 0 && !withStats) return;
     const events = this.#out;
     this.#out = [];
+    if (!withStats) {
+      this.#o.emit(events);
+      return;
+    }
+    const stats = this.#stats;
+    stats.kvCells = this.scheduler.kvCellsUsed;
+    stats.cache = this.scheduler.cacheStats;
+    stats.cost = this.#cost.coefficients();
+    this.#stats = this.#noStats();
     this.#o.emit(events, stats);
   }
 
   /** Ends every stream (daemon shutdown). */
   shutdown() {
-    for (const s of this.#slots) if (s) this.#end(s, "shutdown");
-    this.#flush();
+    for (const s of this.#streams) if (s) this.#end(s, "shutdown", false);
+    this.#flush(false);
   }
 
-  /** One scheduler step. */
+  /** One scheduler step: cancellations, then the plan's memory operations and calls. */
   step(): void {
-    // Cancellations first: a cancelled stream never gets another token.
-    for (const s of this.#slots) {
+    // Cancellations first: a cancelled stream never gets another token, and its cells
+    // (none of them kept as a cached prefix) are free for this step's plan.
+    for (const s of this.#streams) {
       if (!s) continue;
       const code = this.#cancelCode(s);
-      if (code !== CANCEL_NONE) this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
+      if (code !== CANCEL_NONE) {
+        this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled", false);
+      }
     }
-    const stats = noStats();
-    this.#decodeStep(stats);
-    // Tokens go out before the prompt chunks run.
-    this.#flush({ ...stats, kvCells: this.#kvCells() });
-    const t0 = performance.now();
-    const prefilled = this.#prefillStep(stats.rows > 0);
-    if (prefilled || this.#out.length) {
-      this.#flush({
-        ...noStats(),
-        prefillTokens: prefilled,
-        kvCells: this.#kvCells(),
-        prefillMs: performance.now() - t0,
-      });
+    const plan = this.scheduler.plan(this.#paused);
+    this.#apply(plan.memory);
+    for (const a of plan.admitted) {
+      const s = this.#streams[a.key];
+      if (!s) continue;
+      s.cached = a.cachedTokens;
+      this.#out.push({ rid: s.rid, kind: "admitted", cached_tokens: a.cachedTokens });
     }
+    for (const e of plan.ended) {
+      const s = this.#streams[e.key];
+      if (!s) continue;
+      const rest = s.text.flush();
+      if (rest) this.#out.push({ rid: s.rid, kind: "token", text: rest, token_id: -1 });
+      this.#end(s, e.reason, false);
+    }
+    for (const call of plan.calls) {
+      const ok = this.#run(call);
+      // Tokens go out as soon as their call is done, with the call's figures.
+      this.#flush(true);
+      if (!ok) return;
+    }
+    if (plan.calls.length === 0) this.#flush(true);
   }
 
-  #kvCells(): number {
-    let n = 0;
-    for (const s of this.#slots) if (s) n += s.nPast;
-    return n;
-  }
-
-  #decodeStep(stats: StepStats) {
-    const ready: Seq[] = [];
-    for (const s of this.#slots) {
-      if (s && s.prefillLeft === 0 && !this.#paused(s)) ready.push(s);
-    }
-    if (ready.length === 0) return;
+  /** Runs one planned call and samples its outputs; false when it failed or was aborted. */
+  #run(call: DecodeCall): boolean {
     const b = this.#batch;
     b.clear();
-    // Rows in sequence-id order with no gaps, at least two (see the module comment).
-    let lo = ready[0].slot;
-    let hi = ready[ready.length - 1].slot;
-    // A lone stream's second row: its lookup draft at the next position, else a filler.
-    let draft: { seq: Seq; token: number; row: number } | null = null;
-    if (lo === hi && this.#o.batchInvariant) {
-      const s = ready[0];
-      const token = this.#lookup && s.nPast + 1 < this.#nCtxSeq ? s.history.draft() : -1;
-      if (token >= 0) draft = { seq: s, token, row: -1 };
-      else if (hi + 1 < this.#slots.length) hi++;
-      else lo--;
-    }
-    const fillers: [number, number][] = [];
-    const rowOf = new Map<Seq, number>();
-    for (let id = lo; id <= hi; id++) {
-      const s = this.#slots[id];
-      if (s && ready.includes(s)) {
-        rowOf.set(s, b.add(s.next, s.nPast, id, true));
-      } else {
-        // Filler: any token at the sequence's next position, removed after the decode.
-        const pos = s ? s.nPast : 0;
-        b.add(0, pos, id, true);
-        fillers.push([id, pos]);
+    const indexOf = new Map<Row, number>();
+    for (const r of call.rows) indexOf.set(r, b.add(r.token, r.pos, r.seq, r.logits));
+    const control = this.#o.control;
+    const prefillWord = ctrlWord(control, CTRL_PREFILL);
+    Atomics.store(this.#o.abort, 0, 0);
+    if (call.promptOnly) {
+      // The main thread aborts this decode when it cancels a stream named here (-1: any).
+      const keys = new Set(call.rows.filter((r) => r.key >= 0).map((r) => r.key));
+      Atomics.store(control, prefillWord, keys.size === 1 ? [...keys][0] + 1 : -1);
+      for (const k of keys) {
+        const s = this.#streams[k];
+        if (s && this.#cancelCode(s) !== CANCEL_NONE) {
+          Atomics.store(control, prefillWord, 0);
+          // Not run: the scheduler takes back the cells it had placed for the call; the
+          // stream ends at the next step's sweep.
+          this.#apply(this.scheduler.commit(call, 2));
+          return false;
+        }
       }
     }
-    if (draft) draft.row = b.add(draft.token, draft.seq.nPast + 1, draft.seq.slot, true);
     const t0 = performance.now();
     const rc = this.ctx.decode(b);
-    const ms = performance.now() - t0;
-    for (const [id, pos] of fillers) this.ctx.seqRm(id, pos, -1);
+    Atomics.store(control, prefillWord, 0);
+    this.#apply(this.scheduler.commit(call, rc));
     if (rc !== 0) {
-      for (const s of ready) this.ctx.seqRm(s.slot, s.nPast, -1);
       Atomics.store(this.#o.abort, 0, 0);
-      if (rc === 2) return; // a stale abort meant for a prompt chunk: redo next step
-      for (const s of ready) this.#fail(s, `llama_decode failed (${rc}) on a ${b.n}-row batch`);
-      return;
+      this.#failed(call, rc, b.n);
+      return false;
     }
-    this.#decodeMs.add(ms);
-    stats.rows = b.n;
-    stats.decodeMs = ms;
-    for (const s of ready) {
-      s.nPast++;
-      const token = s.sampler.sample(this.ctx, rowOf.get(s)!);
-      this.#accept(s, token);
-      if (draft?.seq !== s) continue;
+    const stats = this.#stats;
+    // Outputs in row order: decode rows, then prompts whose last token was in this call.
+    for (const r of call.rows) {
+      if (r.kind === "filler") continue;
+      if (r.kind === "prompt") {
+        stats.prefillTokens++;
+        if (!r.logits) continue;
+      } else {
+        stats.rows++;
+      }
+      if (r.kind === "draft") continue; // sampled only when the decode row agreed
+      const s = this.#streams[r.key];
+      if (!s) continue;
+      const token = s.sampler.sample(this.ctx, indexOf.get(r)!);
+      const draftPos = this.scheduler.draftPosition(r.key);
+      const alive = this.#accept(s, token);
+      if (draftPos < 0) continue;
+      const draft = call.rows.find((x) => x.kind === "draft" && x.key === r.key)!;
       stats.drafts++;
-      if (this.#slots[s.slot] !== s) continue; // ended: its whole sequence is gone
-      if (token === draft.token) {
+      if (!alive) continue; // ended: the scheduler dropped the draft's cell
+      const accepted = token === draft.token;
+      this.#apply(this.scheduler.draftResult(r.key, accepted));
+      if (accepted) {
         // The draft row's logits are the ones the next step would compute: sample them.
         stats.draftsAccepted++;
-        s.nPast++;
-        this.#accept(s, s.sampler.sample(this.ctx, draft.row));
-      } else {
-        this.ctx.seqRm(s.slot, s.nPast, -1);
+        this.#accept(s, s.sampler.sample(this.ctx, indexOf.get(draft)!));
       }
+    }
+    for (const r of call.rows) if (r.kind === "filler") stats.rows++;
+    // Timed through sampling: reading logits waits for a GPU that returned early.
+    const ms = performance.now() - t0;
+    if (call.promptOnly) stats.prefillMs += ms;
+    else stats.decodeMs += ms;
+    this.scheduler.observe(call, ms);
+    return true;
+  }
+
+  /** A call that did not run: aborted (redone next step), no KV slot, or a bad batch. */
+  #failed(call: DecodeCall, rc: number, n: number) {
+    const keys = new Set(call.rows.filter((r) => r.key >= 0).map((r) => r.key));
+    if (rc === 2) {
+      // Aborted: the cancelled streams end at the next step's sweep; the others are
+      // planned again (an abort meant for another stream, or a shutdown).
+      return;
+    }
+    if (rc === 1) {
+      // No KV slot: the mirror of the cells disagreed with llama.cpp. Make room.
+      const ops = this.scheduler.clearCache();
+      this.#o.log(
+        "warn",
+        `llama_decode found no KV slot for ${n} tokens; cleared the prefix cache`,
+      );
+      this.#apply(ops);
+      if (ops.length === 0) {
+        const last = [...keys].pop();
+        const s = last === undefined ? null : this.#streams[last];
+        if (s) this.#end(s, "length", false);
+      }
+      return;
+    }
+    for (const k of keys) {
+      const s = this.#streams[k];
+      if (s) this.#fail(s, `llama_decode failed (${rc}) on a ${n}-token batch`);
     }
   }
 
-  /** Handles one sampled token: emit text, or end the stream. */
-  #accept(s: Seq, token: number) {
+  /** Handles one sampled token: emits its text, ends the stream or queues the token; false when ended. */
+  #accept(s: Stream, token: number): boolean {
     const model = this.model;
     if (model.isEog(token)) {
       const rest = s.text.flush();
@@ -570,173 +596,33 @@ export class Engine {
         s.generated++;
         this.#out.push({ rid: s.rid, kind: "token", text: rest, token_id: token });
       }
-      this.#end(s, "stop");
-      return;
+      this.#end(s, "stop", true);
+      return false;
     }
     s.generated++;
-    s.history.push(token);
+    if (s.tools !== null) s.output.push(token);
     const step = s.text.push(model.piece(token));
     if (step.stopped) {
       this.#out.push({ rid: s.rid, kind: "token", text: step.text, token_id: token });
-      this.#end(s, "stop_string");
-      return;
+      this.#end(s, "stop_string", true);
+      return false;
     }
     const atMax = s.generated >= s.params.maxTokens;
-    // The next decode writes position nPast: a full context ends the stream.
-    const full = s.nPast >= this.#nCtxSeq;
+    // The next decode writes position `position`: a full sequence ends the stream.
+    const full = this.scheduler.full(s.slot);
     const text = atMax || full ? step.text + s.text.flush() : step.text;
     this.#out.push({ rid: s.rid, kind: "token", text, token_id: token });
     if (atMax || full) {
-      this.#end(s, "length");
-      return;
-    }
-    s.next = token;
-  }
-
-  /**
-   * Picks the next stream to prefill. Class: interactive first, batch every 4th turn
-   * while both wait. Within the class: a prompt that finishes within this step's budget
-   * first (the shortest), else the oldest, so prompts finish one after another instead
-   * of all late together, and a short prompt never waits behind a long one.
-   */
-  #nextPrefill(budget: number): Seq | undefined {
-    const q = this.#prefillQueue;
-    if (q.length === 0) return undefined;
-    const hasBatch = q.some((s) => s.params.priority === "batch");
-    const hasInteractive = q.some((s) => s.params.priority === "interactive");
-    const cls = !hasInteractive || (hasBatch && this.#interactiveStreak >= 3)
-      ? "batch"
-      : "interactive";
-    let pick: Seq | undefined;
-    for (const s of q) {
-      if (s.params.priority !== cls) continue;
-      pick ??= s; // the oldest
-      if (
-        s.prefillLeft <= budget && (pick.prefillLeft > budget || s.prefillLeft < pick.prefillLeft)
-      ) {
-        pick = s;
-      }
-    }
-    if (cls === "batch") this.#interactiveStreak = 0;
-    else this.#interactiveStreak++;
-    return pick;
-  }
-
-  /** Prompt chunks within this step's time budget; returns tokens prefilled. */
-  #prefillStep(decoded: boolean): number {
-    if (this.#prefillQueue.length === 0) return 0;
-    let budget: number;
-    if (decoded && this.#chunkCost.ready) {
-      let oldest = Infinity;
-      for (const s of this.#prefillQueue) oldest = Math.min(oldest, s.queuedAt);
-      const share = prefillShare(
-        this.#o.prefillRatio,
-        this.#o.prefillMaxRatio,
-        performance.now() - oldest,
-      );
-      budget = this.#chunkCost.tokensWithin(share * this.#decodeMs.value);
-      budget = Math.max(2, Math.min(this.#batch.capacity, budget));
-    } else if (decoded) {
-      budget = 4; // first measurement
-    } else {
-      budget = Math.min(this.#batch.capacity, 2 * this.#maxChunk); // nobody waits for a token
-    }
-    let done = 0;
-    // Each call is its own pass over the weights: one per step while streams decode.
-    for (let calls = 0; budget > 0 && (calls === 0 || !decoded); calls++) {
-      const first = this.#nextPrefill(budget);
-      if (!first) break;
-      const group = this.#prefillGroup(first, budget);
-      const k = Math.min(
-        this.#maxChunk,
-        Math.floor(budget / group.length),
-        ...group.map((g) => g.prefillLeft),
-      );
-      const ok = this.#prefillChunk(group, k);
-      for (const g of group) {
-        if (this.#slots[g.slot] === g && g.prefillLeft > 0) continue;
-        const i = this.#prefillQueue.indexOf(g);
-        if (i >= 0) this.#prefillQueue.splice(i, 1);
-      }
-      if (!ok) break;
-      done += k * group.length;
-      budget -= k * group.length;
-    }
-    return done;
-  }
-
-  /**
-   * The streams prefilled together with `first`: its run of consecutive sequence ids
-   * that are all prefilling (llama.cpp splits a batch at gaps in the ids and gives each
-   * sequence of a batch the same number of tokens), at most `budget` of them.
-   */
-  #prefillGroup(first: Seq, budget: number): Seq[] {
-    const isPrefilling = (id: number) => {
-      const s = this.#slots[id];
-      return s !== null && s !== undefined && s.prefillLeft > 0 &&
-        this.#cancelCode(s) === CANCEL_NONE;
-    };
-    let lo = first.slot;
-    let hi = first.slot;
-    while (hi - lo + 1 < budget) {
-      if (isPrefilling(hi + 1)) hi++;
-      else if (lo > 0 && isPrefilling(lo - 1)) lo--;
-      else break;
-    }
-    const group: Seq[] = [];
-    for (let id = lo; id <= hi; id++) group.push(this.#slots[id]!);
-    return group;
-  }
-
-  /** Decodes k prompt tokens of each stream of a group; false when aborted or failed. */
-  #prefillChunk(group: Seq[], k: number): boolean {
-    const b = this.#batch;
-    b.clear();
-    for (const s of group) {
-      for (let i = 0; i < k; i++) b.add(s.prompt[s.nPast + i], s.nPast + i, s.slot, false);
-    }
-    // One row alone takes another kernel path: pad with a throwaway next position.
-    const pad = b.n === 1 && this.#o.batchInvariant ? group[0] : null;
-    if (pad) b.add(0, pad.nPast + 1, pad.slot, false);
-    const control = this.#o.control;
-    const prefillWord = ctrlWord(control, CTRL_PREFILL);
-    Atomics.store(this.#o.abort, 0, 0);
-    // The main thread aborts this decode when it cancels the stream named here (-1: any).
-    Atomics.store(control, prefillWord, group.length === 1 ? group[0].slot + 1 : -1);
-    const cancelled = group.filter((s) => this.#cancelCode(s) !== CANCEL_NONE);
-    if (cancelled.length) {
-      Atomics.store(control, prefillWord, 0);
-      for (const s of cancelled) {
-        this.#end(s, this.#cancelCode(s) === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
-      }
+      this.#end(s, "length", true);
       return false;
     }
-    const t0 = performance.now();
-    const rc = this.ctx.decode(b);
-    const ms = performance.now() - t0;
-    Atomics.store(control, prefillWord, 0);
-    if (rc !== 0) {
-      // Aborted or failed: processed ubatches stay in memory, so trim back to nPast.
-      for (const s of group) this.ctx.seqRm(s.slot, s.nPast, -1);
-      Atomics.store(this.#o.abort, 0, 0);
-      for (const s of group) {
-        const code = this.#cancelCode(s);
-        if (rc !== 2) this.#fail(s, `llama_decode failed (${rc}) on a ${b.n}-token prompt chunk`);
-        // Not cancelled: an abort meant for another stream, or a late one; redone later.
-        else if (code !== CANCEL_NONE) {
-          this.#end(s, code === CANCEL_SHUTDOWN ? "shutdown" : "cancelled");
-        }
-      }
-      return false;
-    }
-    if (pad) this.ctx.seqRm(pad.slot, pad.nPast + 1, -1);
-    for (const s of group) s.nPast += k;
-    this.#chunkCost.add(b.n, ms);
+    this.scheduler.push(s.slot, token);
     return true;
   }
 
+  /** Frees the samplers, the context and the model. */
   close() {
-    for (const s of this.#slots) if (s) s.sampler.free();
+    for (const s of this.#streams) if (s) s.sampler.free();
     this.ctx.free();
     this.model.free();
   }

@@ -5,6 +5,8 @@
 
 import type { DecodePriority } from "./ffi.ts";
 import type { SamplingParams } from "./llama.ts";
+import type { CacheStats } from "./scheduler.ts";
+import type { CostCoefficients } from "./cost_model.ts";
 import type { OffloadRequest } from "./devices.ts";
 import type { DeviceInfo, ToolCall } from "../protocol/events.ts";
 import type { LibraryLayout, LibrarySource, LlamaBackend } from "./llama_lib.ts";
@@ -19,7 +21,7 @@ export const SLOT_WORDS = 2;
 export const SLOT_CANCEL = 0; // 0 none, 1 cancelled, 2 shutdown
 export const SLOT_PAUSED = 1; // 1 while the stream's connection is over its byte cap
 /** Global words after the slots. */
-export const CTRL_PREFILL = 0; // slot+1 whose prompt chunk is decoding now, -1 several, else 0
+export const CTRL_PREFILL = 0; // slot+1 whose prompt-only call is decoding now, -1 several, else 0
 export const CTRL_MAIL = 1; // messages the main thread has posted to the engine so far
 export const CTRL_WORDS = 2;
 
@@ -44,7 +46,7 @@ export interface EngineInit {
   /** GPU offload (`--gpu-layers`, `--device`, `--no-gpu`); default: auto. */
   gpu?: OffloadRequest;
   modelPath: string;
-  /** Context per stream (tokens), or 0 for the default. */
+  /** KV cells in all (tokens), shared by the streams. */
   ctx: number;
   parallel: number;
   threads: number;
@@ -52,15 +54,15 @@ export interface EngineInit {
   control: SharedArrayBuffer;
   /** 2 bytes: byte 0 nonzero aborts the decode in progress. */
   abort: SharedArrayBuffer;
-  /** Fraction of a decode step's time that prompt chunks may add (latency guard). */
-  prefillRatio: number;
-  /** Largest share while prompts wait over a second (== prefillRatio: no ramp). */
-  prefillMaxRatio: number;
+  /** A step may take this many times its decode rows' cost alone (Infinity: no limit). */
+  latencyBudget: number;
   /** How decode threads compete for the CPU (Linux; see `lowerThisThread`). */
   decodePriority: DecodePriority;
-  /** Same seed, same tokens alone or beside others (costs one-stream speed). */
-  batchInvariant: boolean;
-  /** Lookup drafts in a lone stream's padding row. */
+  /** Same seed, same tokens alone or beside others: the batch-invariant path. */
+  deterministic: boolean;
+  /** Reuse prompt prefixes already in KV. */
+  prefixCache: boolean;
+  /** Lookup drafts in a lone stream's padding row (deterministic mode). */
   lookup: boolean;
   /** `--chat-template`: replaces the model's own template. */
   chatTemplate?: ChatTemplateOverride;
@@ -71,6 +73,8 @@ export interface GenerateParams extends SamplingParams {
   maxTokens: number;
   stop: string[];
   priority: "interactive" | "batch";
+  /** Reuse and leave behind cached prompt prefixes. */
+  cachePrompt: boolean;
 }
 
 /** Starts a stream in a slot. */
@@ -143,6 +147,8 @@ export interface EngineInfo {
   n_ctx_total: number;
   /** Largest decode call. */
   n_batch: number;
+  /** Sequence ids of the context: streams plus cached prefixes. */
+  n_seq_max: number;
   /** Streams decoded together. */
   parallel: number;
   /** CPU threads. */
@@ -159,8 +165,16 @@ export interface EngineInfo {
   n_embd: number;
   /** How `embed` pools token states ("mean" unless the model declares its own). */
   embedding_pooling: string;
-  /** Same seed, same tokens alone or beside others (`--no-batch-invariance`: false). */
+  /** Which scheduler runs: `default` (unified KV, mixed steps) or `deterministic`. */
+  mode: "default" | "deterministic";
+  /** One KV cache shared by every sequence (default mode). */
+  kv_unified: boolean;
+  /** Same seed, same tokens alone or beside others: true in deterministic mode only. */
   batch_invariant: boolean;
+  /** A step may take this many times its decode rows' cost alone; null: no limit. */
+  latency_budget: number | null;
+  /** Prompt prefixes already in KV are reused (`--no-prefix-cache`: false). */
+  prefix_cache: boolean;
   /** A lone stream's padding row carries a prompt-lookup draft (`--no-lookup`: false). */
   lookup_drafts: boolean;
   /** The decode threads' priority as applied (`--decode-priority`). */
@@ -182,12 +196,16 @@ export interface EngineInfo {
 /** One event of a stream. */
 export type StreamEvent =
   | { rid: number; kind: "started"; prompt_tokens: number }
+  /** The stream got a sequence; this many prompt tokens come from the prefix cache. */
+  | { rid: number; kind: "admitted"; cached_tokens: number }
   | { rid: number; kind: "token"; text: string; token_id: number }
   | {
     rid: number;
     kind: "end";
     reason: "stop" | "length" | "stop_string" | "cancelled" | "shutdown";
     prompt_tokens: number;
+    /** Prompt tokens found in KV (prefix cache). */
+    cached_tokens: number;
     completion_tokens: number;
     /** Calls read from the output (requests with tools). */
     tool_calls?: ToolCall[];
@@ -201,16 +219,22 @@ export type StreamEvent =
 
 /** Per-step figures for metrics. */
 export interface StepStats {
-  /** Rows of the decode call (fillers included), 0 when none ran. */
+  /** Decode rows of the step (fillers and drafts included), 0 when none ran. */
   rows: number;
   /** Lookup drafts decoded this step, and how many of them were the sampled token. */
   drafts: number;
   draftsAccepted: number;
   prefillTokens: number;
+  /** KV cells in use (cached prefixes included). */
   kvCells: number;
+  /** Time of calls holding decode rows (their prompt rows included), through sampling. */
   decodeMs: number;
-  /** Time spent in prompt chunk decodes. */
+  /** Time of calls holding prompt rows only. */
   prefillMs: number;
+  /** The prefix cache's counters so far. */
+  cache: CacheStats;
+  /** The cost model's current fit (null before the first call). */
+  cost: CostCoefficients | null;
 }
 
 /** Worker → main. */

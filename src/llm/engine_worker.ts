@@ -9,7 +9,6 @@ import { LibraryError, type LibrarySource } from "./llama_lib.ts";
 import { ConfigError } from "../protocol/errors.ts";
 import { Engine } from "./engine.ts";
 import { ModelRequestHandler } from "./model_request_handler.ts";
-import { EmbedBudget } from "./embedder.ts";
 import {
   CTRL_MAIL,
   ctrlWord,
@@ -20,8 +19,6 @@ import {
 
 let engine: Engine | null = null;
 let requests: ModelRequestHandler | null = null;
-/** Embedding tokens beside each step, until the scheduler reports its spare room. */
-let embedBudget = new EmbedBudget(0.4);
 /** Embedding tokens per decode when nothing else runs. */
 const EMBED_CHUNK_IDLE = 512;
 let closing = false;
@@ -83,9 +80,9 @@ function init(msg: EngineInit) {
     threads,
     control: new Int32Array(msg.control),
     abort: new Uint8Array(msg.abort),
-    prefillRatio: msg.prefillRatio,
-    prefillMaxRatio: msg.prefillMaxRatio,
-    batchInvariant: msg.batchInvariant,
+    latencyBudget: msg.latencyBudget,
+    deterministic: msg.deterministic,
+    prefixCache: msg.prefixCache,
     lookup: msg.lookup,
     decodePriority,
     library: {
@@ -102,12 +99,8 @@ function init(msg: EngineInit) {
     gpu: msg.gpu,
     chatTemplate: msg.chatTemplate,
     log,
-    emit: (events, stats) => {
-      if (stats && stats.rows > 0) embedBudget.decodeStep(stats.decodeMs);
-      post({ op: "events", events, stats });
-    },
+    emit: (events, stats) => post({ op: "events", events, stats }),
   });
-  embedBudget = new EmbedBudget(msg.prefillRatio);
   requests = new ModelRequestHandler(engine.model, threads, post);
   engine.info.embedding_pooling = requests.embedder.pooling;
   post({ op: "ready", info: engine.info });
@@ -153,10 +146,13 @@ function handle(msg: ToEngine) {
   }
 }
 
-/** Prompt-equivalent tokens that fit beside this step within the latency budget. */
+/**
+ * Embedding tokens beside this step: what the scheduler says its latency budget leaves,
+ * and one at least, so embeddings progress while prompts take the whole budget (as a
+ * prompt gets a token a step at least).
+ */
 function spareTokens(e: Engine): number {
-  const spare = (e as { spareTokens?: () => number }).spareTokens?.();
-  return spare !== undefined ? Math.max(0, Math.floor(spare)) : embedBudget.tokens();
+  return Math.max(1, Math.floor(e.spareTokens()));
 }
 
 let received = 0;
@@ -195,17 +191,12 @@ async function loop() {
     if (engine && engine.busy) {
       engine.step();
       // Embeddings take what the step's latency budget leaves (see embedder.ts).
-      if (requests?.busy) {
-        const t0 = performance.now();
-        const n = requests.step(spareTokens(engine));
-        embedBudget.embedded(n, performance.now() - t0);
-      }
+      if (requests?.busy) requests.step(spareTokens(engine));
       if (mailWaiting()) await receiveMail();
       continue;
     }
     if (requests?.busy) {
-      const t0 = performance.now();
-      embedBudget.embedded(requests.step(EMBED_CHUNK_IDLE), performance.now() - t0);
+      requests.step(EMBED_CHUNK_IDLE);
       if (mailWaiting()) await receiveMail();
       continue;
     }

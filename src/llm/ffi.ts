@@ -276,6 +276,11 @@ export const LLAMA_SYMBOLS = {
   llama_memory_seq_rm: { parameters: ["pointer", "i32", "i32", "i32"], result: "bool" },
   // llama_pos llama_memory_seq_pos_max(llama_memory_t mem, llama_seq_id seq_id);
   llama_memory_seq_pos_max: { parameters: ["pointer", "i32"], result: "i32" },
+  // llama_pos llama_memory_seq_pos_min(llama_memory_t mem, llama_seq_id seq_id);
+  llama_memory_seq_pos_min: { parameters: ["pointer", "i32"], result: "i32" },
+  // void llama_memory_seq_cp(llama_memory_t mem, llama_seq_id seq_id_src,
+  //                          llama_seq_id seq_id_dst, llama_pos p0, llama_pos p1);
+  llama_memory_seq_cp: { parameters: ["pointer", "i32", "i32", "i32", "i32"], result: "void" },
   // struct llama_sampler_chain_params llama_sampler_chain_default_params(void);  (one bool)
   // struct llama_sampler * llama_sampler_chain_init(struct llama_sampler_chain_params params);
   llama_sampler_chain_init: { parameters: [chainParamsType], result: "pointer" },

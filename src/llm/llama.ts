@@ -524,6 +524,22 @@ export class LlamaContext {
     this.libs.llama.llama_memory_seq_rm(this.mem, seq, p0, p1);
   }
 
+  /**
+   * Makes positions [p0, p1) of `src` also belong to `dst` (p1 -1: to the end). Under a
+   * unified KV cache the cells are shared, not copied: one prefix held by many sequences.
+   */
+  seqCp(src: number, dst: number, p0 = -1, p1 = -1): void {
+    if (!(src >= 0 && src < this.nSeqMax)) throw new RangeError(`seq ${src} out of range`);
+    if (!(dst >= 0 && dst < this.nSeqMax)) throw new RangeError(`seq ${dst} out of range`);
+    this.libs.llama.llama_memory_seq_cp(this.mem, src, dst, p0, p1);
+  }
+
+  /** The first position held by a sequence, -1 when empty. */
+  posMin(seq: number): number {
+    if (!(seq >= 0 && seq < this.nSeqMax)) throw new RangeError(`seq ${seq} out of range`);
+    return this.libs.llama.llama_memory_seq_pos_min(this.mem, seq);
+  }
+
   /** The last position held by a sequence, -1 when empty. */
   posMax(seq: number): number {
     if (!(seq >= 0 && seq < this.nSeqMax)) throw new RangeError(`seq ${seq} out of range`);

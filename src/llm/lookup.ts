@@ -23,6 +23,17 @@ export class TokenHistory {
     return this.#n;
   }
 
+  /** The token at position i. */
+  at(i: number): number {
+    if (!(i >= 0 && i < this.#n)) throw new RangeError(`position ${i} of ${this.#n}`);
+    return this.#t[i];
+  }
+
+  /** The first n tokens, as a view valid until the next push. */
+  view(n = this.#n): Int32Array {
+    return this.#t.subarray(0, Math.min(n, this.#n));
+  }
+
   /** The tokens from position `start` on (a stream's output: start at its prompt length). */
   slice(start: number): Int32Array {
     return this.#t.slice(start, this.#n);

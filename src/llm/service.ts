@@ -60,7 +60,10 @@ export interface LlmServiceOptions {
   device?: string;
   /** Use the CPU only, and prefer a CPU library. */
   noGpu?: boolean;
-  /** Total context in tokens, shared by the parallel streams (default 1024 per stream). */
+  /**
+   * Total context in tokens (KV cells), shared by the streams (default 1024 per stream).
+   * By default one stream may use all of it; `deterministic` splits it evenly.
+   */
   ctx?: number;
   /** Streams decoded together (default 8). */
   parallel?: number;
@@ -71,15 +74,12 @@ export interface LlmServiceOptions {
   /** `max_tokens` of requests that give none (`--max-tokens`; default 256). */
   defaultMaxTokens?: number;
   /**
-   * Share of a decode step's time prompt chunks may add (default 0.4: the latency
-   * guard that keeps inter-token p99 within 1.5x while prompts arrive).
+   * How much longer than its decode rows alone a step may take while prompts are
+   * prefilled beside them (default 1.5: inter-token latency at most 1.5x the quiet
+   * step); prompt tokens flow at the most this allows, at full speed while nobody
+   * decodes. Infinity: no limit (prompts never wait, decoding stalls for them).
    */
-  prefillRatio?: number;
-  /**
-   * Raise the prompt share up to this while a prompt has waited over a second
-   * (default: no raise). Trades inter-token latency for time to first token.
-   */
-  prefillMaxRatio?: number;
+  latencyBudget?: number;
   /**
    * How decode threads compete for the CPU (Linux). `low` (default): nice 5, so they
    * yield to the event loop within a scheduler tick and keep a share of the CPU beside
@@ -89,14 +89,19 @@ export interface LlmServiceOptions {
    */
   decodePriority?: DecodePriority;
   /**
-   * Batch invariance (default true): the same seed gives the same tokens whether a
-   * request runs alone or beside others. It pads one-stream decodes to two rows and
-   * keeps prompt chunks under 64 tokens, which costs about a quarter of one-stream
-   * speed on CPUs; false gives that speed back and gives up the guarantee.
+   * The deterministic scheduler (default false): the same seed gives the same tokens
+   * whether a request runs alone or beside others. One KV stream per sequence (each
+   * holds ctx / parallel tokens), one-stream decodes padded to two rows, prompt chunks
+   * under 64 tokens in passes of their own: slower, and time to first token is longer.
    */
-  batchInvariant?: boolean;
+  deterministic?: boolean;
   /**
-   * Lookup drafts (default true; only with batch invariance): a lone stream's decodes
+   * Reuse prompt prefixes already in KV (default true): of finished streams kept as
+   * cached sequences, and of live ones; a request opts out with `cache_prompt: false`.
+   */
+  prefixCache?: boolean;
+  /**
+   * Lookup drafts (default true; deterministic mode only): a lone stream's decodes
    * carry a second row anyway, so it holds the token that followed the stream's last
    * tokens where they occurred before. When the sampled token matches, the row's logits
    * give the next token in the same step; the tokens are the same either way.
@@ -130,7 +135,8 @@ export const GENERATE_DEFAULTS = {
 } as const;
 
 const DEFAULT_PARALLEL = 8;
-const DEFAULT_PREFILL_RATIO = 0.4;
+/** The default latency budget: a step at most 1.5x its decode rows' cost alone. */
+export const DEFAULT_LATENCY_BUDGET = 1.5;
 const DEFAULT_CTX_PER_STREAM = 1024;
 const DEFAULT_QUEUE = 64;
 
@@ -145,6 +151,7 @@ interface Job {
   lastAt: number;
   text: string[];
   promptTokens: number;
+  cachedTokens: number;
   completionTokens: number;
   /** The client was answered (eos sent, or gone); the slot waits for the engine. */
   answered: boolean;
@@ -210,6 +217,15 @@ class GenerateService implements LlmService {
   #prefillMs = 0;
   #kvCells = 0;
   #paused = 0;
+  #cache: StepStats["cache"] = {
+    hits: 0,
+    misses: 0,
+    tokensReused: 0,
+    evictions: 0,
+    sequences: 0,
+    cells: 0,
+  };
+  #cost: StepStats["cost"] = null;
   #uma = new UmaCounters();
 
   constructor(
@@ -267,7 +283,7 @@ class GenerateService implements LlmService {
       throw new UmadError("E_PROTO_BAD_REQUEST", `generate service got "${request.type}"`);
     }
     if (this.#closing) {
-      stream.send("eos", { reason: "shutdown", usage: usage(0, 0, 0, 0) });
+      stream.send("eos", { reason: "shutdown", usage: usage(0, 0, 0, 0, 0) });
       stream.end();
       return;
     }
@@ -295,6 +311,7 @@ class GenerateService implements LlmService {
       lastAt: 0,
       text: [],
       promptTokens: 0,
+      cachedTokens: 0,
       completionTokens: 0,
       answered: false,
       ended: false,
@@ -403,6 +420,8 @@ class GenerateService implements LlmService {
     this.#decodeMs += s.decodeMs;
     this.#prefillMs += s.prefillMs;
     this.#kvCells = s.kvCells;
+    this.#cache = s.cache;
+    this.#cost = s.cost;
   }
 
   #onEvent(ev: StreamEvent) {
@@ -416,6 +435,9 @@ class GenerateService implements LlmService {
     switch (ev.kind) {
       case "started":
         job.promptTokens = ev.prompt_tokens;
+        return;
+      case "admitted":
+        job.cachedTokens = ev.cached_tokens;
         return;
       case "token": {
         job.completionTokens++;
@@ -437,6 +459,7 @@ class GenerateService implements LlmService {
       }
       case "end":
         job.promptTokens = ev.prompt_tokens;
+        job.cachedTokens = ev.cached_tokens;
         job.completionTokens = ev.completion_tokens;
         this.#answer(job, ev.reason, undefined, ev.tool_calls);
         this.#release(job);
@@ -498,6 +521,7 @@ class GenerateService implements LlmService {
     const now = performance.now();
     const u = usage(
       job.promptTokens,
+      job.cachedTokens,
       job.completionTokens,
       job.firstAt ? job.firstAt - job.start : now - job.start,
       now - job.start,
@@ -545,7 +569,12 @@ class GenerateService implements LlmService {
         vocab_type: i.vocab_type,
         n_embd: i.n_embd,
         embedding_pooling: i.embedding_pooling,
+        mode: i.mode,
+        kv_unified: i.kv_unified,
         batch_invariant: i.batch_invariant,
+        latency_budget: i.latency_budget,
+        prefix_cache: i.prefix_cache,
+        n_seq_max: i.n_seq_max,
         lookup_drafts: i.lookup_drafts,
         decode_priority: i.decode_priority,
         library: i.library,
@@ -579,7 +608,22 @@ class GenerateService implements LlmService {
         batch_rows: { p50: rows.p50, p95: rows.p95, max: rows.max },
         lookup_drafts: { decoded: this.#drafts, accepted: this.#draftsAccepted },
         kv_cells_used: this.#kvCells,
-        kv_cells_total: this.info.n_ctx * this.info.parallel,
+        kv_cells_total: this.info.n_ctx_total,
+        prefix_cache: {
+          hits: this.#cache.hits,
+          misses: this.#cache.misses,
+          tokens_reused: this.#cache.tokensReused,
+          evictions: this.#cache.evictions,
+          sequences: this.#cache.sequences,
+          cells: this.#cache.cells,
+        },
+        cost_model: this.#cost && {
+          fixed_ms: round3(this.#cost.fixed),
+          per_token_ms: round3(this.#cost.perToken),
+          per_output_ms: round3(this.#cost.perOutput),
+          per_kcell_attended_ms: round3(this.#cost.perKcellAttended),
+          per_token_kcell_ms: round3(this.#cost.perTokenKcell),
+        },
         backpressure_pauses: this.#paused,
         ttft_ms: this.#ttft.summary(),
         inter_token_ms: this.#itl.summary(),
@@ -616,11 +660,21 @@ class GenerateService implements LlmService {
   }
 }
 
-function usage(prompt: number, completion: number, ttft: number, total: number): Usage {
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function usage(
+  prompt: number,
+  cached: number,
+  completion: number,
+  ttft: number,
+  total: number,
+): Usage {
   const r = (x: number) => Math.round(x * 100) / 100;
   return {
     prompt_tokens: prompt,
-    cached_tokens: 0,
+    cached_tokens: cached,
     completion_tokens: completion,
     ttft_ms: r(ttft),
     total_ms: r(total),
@@ -660,6 +714,7 @@ function paramsOf(r: GenerateRequest, defaultMaxTokens: number): GenerateParams 
     seed: r.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
     stop: r.stop,
     priority: r.priority,
+    cachePrompt: r.cache_prompt,
   };
 }
 
@@ -678,7 +733,10 @@ function paramsOf(r: GenerateRequest, defaultMaxTokens: number): GenerateParams 
  */
 export async function createLlmService(options: LlmServiceOptions = {}): Promise<LlmService> {
   const log = options.log ?? (() => {});
-  const prefillRatio = options.prefillRatio ?? DEFAULT_PREFILL_RATIO;
+  const latencyBudget = options.latencyBudget ?? DEFAULT_LATENCY_BUDGET;
+  if (!(latencyBudget >= 1)) {
+    throw new RangeError(`latencyBudget must be at least 1 (or Infinity), got ${latencyBudget}`);
+  }
   const parallel = options.parallel ?? DEFAULT_PARALLEL;
   if (!(Number.isInteger(parallel) && parallel >= 1 && parallel <= 256)) {
     throw new RangeError(`parallel must be an integer from 1 to 256, got ${parallel}`);
@@ -701,9 +759,8 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
   }
   readGgufHeader(modelPath); // a clear error for a file that is not a GGUF model
   const chatTemplate = chatTemplateOverride(options.chatTemplate);
-  const perStream = options.ctx !== undefined
-    ? Math.floor(options.ctx / parallel)
-    : DEFAULT_CTX_PER_STREAM;
+  const total = options.ctx ?? DEFAULT_CTX_PER_STREAM * parallel;
+  const perStream = Math.floor(total / parallel);
   if (perStream < 16) {
     throw new RangeError(
       `--ctx ${options.ctx} leaves ${perStream} tokens per stream for ${parallel} streams; ` +
@@ -742,15 +799,15 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
           noGpu: options.noGpu,
         },
         modelPath: modelPath!,
-        ctx: perStream,
+        ctx: total,
         parallel,
         threads: options.threads ?? 0,
         control,
         abort,
-        prefillRatio,
-        prefillMaxRatio: Math.max(prefillRatio, options.prefillMaxRatio ?? prefillRatio),
+        latencyBudget,
         decodePriority: options.decodePriority ?? "low",
-        batchInvariant: options.batchInvariant ?? true,
+        deterministic: options.deterministic ?? false,
+        prefixCache: options.prefixCache ?? true,
         lookup: options.lookup ?? true,
         chatTemplate,
       } satisfies ToEngine,

@@ -64,8 +64,10 @@ export class UmaCounters {
   #min = Infinity;
   #max = 0;
 
-  /** Adds one engine step. */
-  add(step: StepStats): void {
+  /** Adds one engine step (the figures of it these counters read). */
+  add(
+    step: Pick<StepStats, "rows" | "prefillTokens" | "decodeMs" | "prefillMs"> & Partial<StepStats>,
+  ): void {
     const tokens = step.rows + step.prefillTokens;
     this.#prefill += step.prefillTokens;
     if (tokens === 0) return;
