@@ -109,35 +109,10 @@ async function runStream(
   return { tokens: times.length, times };
 }
 
-// A pinger in its own process, so the figure is the daemon's, not this busy client's.
-const PINGER = `
-const [path, ms] = Deno.args;
-const conn = await Deno.connect({ transport: "unix", path });
-const body = new TextEncoder().encode('{"type":"ping","id":"p"}');
-const frame = new Uint8Array(4 + body.length);
-new DataView(frame.buffer).setUint32(0, body.length, true);
-frame.set(body, 4);
-const buf = new Uint8Array(65536);
-const out = [];
-const end = performance.now() + Number(ms);
-while (performance.now() < end) {
-  const t0 = performance.now();
-  await conn.write(frame);
-  let have = 0;
-  while (have < 4 || have < 4 + new DataView(buf.buffer).getUint32(0, true)) {
-    const n = await conn.read(buf.subarray(have));
-    if (n === null) throw new Error("closed");
-    have += n;
-  }
-  out.push(performance.now() - t0);
-  await delay(2);
-}
-console.log(JSON.stringify(out));
-`;
-
+/** Pings from another process (scripts/ping_probe.ts), so the figure is the daemon's, not this busy client's. */
 async function pingFromAnotherProcess(socket: string, ms: number): Promise<number[]> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", PINGER, socket, String(ms)],
+    args: ["run", "-A", `${ROOT}scripts/ping_probe.ts`, socket, String(ms)],
     stdout: "piped",
     stderr: "inherit",
   }).output();

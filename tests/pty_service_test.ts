@@ -305,7 +305,7 @@ Deno.test("out of file descriptors at spawn is E_BUSY, not E_INTERNAL, and the s
     }
     const list = (await call(svc, { type: "pty.list" })).events[0].sessions;
     await call(svc, { type: "pty.kill", session: list[0].session, signal: "KILL" });
-    await delay(300);
+    await new Promise((r) => setTimeout(r, 300));
     const again = await call(svc, { type: "pty.spawn", argv: ["true"] });
     console.log(JSON.stringify({ ok, codes: [...codes], again: again.failure?.code ?? "ok",
       refused: svc.metrics().pty.spawns_refused }));
