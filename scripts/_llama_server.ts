@@ -2,6 +2,7 @@
 // llama-batched-bench built once from the source matching the prebuilt libraries
 // (`ensureLlamaSource()`) into .bench/llama-tools/ (shared by every checkout), and a
 // small streaming client for llama-server's /completion.
+import { delay } from "../src/protocol/async.ts";
 import { ensureLlamaSource } from "../src/llm/llama_source.ts";
 import { ROOT } from "./_bench_util.ts";
 
@@ -29,7 +30,7 @@ export async function ensureLlamaTools(log: (m: string) => void): Promise<string
   const built = () => TARGETS.every((t) => exists(`${bin}/${t}`));
   for (let waited = 0; exists(marker); waited++) {
     if (waited % 60 === 0) log(`waiting for the llama.cpp tools build in ${LLAMA_TOOLS}`);
-    await new Promise((r) => setTimeout(r, 5000));
+    await delay(5000);
   }
   if (built()) return bin;
   const src = await ensureLlamaSource({ log });
@@ -162,7 +163,7 @@ export async function startLlamaServer(opts: {
       await r.body?.cancel();
       if (ok) return { url, lib: opts.libDir ? "prebuilt" : "native", stop };
     } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
   }
   await stop();
   throw new Error("llama-server did not start");

@@ -5,6 +5,8 @@
 // llama-server's on one load. `deno run -A scripts/bench_http.ts` prints the Markdown
 // section (about 2 minutes on a quiet 2-core machine, 9 under a load of 5); scripts/bench.ts
 // calls benchHttp().
+import { delay } from "../src/protocol/async.ts";
+import { startDaemon } from "../tests/_daemon.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
@@ -144,58 +146,39 @@ interface Daemon {
 }
 
 async function startUmad(model: string): Promise<Daemon> {
-  const dir = await Deno.makeTempDir({ prefix: "umad-bench-http-" });
-  const socket = `${dir}/umad.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}main.ts`,
-      "serve",
-      "--socket",
-      socket,
-      "--model",
-      model,
-      "--threads",
-      String(THREADS),
-      "--parallel",
-      String(STREAMS),
-      "--ctx",
-      String(1024 * STREAMS),
-      "--http",
-      "127.0.0.1:0",
-      "--log-level",
-      "warn",
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
+  const d = await startDaemon([
+    "--model",
+    model,
+    "--threads",
+    String(THREADS),
+    "--parallel",
+    String(STREAMS),
+    "--ctx",
+    String(1024 * STREAMS),
+    "--http",
+    "127.0.0.1:0",
+    "--log-level",
+    "warn",
+  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
   const stop = async () => {
     running.delete(stop);
-    await stopChild(child);
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await d.stop();
   };
   running.add(stop);
-  const deadline = Date.now() + 120_000;
-  while (true) {
-    try {
-      const c = await connect({ socket, reconnect: false });
-      const http = c.hello.http as { tcp: string; token_file: string };
-      await c.close();
-      return {
-        pid: child.pid,
-        socket,
-        tcp: http.tcp,
-        token: Deno.readTextFileSync(http.token_file).trim(),
-        stop,
-      };
-    } catch { /* not yet */ }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error("umad did not start");
-    }
-    await new Promise((r) => setTimeout(r, 100));
+  try {
+    const c = await connect({ socket: d.socket, reconnect: false });
+    const http = c.hello.http as { tcp: string; token_file: string };
+    await c.close();
+    return {
+      pid: d.pid,
+      socket: d.socket,
+      tcp: http.tcp,
+      token: Deno.readTextFileSync(http.token_file).trim(),
+      stop,
+    };
+  } catch (e) {
+    await stop();
+    throw e;
   }
 }
 
@@ -241,7 +224,7 @@ async function startLlamaServer(model: string): Promise<{ url: string; stop(): P
       await stop();
       throw new Error("llama-server did not start");
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
   }
 }
 

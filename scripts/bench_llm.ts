@@ -3,12 +3,14 @@
 // (bench_scheduler.ts) llama-server under the same loads.
 // `deno run -A scripts/bench_llm.ts [--only throughput,ping,nlc,physics,storm,sweep,chat,shared]`
 // prints the Markdown section; scripts/bench.ts calls benchLlm().
+import { delay } from "../src/protocol/async.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
 import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/llama.ts";
 import { fmt, pct, prebuiltLibs, ROOT } from "./_bench_util.ts";
 import { benchScheduler } from "./bench_scheduler.ts";
+import { startDaemon } from "../tests/_daemon.ts";
 
 /** Decode threads of both servers (`BENCH_THREADS=1` is steadier on a machine others use: a 2-thread pool waits at every barrier for a thread the OS took away). */
 const THREADS = Number(Deno.env.get("BENCH_THREADS") ?? 2);
@@ -44,65 +46,34 @@ interface Daemon {
   stop(): Promise<void>;
 }
 
-async function startDaemon(script: string, model: string, extra: string[] = []): Promise<Daemon> {
-  const dir = await Deno.makeTempDir({ prefix: "umad-bench-llm-" });
-  const socket = `${dir}/umad.sock`;
-  const args = ["run", "-A", script, "serve"];
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      ...args,
-      "--socket",
-      socket,
-      "--model",
-      model,
-      "--threads",
-      String(THREADS),
-      "--parallel",
-      String(PARALLEL),
-      "--ctx",
-      String(CTX_PER_STREAM * PARALLEL),
-      "--queue",
-      "256",
-      "--log-level",
-      "warn",
-      ...extra,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    await child.status;
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
-  const deadline = Date.now() + 120_000;
-  while (true) {
-    try {
-      (await Deno.connect({ transport: "unix", path: socket })).close();
-      return { socket, stop };
-    } catch { /* not yet */ }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error("daemon did not start");
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** `umad serve` with the model. */
+/** `umad serve` with the model, the daemon's warnings on our stderr. */
 async function startModelDaemon(model: string, extra: string[] = []): Promise<Daemon> {
-  const d = await startDaemon(`${ROOT}main.ts`, model, extra);
+  const d = await startDaemon([
+    "--model",
+    model,
+    "--threads",
+    String(THREADS),
+    "--parallel",
+    String(PARALLEL),
+    "--ctx",
+    String(CTX_PER_STREAM * PARALLEL),
+    "--queue",
+    "256",
+    "--log-level",
+    "warn",
+    ...extra,
+  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
+  const stop = async () => {
+    await d.stop();
+  };
   const c = await connect({ socket: d.socket, reconnect: false });
   const hasModel = Boolean((c.hello as { model?: unknown }).model);
   await c.close();
   if (!hasModel) {
-    await d.stop();
+    await stop();
     throw new Error("umad serve did not load the model");
   }
-  return d;
+  return { socket: d.socket, stop };
 }
 
 /** A prompt of about n tokens for the bench model's vocabulary (one token per word). */
@@ -138,35 +109,10 @@ async function runStream(
   return { tokens: times.length, times };
 }
 
-// A pinger in its own process, so the figure is the daemon's, not this busy client's.
-const PINGER = `
-const [path, ms] = Deno.args;
-const conn = await Deno.connect({ transport: "unix", path });
-const body = new TextEncoder().encode('{"type":"ping","id":"p"}');
-const frame = new Uint8Array(4 + body.length);
-new DataView(frame.buffer).setUint32(0, body.length, true);
-frame.set(body, 4);
-const buf = new Uint8Array(65536);
-const out = [];
-const end = performance.now() + Number(ms);
-while (performance.now() < end) {
-  const t0 = performance.now();
-  await conn.write(frame);
-  let have = 0;
-  while (have < 4 || have < 4 + new DataView(buf.buffer).getUint32(0, true)) {
-    const n = await conn.read(buf.subarray(have));
-    if (n === null) throw new Error("closed");
-    have += n;
-  }
-  out.push(performance.now() - t0);
-  await new Promise((r) => setTimeout(r, 2));
-}
-console.log(JSON.stringify(out));
-`;
-
+/** Pings from another process (scripts/ping_probe.ts), so the figure is the daemon's, not this busy client's. */
 async function pingFromAnotherProcess(socket: string, ms: number): Promise<number[]> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", PINGER, socket, String(ms)],
+    args: ["run", "-A", `${ROOT}scripts/ping_probe.ts`, socket, String(ms)],
     stdout: "piped",
     stderr: "inherit",
   }).output();
@@ -223,7 +169,7 @@ async function pingsBesideDecoding(model: string, extra: string[] = []): Promise
       { length: 8 },
       (_, i) => runStream(client, promptOf(8, i + 20), CTX_PER_STREAM - 64, undefined, stopped),
     );
-    await new Promise((r) => setTimeout(r, 1500)); // all eight decoding
+    await delay(1500); // all eight decoding
     const pings = await pingFromAnotherProcess(d.socket, PING_SECONDS * 1000);
     stop();
     await Promise.all(streams);

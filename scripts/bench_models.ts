@@ -9,12 +9,14 @@
 // llama-server comes from `.bench/llama-tools/build/bin/` (built once by the scheduler
 // benchmark from the llama.cpp source matching the prebuilt libraries); when it is not
 // there, its rows say so and nothing is built here.
+import { delay } from "../src/protocol/async.ts";
+import { startDaemon } from "../tests/_daemon.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { ensureSyntheticModel, TINY_MODEL } from "../src/llm/mod.ts";
 import { ensureVocabModel } from "../src/llm/vocab_models.ts";
 import { jsonSchemaToGrammar } from "../src/llm/json_schema_grammar.ts";
-import { fmt, ROOT, stopChild, waitForSocket } from "./_bench_util.ts";
+import { fmt, ROOT, stopChild } from "./_bench_util.ts";
 import { findLibDir, openLibraries } from "../src/llm/ffi.ts";
 import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/llama.ts";
 
@@ -96,40 +98,28 @@ async function umadOnce(client: Client, grammar: boolean): Promise<number> {
 async function startUmad(
   model: string,
 ): Promise<{ client: Client; pid: number; stop(): Promise<void> }> {
-  const dir = await Deno.makeTempDir({ prefix: "umad-bench-models-" });
-  const socket = `${dir}/umad.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}main.ts`,
-      "serve",
-      "--socket",
-      socket,
-      "--model",
-      model,
-      "--threads",
-      String(THREADS),
-      "--parallel",
-      String(PARALLEL),
-      "--ctx",
-      String(1024 * PARALLEL),
-      "--log-level",
-      "warn",
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  await waitForSocket(socket);
-  const client = await connect({ socket, reconnect: false });
+  const d = await startDaemon([
+    "--model",
+    model,
+    "--threads",
+    String(THREADS),
+    "--parallel",
+    String(PARALLEL),
+    "--ctx",
+    String(1024 * PARALLEL),
+    "--log-level",
+    "warn",
+  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
+  const client = await connect({ socket: d.socket, reconnect: false }).catch(async (e) => {
+    await d.stop();
+    throw e;
+  });
   return {
     client,
-    pid: child.pid,
+    pid: d.pid,
     async stop() {
       await client.close();
-      await stopChild(child);
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await d.stop();
     },
   };
 }
@@ -192,7 +182,7 @@ async function startLlamaServer(
       await stopChild(child);
       throw new Error("llama-server did not start");
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
   }
   return { url, pid: child.pid, stop: () => stopChild(child) };
 }

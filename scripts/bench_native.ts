@@ -7,6 +7,8 @@
 // cores, plus the builds the first time: the native libraries ~3-8 min, llama.cpp's tools
 // ~10 min unless .bench/llama-tools has them, three libggml-cpu variants ~2 min each);
 // scripts/bench.ts calls benchNative() for `deno task bench --only native`.
+import { delay } from "../src/protocol/async.ts";
+import { startDaemon } from "../tests/_daemon.ts";
 import { connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
@@ -146,7 +148,7 @@ async function ensureTools(): Promise<boolean> {
   const lock = `${ROOT}.bench/llama-tools/BUILDING`;
   for (let waited = 0; exists(lock) && waited < 1800; waited += 10) {
     if (waited === 0) log("another session is building llama.cpp's tools; waiting");
-    await new Promise((r) => setTimeout(r, 10_000));
+    await delay(10_000);
   }
   if (want.every((t) => exists(`${TOOLS}/${t}`))) return true;
   const src = await ensureLlamaSource({ log });
@@ -319,40 +321,23 @@ export async function umadFigures(
   round: number,
   extra: string[] = [],
 ): Promise<Figures> {
-  const dir = await Deno.makeTempDir({ prefix: "umad-bench-native-" });
-  const socket = `${dir}/umad.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}main.ts`,
-      "serve",
-      "--socket",
-      socket,
-      "--model",
-      model,
-      "--llama-lib",
-      libDir,
-      "--threads",
-      String(THREADS),
-      "--parallel",
-      String(PARALLEL),
-      "--ctx",
-      String(CTX),
-      "--log-level",
-      "warn",
-      ...extra,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
+  const d = await startDaemon([
+    "--model",
+    model,
+    "--llama-lib",
+    libDir,
+    "--threads",
+    String(THREADS),
+    "--parallel",
+    String(PARALLEL),
+    "--ctx",
+    String(CTX),
+    "--log-level",
+    "warn",
+    ...extra,
+  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
   try {
-    for (let i = 0; !exists(socket); i++) {
-      if (i > 600) throw new Error("umad serve did not start");
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const client = await connect({ socket, reconnect: false });
+    const client = await connect({ socket: d.socket, reconnect: false });
     try {
       await generate(client, { prompt: "warm up", max_tokens: 4 }).complete();
       const rates: number[] = [];
@@ -384,9 +369,7 @@ export async function umadFigures(
       await client.close();
     }
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await d.stop();
   }
 }
 
@@ -457,7 +440,7 @@ async function llamaServerFigures(model: string, round: number, ldPath?: string)
         await r.body?.cancel();
         if (r.ok) break;
       } catch { /* not up */ }
-      await new Promise((r) => setTimeout(r, 100));
+      await delay(100);
     }
     await serverStream(base, "warm up", 4, 0.8);
     const rates: number[] = [];

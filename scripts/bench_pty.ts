@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { startDaemon, type TestDaemon } from "../tests/_daemon.ts";
 import { connect } from "../src/client/client.ts";
 import {
   decodeBase64,
@@ -78,37 +79,13 @@ function toBytes(v: unknown): Uint8Array {
   return typeof v === "string" ? decodeBase64(v) : (v as Uint8Array);
 }
 
-/** A daemon for the benchmark, with the PTY service. */
-async function startDaemon(args: string[]) {
-  const dir = await Deno.makeTempDir({ prefix: "umad-bench-pty-" });
-  const socket = `${dir}/umad.sock`;
-  const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "serve", "--socket", socket, "--log-level", "warn", ...args],
-    stdin: "null",
-    stdout: "null",
+/** A daemon for the benchmark, with the PTY service (its warnings on our stderr). */
+function startPtyBenchDaemon(args: string[]): Promise<TestDaemon> {
+  return startDaemon(["--log-level", "warn", ...args], {
+    withModel: true,
     stderr: "inherit",
-  }).spawn();
-  const deadline = Date.now() + 60_000;
-  while (true) {
-    try {
-      (await Deno.connect({ transport: "unix", path: socket })).close();
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error("the umad daemon did not start");
-      await delay(50);
-    }
-  }
-  return {
-    socket,
-    pid: proc.pid,
-    async stop() {
-      try {
-        proc.kill("SIGTERM");
-      } catch { /* gone */ }
-      await proc.status;
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
+    startTimeoutMs: 120_000,
+  });
 }
 
 /** argv (looked up on PATH) on a new 80x24 PTY that this process reads. */
@@ -399,32 +376,6 @@ function fmt(x: number, digits = 2): string {
   return Number.isFinite(x) ? x.toFixed(digits) : "n/a";
 }
 
-/** The load client, run in its own process: prints "ready", decodes until killed. */
-const LOAD_CLIENT = `
-import { connect } from "${new URL("../src/client/client.ts", import.meta.url).href}";
-const [socket, streams, maxTokens] = Deno.args;
-const c = await connect({ socket, reconnect: false, client: "bench-pty-llm-load" });
-let tokens = 0;
-for (let i = 0; i < Number(streams); i++) {
-  (async () => {
-    while (true) {
-      const s = c.stream({
-        type: "generate",
-        prompt: "Stream " + i + ": tell a long story about terminals.",
-        max_tokens: Number(maxTokens),
-        priority: "batch",
-      });
-      for await (const ev of s) if (ev.event === "token") tokens++;
-    }
-  })();
-}
-const t0 = Date.now();
-while (tokens < Number(streams) * 4 && Date.now() - t0 < 10000) {
-  await delay(20);
-}
-console.log("ready");
-`;
-
 /**
  * A background load for {@linkcode benchPty}: `streams` generate requests decoding at
  * once on the daemon, each restarted when it ends, from a client in another process
@@ -442,7 +393,7 @@ export function llmDecodeLoad(
 ): (socket: string) => Promise<() => Promise<void>> {
   return async (socket: string) => {
     const proc = new Deno.Command(Deno.execPath(), {
-      args: ["eval", LOAD_CLIENT, socket, String(streams), String(maxTokens)],
+      args: ["run", "-A", `${ROOT}scripts/llm_load.ts`, socket, String(streams), String(maxTokens)],
       stdin: "null",
       stdout: "piped",
       stderr: "inherit",
@@ -480,7 +431,7 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
   const dtach = which("dtach");
   const deno = Deno.execPath();
   const tmp = await Deno.makeTempDir({ prefix: "umad-bench-peers-" });
-  const daemon = await startDaemon(options.daemonArgs ?? ["--no-model"]);
+  const daemon = await startPtyBenchDaemon(options.daemonArgs ?? ["--no-model"]);
   const umadCli = (sub: string[]) => [deno, "run", "-A", MAIN, ...sub];
   const seqGated = `read x; seq 1 ${lines}`;
   const tput: Throughput[] = [];
@@ -637,7 +588,7 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
         }
         // Again on a daemon whose decode threads are SCHED_IDLE.
         log(`pty bench: echo, umad library, under ${label}, --decode-priority idle`);
-        const idle = await startDaemon([
+        const idle = await startPtyBenchDaemon([
           ...(options.daemonArgs ?? []),
           "--decode-priority",
           "idle",

@@ -9,12 +9,12 @@
  *
  * @module
  */
+import { delay } from "../src/protocol/async.ts";
+import { startDaemon, type TestDaemon } from "../tests/_daemon.ts";
 import { connect } from "../src/client/client.ts";
 import { percentile } from "../src/protocol/samples.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const MAIN = `${ROOT}main.ts`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Options of {@linkcode benchPtyPrograms}. */
 export interface BenchPtyProgramsOptions {
@@ -24,47 +24,9 @@ export interface BenchPtyProgramsOptions {
   log?: (line: string) => void;
 }
 
-async function startDaemon(args: string[]) {
-  const dir = await Deno.makeTempDir({ prefix: "umad-bench-progs-" });
-  const socket = `${dir}/umad.sock`;
-  const proc = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MAIN,
-      "serve",
-      "--no-model",
-      "--socket",
-      socket,
-      "--log-level",
-      "warn",
-      ...args,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const deadline = Date.now() + 60_000;
-  while (true) {
-    try {
-      (await Deno.connect({ transport: "unix", path: socket })).close();
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error("the umad daemon did not start");
-      await sleep(50);
-    }
-  }
-  return {
-    socket,
-    pid: proc.pid,
-    async stop() {
-      try {
-        proc.kill("SIGTERM");
-      } catch { /* gone */ }
-      await proc.status;
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
+/** A daemon without a model, its warnings on our stderr. */
+function startBenchDaemon(args: string[]): Promise<TestDaemon> {
+  return startDaemon(["--no-model", "--log-level", "warn", ...args], { stderr: "inherit" });
 }
 
 /** CPU seconds (user + system) a process has used, from /proc. */
@@ -86,7 +48,12 @@ const FILL =
 
 async function benchCapture(log: (l: string) => void): Promise<string[]> {
   const out: string[] = [];
-  const daemon = await startDaemon(["--scrollback", "10000", "--scrollback-bytes", "33554432"]);
+  const daemon = await startBenchDaemon([
+    "--scrollback",
+    "10000",
+    "--scrollback-bytes",
+    "33554432",
+  ]);
   const tmuxSock = `${await Deno.makeTempDir({ prefix: "umad-bench-tmux-" })}/t.sock`;
   const rows: [string, number[]][] = [];
   try {
@@ -171,7 +138,7 @@ async function benchCapture(log: (l: string) => void): Promise<string[]> {
       while (Date.now() < deadline) {
         const o = await tmux("capture-pane", "-p", "-t", ":w");
         if (new TextDecoder().decode(o.stdout).includes("DONE>")) break;
-        await sleep(100);
+        await delay(100);
       }
       const tmuxTime = async (args: string[], n: number) => {
         const s: number[] = [];
@@ -215,19 +182,7 @@ async function benchCapture(log: (l: string) => void): Promise<string[]> {
 
 /** A producer of about `mbps` MB/s for `seconds`, ending with a marker line. */
 const PRODUCER = (mbps: number, seconds: number) =>
-  `python3 -c "
-import sys, time
-line = b'x' * 99 + b'\\n'
-chunk = line * ${Math.round((mbps * 1e6) / 100 / 100)}
-t0 = time.time()
-n = 0
-while time.time() - t0 < ${seconds}:
-    sys.stdout.buffer.write(chunk); sys.stdout.flush(); n += 1
-    late = t0 + n / 100 - time.time()
-    if late > 0: time.sleep(late)
-sys.stdout.buffer.write(b'FINISHED-MARK\\n'); sys.stdout.flush()
-time.sleep(600)
-"`;
+  `exec python3 ${ROOT}scripts/pty_producer.py ${mbps} ${seconds}`;
 
 async function benchWait(log: (l: string) => void): Promise<string[]> {
   const seconds = 5;
@@ -236,7 +191,7 @@ async function benchWait(log: (l: string) => void): Promise<string[]> {
     100,
   ]];
   const results: { name: string; cpu: number; mb: number; wall: number; matchMs?: number }[] = [];
-  const daemon = await startDaemon([]);
+  const daemon = await startBenchDaemon([]);
   try {
     const c = await connect({ socket: daemon.socket, reconnect: false });
     try {
@@ -249,7 +204,7 @@ async function benchWait(log: (l: string) => void): Promise<string[]> {
           rows: 40,
         });
         const session = r.session as string;
-        await sleep(300);
+        await delay(300);
         const pending = Array.from(
           { length: waits },
           (_, i) =>
@@ -260,7 +215,7 @@ async function benchWait(log: (l: string) => void): Promise<string[]> {
               timeout_ms: 60_000,
             }),
         );
-        await sleep(200);
+        await delay(200);
         const m0 = (await c.metrics()).pty as Record<string, number>;
         const cpu0 = cpuSeconds(daemon.pid);
         const t0 = performance.now();

@@ -8,6 +8,8 @@
 //   plotted against llama-server's point (docs/latency_budget.svg);
 // - chat: three turns over a 1200-token history, prefix cache vs llama-server's;
 // - shared: 8 streams sharing a 1000-token system prompt: KV cells vs one stream.
+import { delay } from "../src/protocol/async.ts";
+import { startDaemon } from "../tests/_daemon.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
@@ -105,60 +107,38 @@ interface Daemon {
 }
 
 async function startUmad(model: string, extra: string[] = []): Promise<Daemon> {
-  const dir = await Deno.makeTempDir({ prefix: "umad-bench-sched-" });
-  const socket = `${dir}/umad.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}main.ts`,
-      "serve",
-      "--socket",
-      socket,
-      "--model",
-      model,
-      "--threads",
-      String(THREADS),
-      "--parallel",
-      String(PARALLEL),
-      "--ctx",
-      String(CTX),
-      "--queue",
-      "256",
-      "--log-level",
-      "warn",
-      // The same thread priority as llama-server's: the machine may be shared.
-      "--decode-priority",
-      "normal",
-      ...extra,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    await child.status;
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
-  for (let i = 0; i < 2400; i++) {
-    try {
-      const client = await connect({ socket, reconnect: false });
-      return {
-        socket,
-        client,
-        stop: async () => {
-          await client.close();
-          await stop();
-        },
-      };
-    } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 50));
+  const d = await startDaemon([
+    "--model",
+    model,
+    "--threads",
+    String(THREADS),
+    "--parallel",
+    String(PARALLEL),
+    "--ctx",
+    String(CTX),
+    "--queue",
+    "256",
+    "--log-level",
+    "warn",
+    // The same thread priority as llama-server's: the machine may be shared.
+    "--decode-priority",
+    "normal",
+    ...extra,
+  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
+  try {
+    const client = await connect({ socket: d.socket, reconnect: false });
+    return {
+      socket: d.socket,
+      client,
+      stop: async () => {
+        await client.close();
+        await d.stop();
+      },
+    };
+  } catch (e) {
+    await d.stop();
+    throw e;
   }
-  await stop();
-  throw new Error("umad serve did not start");
 }
 
 function umadTarget(label: string, d: Daemon): Target {
@@ -373,8 +353,8 @@ async function storm(t: Target, every: number | null, salt: number): Promise<Sto
       );
     }
   });
-  while (!started.every(Boolean)) await new Promise((r) => setTimeout(r, 10));
-  await new Promise((r) => setTimeout(r, 500));
+  while (!started.every(Boolean)) await delay(10);
+  await delay(500);
   start = performance.now();
   end = start + PHASE_SECONDS * 1000;
   const ttft: number[] = [];
@@ -398,7 +378,7 @@ async function storm(t: Target, every: number | null, salt: number): Promise<Sto
       );
     }
     const next = Math.min(end, performance.now() + (every ?? PHASE_SECONDS) * 1000);
-    while (performance.now() < next) await new Promise((r) => setTimeout(r, 10));
+    while (performance.now() < next) await delay(10);
   }
   stop.abort();
   await Promise.all(slots);
@@ -458,7 +438,7 @@ async function sharedCells(
   const poll = (async () => {
     while (!done) {
       peak = Math.max(peak, await t.kvCells!());
-      await new Promise((r) => setTimeout(r, 20));
+      await delay(20);
     }
   })();
   const runs = await Promise.all(

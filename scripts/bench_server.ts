@@ -2,6 +2,7 @@
 // and 10 / 100 / 1000 concurrent clients pinging, side by side in one run.
 import { connect } from "../src/client/client.ts";
 import { fmt, pct, PingConn, ROOT, spawnDeno, stopChild, waitForSocket } from "./_bench_util.ts";
+import { startDaemon } from "../tests/_daemon.ts";
 import { delay } from "../src/protocol/async.ts";
 
 async function rttSample(path: string, n: number): Promise<number[]> {
@@ -116,20 +117,13 @@ export async function benchServer(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "umad-bench-" });
   const umadSock = `${dir}/umad.sock`;
   const echoSock = `${dir}/echo.sock`;
-  const daemon = spawnDeno([
-    "run",
-    "-A",
-    `${ROOT}main.ts`,
-    "serve",
-    "--no-model",
-    "--log-level",
-    "warn",
-    "--socket",
-    umadSock,
-  ]);
+  const daemon = await startDaemon(["--log-level", "warn"], {
+    socket: umadSock,
+    dir,
+    stderr: "inherit",
+  });
   const echo = spawnDeno(["run", "-A", `${ROOT}scripts/echo_server.ts`, echoSock]);
   try {
-    await waitForSocket(umadSock);
     await waitForSocket(echoSock);
     const N = 20_000;
     // Interleave the two so machine noise hits both alike.
@@ -211,7 +205,7 @@ export async function benchServer(): Promise<string> {
     );
     return lines.join("\n");
   } finally {
-    await stopChild(daemon);
+    await daemon.stop();
     await stopChild(echo);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

@@ -8,6 +8,8 @@
 //   LIB_DIR      the CUDA libraries umad loads (the npm package, or a native build's lib/)
 //   LLAMA_BENCH  llama-bench built from the same source (run with --cwd DIR, where
 //                ggml_backend_load_all finds the package's loadable backends)
+import { startDaemon } from "../tests/_daemon.ts";
+import { connect } from "../src/client/client.ts";
 import { BENCH_MODEL, ensureSyntheticModel, type SyntheticModelSpec } from "../src/llm/mod.ts";
 import { type Figures, umadFigures } from "./bench_native.ts";
 import { ROOT } from "./_bench_util.ts";
@@ -73,42 +75,18 @@ if (!gpu) {
 log(`${gpu.name}: ${gpu.description}, ${(gpu.memory_total / 2 ** 30).toFixed(0)} GiB`);
 
 async function helloOf(model: string): Promise<{ gpu_layers: number; gpu_layers_total: number }> {
-  const dir = await Deno.makeTempDir();
-  const socket = `${dir}/umad.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}main.ts`,
-      "serve",
-      "--socket",
-      socket,
-      "--model",
-      model,
-      "--llama-lib",
-      libDir,
-      "--gpu-layers",
-      "auto",
-    ],
-    stdout: "null",
+  const d = await startDaemon(["--model", model, "--llama-lib", libDir, "--gpu-layers", "auto"], {
+    withModel: true,
     stderr: "inherit",
-  }).spawn();
+    startTimeoutMs: 120_000,
+  });
   try {
-    const { connect } = await import("../src/client/client.ts");
-    for (let i = 0; i < 1200; i++) {
-      try {
-        const c = await connect({ socket, reconnect: false });
-        const m = c.hello.model as { gpu_layers: number; gpu_layers_total: number };
-        await c.close();
-        return m;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    throw new Error("umad serve did not start");
+    const c = await connect({ socket: d.socket, reconnect: false });
+    const m = c.hello.model as { gpu_layers: number; gpu_layers_total: number };
+    await c.close();
+    return m;
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
+    await d.stop();
   }
 }
 

@@ -1,5 +1,6 @@
-// Test helpers: a real daemon process on a socket in a temporary directory, and a
-// raw framed client that speaks bytes (so tests can send anything, malformed too).
+// The one daemon launcher of the tests and the benches (a real daemon process on a socket
+// in a temporary directory), a raw framed client that speaks bytes (so tests can send
+// anything, malformed too), and the CLI run to completion.
 import { decodePayload, encodeFrame, encodePayload, FrameDecoder } from "../src/protocol/mod.ts";
 import type { Codec, Message } from "../src/protocol/mod.ts";
 import { deferred, withTimeout } from "../src/protocol/async.ts";
@@ -12,27 +13,39 @@ export interface TestDaemon {
   dir: string;
   pid: number;
   process: Deno.ChildProcess;
-  /** Everything the daemon wrote to stderr so far. */
+  /** Everything the daemon wrote to stderr so far ("" when inherited). */
   stderr(): string;
   /** SIGTERM, wait for exit (SIGKILL after 5 s), remove the temp dir. Idempotent. */
   stop(): Promise<Deno.CommandStatus>;
 }
 
+/** How {@linkcode startDaemon} starts the daemon. */
+export interface DaemonOptions {
+  /** Load the model `args` name, or the demo one (default: `--no-model` unless given). */
+  withModel?: boolean;
+  /** The temporary directory to use (kept on stop); default: a new one, removed on stop. */
+  dir?: string;
+  /** The socket path; default `<dir>/umad.sock`. */
+  socket?: string;
+  /** The daemon's environment (added to ours). */
+  env?: Record<string, string>;
+  /** Run under `ulimit <this>` in a child shell, e.g. "-n 128" (soft and hard), "-Sn 256". */
+  ulimit?: string;
+  /** "inherit": the daemon's log goes to ours (benches); default "piped": kept for `stderr()`. */
+  stderr?: "piped" | "inherit";
+  /** How long the daemon may take to listen (default 60 s; a big model loads longer). */
+  startTimeoutMs?: number;
+}
+
 /**
+ * The one daemon launcher of the tests and the benches (scripts/bench_*.ts).
  * Starts `deno run -A main.ts serve --socket <tmp>/umad.sock` plus `args` and waits
  * until it answers. Pass `--no-model` for tests that need no LLM (the default here is
  * to add it unless `withModel` is set).
  */
 export async function startDaemon(
   args: string[] = [],
-  opts: {
-    withModel?: boolean;
-    dir?: string;
-    socket?: string;
-    env?: Record<string, string>;
-    /** Run under `ulimit <this>` in a child shell, e.g. "-n 128" (soft and hard), "-Sn 256". */
-    ulimit?: string;
-  } = {},
+  opts: DaemonOptions = {},
 ): Promise<TestDaemon> {
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "umad-test-" });
   const socket = opts.socket ?? `${dir}/umad.sock`;
@@ -47,11 +60,11 @@ export async function startDaemon(
     args: argv,
     stdin: "null",
     stdout: "null",
-    stderr: "piped",
+    stderr: opts.stderr ?? "piped",
     env: opts.env,
   }).spawn();
   let log = "";
-  const logDone = (async () => {
+  const logDone = opts.stderr === "inherit" ? Promise.resolve() : (async () => {
     const dec = new TextDecoder();
     for await (const chunk of process.stderr) log += dec.decode(chunk, { stream: true });
   })();
@@ -81,7 +94,7 @@ export async function startDaemon(
       return status;
     },
   };
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 60_000);
   while (true) {
     try {
       const c = await Deno.connect({ transport: "unix", path: socket });

@@ -1,5 +1,6 @@
 // Test helpers for HTTP: a daemon with `--http` on a port the system picks, a fetch that
 // dials the daemon's Unix socket, and raw HTTP over the socket for malformed requests.
+import { delay } from "../src/protocol/async.ts";
 import { RawClient, startDaemon, type TestDaemon } from "./_daemon.ts";
 
 /** A daemon serving HTTP on its socket and on loopback TCP. */
@@ -94,7 +95,7 @@ export class RawHttp {
     const deadline = Date.now() + timeoutMs;
     while (!pred(this.#buf) && !this.#closed) {
       if (Date.now() > deadline) throw new Error(`timed out; got ${this.#buf.slice(0, 300)}`);
-      await new Promise((r) => setTimeout(r, 10));
+      await delay(10);
     }
     return this.#buf;
   }

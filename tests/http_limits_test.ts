@@ -4,6 +4,7 @@
  * after a method — each gets its status and leaves other clients unaffected — and the
  * bearer token on TCP.
  */
+import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import { RawClient, runUmad, startDaemon, type TestDaemon } from "./_daemon.ts";
 import { parseResponses, RawHttp, startHttpDaemon, unixFetch } from "./_http.ts";
@@ -126,7 +127,7 @@ withDaemon("a slow sender gets 408 at the header timeout while others are served
     // Trickle a header line byte by byte, as slowloris does, never finishing the head.
     for (const ch of "X-Slow: 1") {
       await slow.write(ch);
-      await new Promise((r) => setTimeout(r, 100));
+      await delay(100);
       await stillServes(d.socket);
     }
     await slow.done;

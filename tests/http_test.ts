@@ -3,6 +3,7 @@
  * official `openai` and `ollama` npm packages, curl over the Unix socket, Python's
  * http.client; and a framed client streaming beside an HTTP one on the same socket.
  */
+import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { Ollama } from "ollama";
@@ -51,7 +52,7 @@ async function metricsUntil(
     const llm = (await metricsOf(socket)).llm as Record<string, unknown>;
     if (pred(llm)) return llm;
     if (Date.now() > deadline) throw new Error(`metrics never matched: ${JSON.stringify(llm)}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await delay(50);
   }
 }
 
@@ -606,7 +607,7 @@ withHttpDaemon("a daemon that stops ends an HTTP stream in-band and exits cleanl
       } catch { /* the connection closed */ }
       return all;
     })();
-    await new Promise((r) => setTimeout(r, 200));
+    await delay(200);
     const status = await d.stop();
     assert.equal(status.code, 0);
     const all = await text;

@@ -4,6 +4,7 @@
  * determinism, the same vector alone or in a batch, usage, limits, and that embedding
  * shares the engine with token streams without stopping them.
  */
+import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import { generate, request, tinyService, vocabService } from "./llm_helpers.ts";
 import { EmbedBudget } from "../src/llm/embedder.ts";
@@ -81,7 +82,7 @@ Deno.test("an embedding batch runs beside a token stream: the stream keeps produ
     max_tokens: 100_000,
     temperature: 0,
   });
-  while (stream.tokens().length < 5) await new Promise((r) => setTimeout(r, 5));
+  while (stream.tokens().length < 5) await delay(5);
   const before = stream.tokens().length;
   const texts = Array.from({ length: 16 }, (_, i) => `text ${i} ` + "water sun earth ".repeat(40));
   const r = await request(llm, { type: "embed", input: texts });

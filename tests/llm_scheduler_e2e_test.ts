@@ -3,6 +3,7 @@
  * steps, the prefix cache, eviction, full contexts, cancels. Progress is counted in
  * steps and tokens, never in milliseconds.
  */
+import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import { type FakeStream, generate, tinyService } from "./llm_helpers.ts";
 import type { LlmService } from "../src/llm/mod.ts";
@@ -48,14 +49,14 @@ function usage(s: FakeStream): { prompt_tokens: number; cached_tokens: number } 
 async function until(cond: () => boolean, what: string) {
   for (let i = 0; !cond(); i++) {
     if (i > 20000) throw new Error(`timed out waiting: ${what}`);
-    await new Promise((r) => setTimeout(r, 1));
+    await delay(1);
   }
 }
 
 /** Engine figures arrive with each step's events; wait until the active count settles. */
 async function settled(llm: LlmService) {
   await until(() => metrics(llm).active_streams === 0, "no active stream");
-  await new Promise((r) => setTimeout(r, 20));
+  await delay(20);
 }
 
 Deno.test("a prompt arriving while 4 streams decode is prefilled inside their steps: they never stop", async () => {

@@ -434,7 +434,7 @@ Deno.test({
         while (Date.now() < deadline) {
           got = (await tmux.cmd("display-message", "-p", "-t", `base:${name}`, format)).trim();
           if (got === expected) break;
-          await new Promise((r) => setTimeout(r, 200));
+          await delay(200);
         }
         assert.equal(got, expected, `${name}: ${format}`);
       }

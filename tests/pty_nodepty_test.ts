@@ -1,5 +1,6 @@
 // node-pty parity: the client's Terminal next to @lydell/node-pty (a peer we did not
 // write), behaviour by behaviour, with real programs and a real daemon.
+import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import * as nodePty from "@lydell/node-pty";
 import { type Client, connect } from "../src/client/client.ts";
@@ -38,13 +39,13 @@ function textOf(t: Terminal<string>): () => string {
 Deno.test("kill() ends the program with exit code 0 and SIGHUP, as node-pty's does", async () => {
   const peer = nodePty.spawn("cat", [], { env: env() });
   const peerExit = exitOf(peer);
-  await new Promise((r) => setTimeout(r, 200));
+  await delay(200);
   peer.kill();
   const p = await peerExit;
   await withClient(async (c) => {
     const t = await spawn(c, "cat");
     const exited = exitOf(t);
-    await new Promise((r) => setTimeout(r, 200));
+    await delay(200);
     await t.kill();
     const e = await exited;
     assert.equal(e.exitCode, p.exitCode);
@@ -56,7 +57,7 @@ Deno.test("kill() ends the program with exit code 0 and SIGHUP, as node-pty's do
     const old = new Promise<[number, number | undefined]>((r) =>
       t2.on("exit", (code, signal) => r([code, signal]))
     );
-    await new Promise((r) => setTimeout(r, 200));
+    await delay(200);
     await t2.kill();
     assert.deepEqual(await old, [0, 1]);
   });
@@ -119,7 +120,7 @@ Deno.test("100 spawn/kill cycles leak no descriptors and no children in the daem
       let least = Infinity;
       for (let i = 0; i < 5; i++) {
         least = Math.min(least, fds());
-        await new Promise((r) => setTimeout(r, 50));
+        await delay(50);
       }
       return least;
     };
@@ -178,10 +179,10 @@ Deno.test("encoding: utf8 strings by default, bytes with null, split characters 
 
 Deno.test("on('data'), pid, cols, rows and process match what node-pty reports", async () => {
   const peer = nodePty.spawn("bash", ["--norc", "--noprofile"], { cols: 91, rows: 21, env: env() });
-  await new Promise((r) => setTimeout(r, 400));
+  await delay(400);
   const peerBefore = peer.process;
   peer.write("sleep 30\r");
-  await new Promise((r) => setTimeout(r, 400));
+  await delay(400);
   const peerDuring = peer.process;
   peer.kill();
   await withClient(async (c) => {
@@ -214,13 +215,13 @@ Deno.test("pause() holds output in the daemon, resume() delivers it in order, ex
     const text = textOf(t);
     let exited = false;
     t.onExit(() => exited = true);
-    await new Promise((r) => setTimeout(r, 300));
+    await delay(300);
     t.pause();
     t.write("\r");
-    await new Promise((r) => setTimeout(r, 500));
+    await delay(500);
     assert.doesNotMatch(text(), /2000/, "nothing arrives while paused");
     t.write("\r");
-    await new Promise((r) => setTimeout(r, 500));
+    await delay(500);
     assert.equal(exited, false, "the exit waits for the output");
     t.resume();
     await t.closed;
@@ -246,7 +247,7 @@ Deno.test("a paused terminal past the daemon's cap gets a snapshot on resume, bo
     while (Date.now() < deadline) {
       const cap = await c.request({ type: "pty.capture", session: t.session });
       if (String(cap.data).includes("END")) break;
-      await new Promise((r) => setTimeout(r, 100));
+      await delay(100);
     }
     const m = (await c.metrics()).pty as Record<string, number>;
     assert.ok(m.dropped_backlogs >= 1, JSON.stringify(m));

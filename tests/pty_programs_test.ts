@@ -1,6 +1,7 @@
 // deno-lint-ignore-file no-control-regex
 // Terminals driven by programs, through a real daemon and the client library: capture
 // the screen and scrollback as text, wait for output, follow sessions with watch.
+import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import { type Client, connect } from "../src/client/client.ts";
 import { capture, waitFor } from "../src/client/capture.ts";
@@ -118,14 +119,14 @@ Deno.test("watch reports sessions created, resized, retitled and exited, as an a
         if (ev.kind === "exited") break; // leaving the loop cancels the watch
       }
     })();
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
     const term = await spawn(c, "/bin/sh", ["-c", "printf '\\033]2;my job\\007'; read x; exit 4"], {
       cols: 90,
       rows: 20,
       name: "job",
     });
     term.resize(100, 25);
-    await new Promise((r) => setTimeout(r, 200));
+    await delay(200);
     term.write("\r");
     await reading;
     const kinds = events.map((e) => e.kind);
@@ -153,7 +154,7 @@ Deno.test("watch reports sessions created, resized, retitled and exited, as an a
       signal: null,
       reason: "exited",
     });
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
     const m = (await c.metrics()).pty as Record<string, number>;
     assert.equal(m.watches, 0, "leaving the loop ended the watch in the daemon");
     // pty.list has the title and the foreground process.
@@ -174,9 +175,9 @@ Deno.test("watch with sessions names follows only those", async () => {
         if (ev.kind === "exited") break;
       }
     })();
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
     const b = await c.request({ type: "pty.spawn", argv: ["true"], name: "other" });
-    await new Promise((r) => setTimeout(r, 300));
+    await delay(300);
     await c.request({ type: "pty.kill", session: a.session as string });
     await reading;
     assert.deepEqual(got.map((e) => [e.kind, e.session]), [["exited", a.session]]);

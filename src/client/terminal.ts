@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { delay } from "../protocol/async.ts";
 import { constants as osConstants } from "node:os";
 import { ConnectionClosedError, SpawnError } from "../protocol/errors.ts";
 import type { ExitReason, ReplyOf } from "../protocol/events.ts";
@@ -426,7 +427,7 @@ export class Terminal<D extends TerminalData = string> {
   async #fail(message: string): Promise<void> {
     this.#ended = true;
     // Listeners are added after spawn() returns: deliver on a later turn, as node-pty does.
-    await new Promise((r) => setTimeout(r, 0));
+    await delay(0);
     this.#emitBytes(new TextEncoder().encode(`execvp(3) failed.: ${message}\r\n`));
     this.#exitEvent = { exitCode: 1 };
     this.#exit.emit(this.#exitEvent);

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { delay } from "../protocol/async.ts";
 import http from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Message } from "../protocol/codec.ts";
@@ -455,7 +456,7 @@ async function drainSession(session: Session, timeoutMs: number): Promise<void> 
     (session.active > 0 || session.socket.writableLength > 0) && !session.socket.destroyed &&
     performance.now() < until
   ) {
-    await new Promise((r) => setTimeout(r, 5));
+    await delay(5);
   }
 }
 

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { delay } from "../protocol/async.ts";
 import { UsageError } from "../protocol/errors.ts";
 
 /** A TCP address to listen on. */
@@ -87,7 +88,7 @@ export function listenTcp(
         if (closed) return;
         if (!failing) log("error", `http accept failed (retrying): ${e}`);
         failing = true;
-        await new Promise((r) => setTimeout(r, 50));
+        await delay(50);
       }
     }
   })();

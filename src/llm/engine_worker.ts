@@ -4,6 +4,7 @@
  * postMessage; cancel and backpressure flags arrive through shared memory.
  */
 /// <reference lib="deno.worker" />
+import { delay } from "../protocol/async.ts";
 import { availableCpus, lowerThisThread, type NativeLibs, openLibraries } from "./ffi.ts";
 import { LibraryError, type LibrarySource } from "./llama_lib.ts";
 import { ConfigError } from "../protocol/errors.ts";
@@ -180,7 +181,7 @@ function mailWaiting(): boolean {
 /** Lets the waiting messages in (a few timer turns at most). */
 async function receiveMail() {
   for (let i = 0; i < 50 && mailWaiting(); i++) {
-    await new Promise((r) => setTimeout(r, 0));
+    await delay(0);
   }
 }
 
