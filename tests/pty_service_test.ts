@@ -178,7 +178,8 @@ Deno.test("kill ends a running session and removes it from the list", async () =
 Deno.test("an exited session is removed when its TTL passes", async () => {
   await withService(async (svc) => {
     await spawn(svc, { argv: ["true"] });
-    await waitUntil(() => svc.metrics().pty.exited_total === 1);
+    // The first session of a process starts the emulator worker: seconds on a cold cache.
+    await waitUntil(() => svc.metrics().pty.exited_total === 1, 30_000, "the warm-up exit");
     assert.equal(svc.metrics().pty.sessions, 1);
     await waitUntil(() => svc.metrics().pty.sessions === 0, 3000, "ttl removal");
   }, { exitedTtlMs: 200 });
@@ -385,7 +386,8 @@ Deno.test("100 sessions spawned and exited leave no zombies and no leaked fds", 
   // Warm up once so lazily opened descriptors (worker, eventfd) are not counted.
   await withService(async (svc) => {
     await spawn(svc, { argv: ["true"] });
-    await waitUntil(() => svc.metrics().pty.exited_total === 1);
+    // The first session of a process starts the emulator worker: seconds on a cold cache.
+    await waitUntil(() => svc.metrics().pty.exited_total === 1, 30_000, "the warm-up exit");
   });
   const fdsBefore = fds();
   await withService(async (svc) => {
