@@ -1,5 +1,5 @@
 // The scheduler's benchmark (issue 10): umad against llama-server built from the same
-// llama.cpp source and run on the same prebuilt CPU library, under the same loads,
+// llama.cpp source and run on the same CPU library as umad, under the same loads,
 // side by side in one run. Parts (`--only llm.physics,llm.storm,...`):
 // - physics: what a decode row, a prompt token and a cached cell cost, in-process;
 // - storm: 8 streams of 400 tokens (temperature 0.8) while a 512-letter prompt arrives
@@ -288,7 +288,7 @@ function physics(modelPath: string): string {
   return [
     "### Physics: what a step costs on this CPU",
     "",
-    `Raw \`llama_decode\` calls in one process (the bench model, ${THREADS} threads, the prebuilt ` +
+    `Raw \`llama_decode\` calls in one process (the bench model, ${THREADS} threads, the library umad loads ` +
     "library), 8 sequences of 200 tokens, median of 7 calls; ms.",
     "",
     "| KV | call | ms |",
@@ -550,7 +550,7 @@ export async function benchScheduler(parts: Set<string>): Promise<string> {
       threads: THREADS,
       libDir: prebuiltLibDir(cpu),
     });
-    libNote = `Both servers run on the prebuilt \`${cpu.split("/").pop()}\` of ` +
+    libNote = `Both servers run on the CPU library umad's loader picks on this machine, ` +
       `\`${cpu.split("/node_modules/").pop()?.split("/bins/")[0] ?? cpu}\` (umad loads it; ` +
       "llama-server, built from the matching source with `-DGGML_NATIVE=ON`, has it put in " +
       "place of its own `libggml-cpu.so.0`, with the package's `libggml-base.so`, on " +
@@ -671,6 +671,11 @@ export async function benchScheduler(parts: Set<string>): Promise<string> {
         "Latency budget sweep: 8 streams + a 512-letter prompt every 4 s",
       );
       Deno.writeTextFileSync(`${ROOT}docs/latency_budget.svg`, svg);
+      // deno fmt --check covers SVG files too.
+      await new Deno.Command(Deno.execPath(), {
+        args: ["fmt", "-q", `${ROOT}docs/latency_budget.svg`],
+      })
+        .output();
       out.push(
         "### Latency budget sweep (every-4-s storm)",
         "",
