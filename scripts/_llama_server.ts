@@ -4,7 +4,7 @@
 // small streaming client for llama-server's /completion.
 import { delay } from "../src/protocol/async.ts";
 import { ensureLlamaSource } from "../src/llm/llama_source.ts";
-import { ROOT } from "./_bench_util.ts";
+import { prebuiltLibs, ROOT } from "./_bench_util.ts";
 
 /** Where the tools are built (a cmake tree; binaries and shared libs in build/bin). */
 export const LLAMA_TOOLS = `${ROOT}.bench/llama-tools`;
@@ -107,9 +107,28 @@ export function loadedCpuVariant(): string | null {
 /** A running llama-server. */
 export interface LlamaServer {
   url: string;
-  /** Which CPU library it runs on. */
+  pid: number;
+  /** The library directory put first on its `LD_LIBRARY_PATH`, or "its own build". */
   lib: string;
   stop(): Promise<void>;
+}
+
+/**
+ * The directory that makes llama-server run on the CPU library umad's loader picks here
+ * (a native build or the prebuilt package's variant): every bench compares the servers
+ * on the same kernels.
+ */
+export function umadCpuLibDir(): string {
+  prebuiltLibs();
+  const cpu = loadedCpuVariant();
+  if (!cpu) throw new Error("could not tell which CPU library umad loads");
+  return prebuiltLibDir(cpu);
+}
+
+/** The llama-server binary when the tools were built, else null (`ensureLlamaTools`). */
+export function builtLlamaServer(): string | null {
+  const bin = `${LLAMA_TOOLS}/build/bin`;
+  return exists(`${bin}/llama-server`) ? bin : null;
 }
 
 /** Starts llama-server on a free loopback port and waits until /health answers. */
@@ -119,7 +138,7 @@ export async function startLlamaServer(opts: {
   parallel: number;
   ctx: number;
   threads: number;
-  /** LD_LIBRARY_PATH head: a prebuiltLibDir(), or null for the native build. */
+  /** LD_LIBRARY_PATH head: `umadCpuLibDir()`, another library directory, or null for its own build. */
   libDir: string | null;
   extra?: string[];
 }): Promise<LlamaServer> {
@@ -161,7 +180,7 @@ export async function startLlamaServer(opts: {
       const r = await fetch(`${url}/health`);
       const ok = r.ok;
       await r.body?.cancel();
-      if (ok) return { url, lib: opts.libDir ? "prebuilt" : "native", stop };
+      if (ok) return { url, pid: child.pid, lib: opts.libDir ?? "its own build", stop };
     } catch { /* not yet */ }
     await delay(100);
   }

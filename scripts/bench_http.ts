@@ -5,21 +5,24 @@
 // llama-server's on one load. `deno run -A scripts/bench_http.ts` prints the Markdown
 // section (about 2 minutes on a quiet 2-core machine, 9 under a load of 5); scripts/bench.ts
 // calls benchHttp().
-import { delay } from "../src/protocol/async.ts";
 import { startDaemon } from "../tests/_daemon.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
-import { fmt, pct, ROOT, stopChild } from "./_bench_util.ts";
+import { fmt, pct } from "./_bench_util.ts";
+import {
+  builtLlamaServer,
+  type LlamaServer,
+  startLlamaServer as startLlama,
+  umadCpuLibDir,
+} from "./_llama_server.ts";
 
 const THREADS = 2;
 const STREAMS = 8;
 const TOKENS = 64;
 const ROUNDS = 5;
-const LLAMA_TOOLS = `${ROOT}.bench/llama-tools`;
-const LLAMA_SERVER = `${LLAMA_TOOLS}/build/bin/llama-server`;
-/** The prebuilt CPU libraries umad loads, laid out for llama-server (scheduler helper). */
-const PREBUILT_LIBS = `${LLAMA_TOOLS}/npm-lib`;
+/** The built llama-server (null: not built; its row is left out). */
+const LLAMA_BIN = builtLlamaServer();
 
 function log(msg: string) {
   console.error(`bench http: ${msg}`);
@@ -33,15 +36,6 @@ if (import.meta.main) {
       await Promise.allSettled([...running].map((stop) => stop()));
       Deno.exit(130);
     });
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -182,50 +176,23 @@ async function startUmad(model: string): Promise<Daemon> {
   }
 }
 
-async function startLlamaServer(model: string): Promise<{ url: string; stop(): Promise<void> }> {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  const child = new Deno.Command(LLAMA_SERVER, {
-    args: [
-      "-m",
-      model,
-      "-t",
-      String(THREADS),
-      "-np",
-      String(STREAMS),
-      "-c",
-      String(1024 * STREAMS),
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--log-disable",
-    ],
-    env: exists(PREBUILT_LIBS) ? { LD_LIBRARY_PATH: PREBUILT_LIBS } : {},
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const url = `http://127.0.0.1:${port}`;
+/** llama-server on the same model, load and CPU library as umad. */
+async function startLlamaServer(model: string): Promise<LlamaServer> {
+  const server = await startLlama({
+    bin: LLAMA_BIN!,
+    model,
+    parallel: STREAMS,
+    ctx: 1024 * STREAMS,
+    threads: THREADS,
+    libDir: umadCpuLibDir(),
+    extra: ["--log-disable"],
+  });
   const stop = async () => {
     running.delete(stop);
-    await stopChild(child);
+    await server.stop();
   };
   running.add(stop);
-  const deadline = Date.now() + 120_000;
-  while (true) {
-    try {
-      const r = await fetch(`${url}/health`);
-      await r.body?.cancel();
-      if (r.ok) return { url, stop };
-    } catch { /* not yet */ }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error("llama-server did not start");
-    }
-    await delay(100);
-  }
+  return { ...server, stop };
 }
 
 interface Side {
@@ -243,7 +210,7 @@ export async function benchHttp(): Promise<string> {
   const umad = await startUmad(model);
   const client = await connect({ socket: umad.socket, reconnect: false });
   const unix = Deno.createHttpClient({ proxy: { transport: "unix", path: umad.socket } });
-  const llama = exists(LLAMA_SERVER) ? await startLlamaServer(model) : null;
+  const llama = LLAMA_BIN ? await startLlamaServer(model) : null;
   const auth = { Authorization: `Bearer ${umad.token}`, "Content-Type": "application/json" };
   const sides: Side[] = [
     {
@@ -337,10 +304,8 @@ export async function benchHttp(): Promise<string> {
     "with the range over rounds. " +
     (llama
       ? `llama-server is built from the same llama.cpp source (\`.bench/llama-tools/\`)` +
-        (exists(PREBUILT_LIBS)
-          ? " and runs on the same prebuilt CPU libraries as umad (`LD_LIBRARY_PATH` " +
-            "`.bench/llama-tools/npm-lib`), so the two differ in their servers, not their kernels."
-          : ", with its own native CPU build.")
+        " and runs on the CPU library umad loads (its CPU backend and libggml-base first on " +
+        "`LD_LIBRARY_PATH`), so the two differ in their servers, not their kernels."
       : "llama-server was not built (`.bench/llama-tools/`): its row is missing."),
     "",
     "| path | tokens/s | vs framed | inter-token p50 ms | inter-token p99 ms | TTFT p50 ms | " +

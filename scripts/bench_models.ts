@@ -9,14 +9,19 @@
 // llama-server comes from `.bench/llama-tools/build/bin/` (built once by the scheduler
 // benchmark from the llama.cpp source matching the prebuilt libraries); when it is not
 // there, its rows say so and nothing is built here.
-import { delay } from "../src/protocol/async.ts";
 import { startDaemon } from "../tests/_daemon.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { ensureSyntheticModel, TINY_MODEL } from "../src/llm/mod.ts";
 import { ensureVocabModel } from "../src/llm/vocab_models.ts";
 import { jsonSchemaToGrammar } from "../src/llm/json_schema_grammar.ts";
-import { fmt, ROOT, stopChild } from "./_bench_util.ts";
+import { fmt } from "./_bench_util.ts";
+import {
+  builtLlamaServer,
+  type LlamaServer,
+  startLlamaServer as startLlama,
+  umadCpuLibDir,
+} from "./_llama_server.ts";
 import { findLibDir, openLibraries } from "../src/llm/ffi.ts";
 import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/llama.ts";
 
@@ -124,67 +129,19 @@ async function startUmad(
   };
 }
 
-const LLAMA_TOOLS = `${ROOT}.bench/llama-tools`;
-const LLAMA_SERVER = `${LLAMA_TOOLS}/build/bin/llama-server`;
-/** The npm package's CPU library laid out for llama-server (same kernels as umad's). */
-const NPM_LIB = `${LLAMA_TOOLS}/npm-lib`;
+/** The built llama-server (null: not built; its rows are left out). */
+const LLAMA_BIN = builtLlamaServer();
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-async function startLlamaServer(
-  model: string,
-): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
-  const port = freePort();
-  const child = new Deno.Command(LLAMA_SERVER, {
-    args: [
-      "-m",
-      model,
-      "-t",
-      String(THREADS),
-      "-np",
-      String(PARALLEL),
-      "-c",
-      String(1024 * PARALLEL),
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--log-disable",
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-    env: exists(NPM_LIB) ? { LD_LIBRARY_PATH: NPM_LIB } : {},
-  }).spawn();
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 120_000;
-  while (true) {
-    try {
-      const r = await fetch(`${url}/health`);
-      await r.body?.cancel();
-      if (r.ok) break;
-    } catch { /* not yet */ }
-    if (Date.now() > deadline) {
-      await stopChild(child);
-      throw new Error("llama-server did not start");
-    }
-    await delay(100);
-  }
-  return { url, pid: child.pid, stop: () => stopChild(child) };
+/** llama-server on the same model, load and CPU library as umad. */
+function startLlamaServer(model: string): Promise<LlamaServer> {
+  return startLlama({
+    bin: LLAMA_BIN!,
+    model,
+    parallel: PARALLEL,
+    ctx: 1024 * PARALLEL,
+    threads: THREADS,
+    libDir: umadCpuLibDir(),
+  });
 }
 
 /** llama-server requests it ended with an error (counted: their tokens still count). */
@@ -300,7 +257,7 @@ async function rows(model: string, name: string, vocab: number): Promise<Row[]> 
   } finally {
     await u.stop();
   }
-  if (!exists(LLAMA_SERVER)) return out;
+  if (!LLAMA_BIN) return out;
   log(`llama-server on ${name}`);
   const l = await startLlamaServer(model);
   try {
@@ -355,9 +312,7 @@ export async function benchModels(): Promise<string> {
     `Free: ${FREE_TOKENS} tokens per request at temperature 0.8. Grammar: the GBNF of a bounded ` +
     `JSON schema (umad's converter; the same grammar text to both servers), about 40 tokens per ` +
     `request until the grammar ends it. ${REPEAT} requests per stream after a warm-up one.` +
-    (exists(LLAMA_SERVER)
-      ? ""
-      : " llama-server was not built (`.bench/llama-tools/`): its rows are missing."),
+    (LLAMA_BIN ? "" : " llama-server was not built (`.bench/llama-tools/`): its rows are missing."),
     "",
     "| model | vocabulary | server | free, 1 stream | free, 8 streams | grammar, 1 stream | grammar, 8 streams |",
     "|---|---:|---|---:|---:|---:|---:|",

@@ -16,6 +16,7 @@ import { ensureLlamaSource } from "../src/llm/llama_source.ts";
 import { type LibraryCandidate, libraryCandidates } from "../src/llm/llama_lib.ts";
 import { buildNative } from "../src/llm/native_build.ts";
 import { ROOT } from "./_bench_util.ts";
+import { startLlamaServer } from "./_llama_server.ts";
 
 const THREADS = 2;
 const PARALLEL = 16;
@@ -373,13 +374,6 @@ export async function umadFigures(
   }
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 /** Tokens of one streamed /completion (one SSE event per token). */
 async function serverStream(
   base: string,
@@ -409,39 +403,16 @@ async function serverStream(
 }
 
 async function llamaServerFigures(model: string, round: number, ldPath?: string): Promise<Figures> {
-  const port = freePort();
-  const child = new Deno.Command(`${TOOLS}/llama-server`, {
-    args: [
-      "-m",
-      model,
-      "-t",
-      String(THREADS),
-      "-np",
-      String(PARALLEL),
-      "-c",
-      String(CTX),
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--no-webui",
-    ],
-    env: ldPath ? { LD_LIBRARY_PATH: ldPath } : {},
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const base = `http://127.0.0.1:${port}`;
+  const server = await startLlamaServer({
+    bin: TOOLS,
+    model,
+    parallel: PARALLEL,
+    ctx: CTX,
+    threads: THREADS,
+    libDir: ldPath ?? null,
+  });
+  const base = server.url;
   try {
-    for (let i = 0;; i++) {
-      if (i > 600) throw new Error("llama-server did not start");
-      try {
-        const r = await fetch(`${base}/health`);
-        await r.body?.cancel();
-        if (r.ok) break;
-      } catch { /* not up */ }
-      await delay(100);
-    }
     await serverStream(base, "warm up", 4, 0.8);
     const rates: number[] = [];
     for (let k = 0; k < 2; k++) {
@@ -467,8 +438,7 @@ async function llamaServerFigures(model: string, round: number, ldPath?: string)
     }
     return { prefill: median(rates), decode };
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
+    await server.stop();
   }
 }
 
