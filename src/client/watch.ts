@@ -3,32 +3,11 @@
  *
  * @module
  */
-import type { ExitReason, WatchKind } from "../protocol/events.ts";
+import type { WatchEventFields } from "../protocol/events.ts";
 import type { PtyClient } from "./terminal.ts";
 
-/** One `watch.event`: a session was created, exited, resized or retitled. */
-export interface WatchEvent {
-  /** What happened. */
-  kind: WatchKind;
-  /** The session's id. */
-  session: string;
-  /** (created) The session's name. */
-  name?: string;
-  /** (created) The program's pid. */
-  pid?: number;
-  /** (created, resized) The width, columns. */
-  cols?: number;
-  /** (created, resized) The height, rows. */
-  rows?: number;
-  /** (exited) The exit status, null when a signal ended it. */
-  code?: number | null;
-  /** (exited) The signal that ended it, if one did. */
-  signal?: string | null;
-  /** (exited) Why: exited by itself, killed, or the daemon shut down. */
-  reason?: ExitReason;
-  /** (title) The window title the program set. */
-  title?: string;
-}
+/** One `watch.event`: a session was created, exited, resized or retitled (the wire type). */
+export type WatchEvent = WatchEventFields;
 
 /** Options of {@linkcode watch}. */
 export interface WatchOptions {

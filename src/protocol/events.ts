@@ -136,6 +136,30 @@ export type WatchKind = "created" | "exited" | "resized" | "title";
 /** How a terminal session ended (`pty.exit.reason`). */
 export type ExitReason = "exited" | "killed" | "shutdown";
 
+/** One `watch.event`: a session was created, exited, resized or retitled. */
+export interface WatchEventFields {
+  /** What happened. */
+  kind: WatchKind;
+  /** The session's id. */
+  session: string;
+  /** (created) The session's name. */
+  name?: string;
+  /** (created) The program's pid. */
+  pid?: number;
+  /** (created, resized) The width, columns. */
+  cols?: number;
+  /** (created, resized) The height, rows. */
+  rows?: number;
+  /** (exited) The exit status, null when a signal ended it. */
+  code?: number | null;
+  /** (exited) The signal that ended it, if one did. */
+  signal?: string | null;
+  /** (exited) Why: exited by itself, killed, or the daemon shut down. */
+  reason?: ExitReason;
+  /** (title) The window title the program set. */
+  title?: string;
+}
+
 /** The fields of each event, by event name (`event` and `id` come on top). */
 export interface EventFields {
   /** The answer to `hello`: who serves this socket. */
@@ -202,23 +226,7 @@ export interface EventFields {
   /** A `pty.wait` ended: matched, or timed out. */
   "pty.waited": { session: string; matched: boolean; text?: string };
   /** A session was created, exited, resized or retitled. */
-  "watch.event": {
-    kind: WatchKind;
-    session: string;
-    /** created: */
-    name?: string;
-    pid?: number;
-    /** created, resized: */
-    cols?: number;
-    rows?: number;
-    /** exited: */
-    code?: number | null;
-    signal?: string | null;
-    reason?: ExitReason;
-    /** title: */
-    title?: string;
-    [key: string]: unknown;
-  };
+  "watch.event": WatchEventFields & { [key: string]: unknown };
 }
 
 /** An event's name. */
