@@ -3,19 +3,15 @@
  * scheduler asks it how many prompt tokens fit beside the decoding rows of a step
  * within the latency budget.
  *
- * A call's time is modelled as
- * `a + b·tokens + r·outputs + c·attended/1024 + m·tokens·nKv/1024 + n·outputs·nKv/1024`:
+ * A call's time is modelled as `a + b·tokens + r·outputs + c·attended/1024 + m·tokens·nKv/1024`:
  * - `a`, one pass over the weights (memory-bound on CPUs; launch overhead on GPUs);
  * - `b`, the matmuls of one more token (a prompt token costs about one decode row);
  * - `r`, one more row of logits and its sampling (large for big vocabularies);
  * - `c`, attention over the cells each row really attends (its own sequence so far:
  *   a decode row at position 2000 costs more than a prompt token at position 10);
- * - `m` and `n`, the scan of the cells masked out: with a unified KV cache every row looks
- *   at all `nKv` cells in use, so a big cache of other sequences makes every row slower. A
- *   lone decode row pays more of it than a row of a prompt chunk (measured on a CPU with
- *   ~3000 other cells: ~0.5 ms per decode row per 1024 cells, ~0.2 ms per prompt token, as
- *   the kernel walks a chunk's rows together): `n` is what a sampled row (a decode row, or
- *   a chunk's last token) pays beyond `m`.
+ * - `m`, the scan of the cells masked out: with a unified KV cache every row looks at all
+ *   `nKv` cells in use (measured: ~1/50 of an attended cell on a CPU), so a big cache of
+ *   other sequences makes every row a little slower.
  * The time measured is the whole call, decode through sampling, so it stays right on a
  * GPU where `llama_decode` returns before the work ends (reading the logits waits).
  *
@@ -56,43 +52,32 @@ export interface CostCoefficients {
   perKcellAttended: number;
   /** Per token per 1024 cells of span scanned. */
   perTokenKcell: number;
-  /** Per sampled row per 1024 cells of span scanned, beyond `perTokenKcell`. */
-  perOutputKcell: number;
 }
 
-const FEATURES = 6;
+const FEATURES = 5;
 /**
- * Calls are grouped by log2(tokens), whether they hold prompt rows (more tokens than
- * sampled rows) and log2(nKv / 256); each group keeps a moving average of its calls.
+ * Calls are grouped by log2(tokens) and log2(nKv / 256); each group keeps a moving
+ * average of its calls.
  */
 const TOKEN_BUCKETS = 14;
 const SPAN_BUCKETS = 9;
-const BUCKETS = TOKEN_BUCKETS * 2 * SPAN_BUCKETS;
+const BUCKETS = TOKEN_BUCKETS * SPAN_BUCKETS;
 /** Weight of a new call in its group's average (after the group's first few). */
 const ALPHA = 0.1;
 
 function features(s: CallShape): number[] {
-  return [
-    1,
-    s.tokens,
-    s.outputs,
-    s.attended / 1024,
-    (s.tokens * s.nKv) / 1024,
-    (s.outputs * s.nKv) / 1024,
-  ];
+  return [1, s.tokens, s.outputs, s.attended / 1024, (s.tokens * s.nKv) / 1024];
 }
 
 function bucketOf(s: CallShape): number {
   const t = Math.min(TOKEN_BUCKETS - 1, Math.floor(Math.log2(Math.max(1, s.tokens))));
   const k = Math.min(SPAN_BUCKETS - 1, Math.floor(Math.log2(Math.max(1, s.nKv / 256))));
-  const mixed = s.tokens > s.outputs ? 1 : 0;
-  return (t * 2 + mixed) * SPAN_BUCKETS + k;
+  return t * SPAN_BUCKETS + k;
 }
 
 /**
  * Least squares over per-shape averages: each group of similar calls (1, 2–3, 4–7, ...
- * tokens; decode rows only or with prompt rows; spans of 256, 512–767, 1024–2047, ...
- * cells) keeps a moving average of its
+ * tokens; spans of 256, 512–767, 1024–2047, ... cells) keeps a moving average of its
  * features and times, so what was learned about big calls during one storm of prompts
  * survives the quiet steps that follow, and recent calls of a shape outweigh old ones. Coefficients are kept
  * non-negative. With calls of one size only, the time is taken as proportional to
@@ -137,7 +122,7 @@ export class FittedCostModel implements CostModel {
     if (!t) return 0;
     const f = features(shape);
     return t.fixed * f[0] + t.perToken * f[1] + t.perOutput * f[2] +
-      t.perKcellAttended * f[3] + t.perTokenKcell * f[4] + t.perOutputKcell * f[5];
+      t.perKcellAttended * f[3] + t.perTokenKcell * f[4];
   }
 
   /** The current fit, or null before any call was observed. */
@@ -154,7 +139,6 @@ export class FittedCostModel implements CostModel {
         perOutput: t[2],
         perKcellAttended: t[3],
         perTokenKcell: t[4],
-        perOutputKcell: t[5],
       }
       : null;
   }
@@ -168,7 +152,7 @@ export class FittedCostModel implements CostModel {
       let y = 0;
       let t = 0;
       for (const b of rows) [y, t] = [y + this.#y[b], t + this.#x[b][1]];
-      return [0, y / Math.max(1e-9, t), 0, 0, 0, 0];
+      return [0, y / Math.max(1e-9, t), 0, 0, 0];
     }
     // Weighted least squares over the groups (weight: calls seen, capped), features
     // scaled to one magnitude, a small ridge so that directions the data does not
@@ -213,7 +197,7 @@ export class FittedCostModel implements CostModel {
   }
 }
 
-/** Gaussian elimination with partial pivoting (k ≤ 6). */
+/** Gaussian elimination with partial pivoting (k ≤ 4). */
 function solve(A: number[][], v: number[]): number[] {
   const k = v.length;
   const M = A.map((row, i) => [...row, v[i]]);

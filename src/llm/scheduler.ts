@@ -872,9 +872,9 @@ export class Scheduler {
   observe(call: DecodeCall, ms: number): void {
     this.o.cost.observe(call.shape, ms);
     // Cached sequences pay rent for the attention their cells cost this call.
-    const { tokens, outputs } = call.shape;
-    const coeff = this.o.cost.predict({ tokens, outputs, nKv: 1024, attended: 0 }) -
-      this.o.cost.predict({ tokens, outputs, nKv: 0, attended: 0 });
+    const t = call.shape.tokens;
+    const coeff = this.o.cost.predict({ tokens: t, outputs: 0, nKv: 1024, attended: 0 }) -
+      this.o.cost.predict({ tokens: t, outputs: 0, nKv: 0, attended: 0 });
     if (this.#kv && coeff > 0) {
       for (const c of this.#cached.values()) c.rent += (coeff * this.#kv.ownCells(c.seq)) / 1024;
     }

@@ -623,7 +623,6 @@ class GenerateService implements LlmService {
           per_output_ms: round3(this.#cost.perOutput),
           per_kcell_attended_ms: round3(this.#cost.perKcellAttended),
           per_token_kcell_ms: round3(this.#cost.perTokenKcell),
-          per_output_kcell_ms: round3(this.#cost.perOutputKcell),
         },
         backpressure_pauses: this.#paused,
         ttft_ms: this.#ttft.summary(),
