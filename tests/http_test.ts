@@ -3,7 +3,7 @@
  * official `openai` and `ollama` npm packages, curl over the Unix socket, Python's
  * http.client; and a framed client streaming beside an HTTP one on the same socket.
  */
-import { delay } from "../src/protocol/async.ts";
+import { deferred, delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { Ollama } from "ollama";
@@ -344,11 +344,14 @@ withHttpDaemon(
     const uf = unixFetch(d.socket);
     const order: string[] = [];
     try {
-      await framed.send({ type: "generate", id: "f", prompt: "Hello", max_tokens: 24 });
+      // The tiny model decodes a token in well under a millisecond: 256 tokens each (seeded,
+      // so the same run every time), and the framed request goes once the HTTP stream has its
+      // first token, so both are live together.
+      const httpStarted = deferred();
       const http = (async () => {
         const res = await uf.fetch("http://localhost/v1/chat/completions", {
           method: "POST",
-          body: JSON.stringify({ messages: CHAT, max_tokens: 24, stream: true }),
+          body: JSON.stringify({ messages: CHAT, max_tokens: 256, seed: 7, stream: true }),
         });
         assert.equal(res.status, 200);
         let tail = "";
@@ -358,12 +361,18 @@ withHttpDaemon(
           tail = parts.pop()!;
           for (const p of parts) {
             if (p === "data: [DONE]") done = true;
-            else if (p.includes('"content"')) order.push("h");
+            else if (p.includes('"content"')) {
+              order.push("h");
+              httpStarted.resolve();
+            }
           }
         }
         return done;
       })();
+      await httpStarted.promise;
+      await framed.send({ type: "generate", id: "f", prompt: "Hello", max_tokens: 256, seed: 7 });
       let framedTokens = 0;
+      let framedUsage = -1;
       while (true) {
         const ev = await framed.nextFor("f", 30_000);
         if (ev.event === "token") {
@@ -371,11 +380,12 @@ withHttpDaemon(
           order.push("f");
         } else {
           assert.equal(ev.event, "eos");
+          framedUsage = (ev.usage as { completion_tokens: number }).completion_tokens;
           break;
         }
       }
       assert.equal(await http, true);
-      assert.equal(framedTokens, 24);
+      assert.equal(framedTokens, framedUsage, "every framed token arrived");
       // Both streams advanced together: each saw a token before the other one ended.
       assert.ok(order.indexOf("f") < order.lastIndexOf("h"), order.join(""));
       assert.ok(order.indexOf("h") < order.lastIndexOf("f"), order.join(""));
