@@ -3,6 +3,7 @@
 import { encodeFrame, encodePayload, FrameDecoder } from "../src/protocol/mod.ts";
 import { percentileOf } from "../src/protocol/samples.ts";
 import { delay } from "../src/protocol/async.ts";
+import { startDaemon, type TestDaemon } from "../tests/_daemon.ts";
 import { findLibDir, type NativeLibs, openLibraries } from "../src/llm/ffi.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
@@ -87,4 +88,38 @@ let libs: NativeLibs | null = null;
 /** The prebuilt llama.cpp libraries, opened once per process (backends register once). */
 export function prebuiltLibs(): NativeLibs {
   return libs ??= openLibraries(findLibDir());
+}
+
+/** What a bench daemon serves and how (`umad serve` flags). */
+export interface BenchDaemonOptions {
+  /** The GGUF model. */
+  model: string;
+  /** `--threads`. */
+  threads: number;
+  /** `--parallel`. */
+  parallel: number;
+  /** `--ctx`: KV cells in all. */
+  ctx: number;
+  /** More `umad serve` flags. */
+  extra?: string[];
+}
+
+/**
+ * `umad serve` on a model for a benchmark, through the tests' launcher
+ * (`tests/_daemon.ts`), its warnings on our stderr.
+ */
+export function startBenchDaemon(o: BenchDaemonOptions): Promise<TestDaemon> {
+  return startDaemon([
+    "--model",
+    o.model,
+    "--threads",
+    String(o.threads),
+    "--parallel",
+    String(o.parallel),
+    "--ctx",
+    String(o.ctx),
+    "--log-level",
+    "warn",
+    ...(o.extra ?? []),
+  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
 }

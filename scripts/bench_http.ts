@@ -5,11 +5,10 @@
 // llama-server's on one load. `deno run -A scripts/bench_http.ts` prints the Markdown
 // section (about 2 minutes on a quiet 2-core machine, 9 under a load of 5); scripts/bench.ts
 // calls benchHttp().
-import { startDaemon } from "../tests/_daemon.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
-import { fmt, pct } from "./_bench_util.ts";
+import { fmt, pct, startBenchDaemon } from "./_bench_util.ts";
 import {
   builtLlamaServer,
   type LlamaServer,
@@ -140,20 +139,13 @@ interface Daemon {
 }
 
 async function startUmad(model: string): Promise<Daemon> {
-  const d = await startDaemon([
-    "--model",
+  const d = await startBenchDaemon({
     model,
-    "--threads",
-    String(THREADS),
-    "--parallel",
-    String(STREAMS),
-    "--ctx",
-    String(1024 * STREAMS),
-    "--http",
-    "127.0.0.1:0",
-    "--log-level",
-    "warn",
-  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
+    threads: THREADS,
+    parallel: STREAMS,
+    ctx: 1024 * STREAMS,
+    extra: ["--http", "127.0.0.1:0"],
+  });
   const stop = async () => {
     running.delete(stop);
     await d.stop();

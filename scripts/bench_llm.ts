@@ -8,9 +8,8 @@ import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
 import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/llama.ts";
-import { fmt, pct, prebuiltLibs, ROOT } from "./_bench_util.ts";
+import { fmt, pct, prebuiltLibs, ROOT, startBenchDaemon } from "./_bench_util.ts";
 import { benchScheduler } from "./bench_scheduler.ts";
-import { startDaemon } from "../tests/_daemon.ts";
 
 /** Decode threads of both servers (`BENCH_THREADS=1` is steadier on a machine others use: a 2-thread pool waits at every barrier for a thread the OS took away). */
 const THREADS = Number(Deno.env.get("BENCH_THREADS") ?? 2);
@@ -48,21 +47,13 @@ interface Daemon {
 
 /** `umad serve` with the model, the daemon's warnings on our stderr. */
 async function startModelDaemon(model: string, extra: string[] = []): Promise<Daemon> {
-  const d = await startDaemon([
-    "--model",
+  const d = await startBenchDaemon({
     model,
-    "--threads",
-    String(THREADS),
-    "--parallel",
-    String(PARALLEL),
-    "--ctx",
-    String(CTX_PER_STREAM * PARALLEL),
-    "--queue",
-    "256",
-    "--log-level",
-    "warn",
-    ...extra,
-  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
+    threads: THREADS,
+    parallel: PARALLEL,
+    ctx: CTX_PER_STREAM * PARALLEL,
+    extra: ["--queue", "256", ...extra],
+  });
   const stop = async () => {
     await d.stop();
   };

@@ -9,13 +9,12 @@
 // llama-server comes from `.bench/llama-tools/build/bin/` (built once by the scheduler
 // benchmark from the llama.cpp source matching the prebuilt libraries); when it is not
 // there, its rows say so and nothing is built here.
-import { startDaemon } from "../tests/_daemon.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { ensureSyntheticModel, TINY_MODEL } from "../src/llm/mod.ts";
 import { ensureVocabModel } from "../src/llm/vocab_models.ts";
 import { jsonSchemaToGrammar } from "../src/llm/json_schema_grammar.ts";
-import { fmt } from "./_bench_util.ts";
+import { fmt, startBenchDaemon } from "./_bench_util.ts";
 import {
   builtLlamaServer,
   type LlamaServer,
@@ -103,18 +102,12 @@ async function umadOnce(client: Client, grammar: boolean): Promise<number> {
 async function startUmad(
   model: string,
 ): Promise<{ client: Client; pid: number; stop(): Promise<void> }> {
-  const d = await startDaemon([
-    "--model",
+  const d = await startBenchDaemon({
     model,
-    "--threads",
-    String(THREADS),
-    "--parallel",
-    String(PARALLEL),
-    "--ctx",
-    String(1024 * PARALLEL),
-    "--log-level",
-    "warn",
-  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
+    threads: THREADS,
+    parallel: PARALLEL,
+    ctx: 1024 * PARALLEL,
+  });
   const client = await connect({ socket: d.socket, reconnect: false }).catch(async (e) => {
     await d.stop();
     throw e;

@@ -8,14 +8,13 @@
 // ~10 min unless .bench/llama-tools has them, three libggml-cpu variants ~2 min each);
 // scripts/bench.ts calls benchNative() for `deno task bench --only native`.
 import { delay } from "../src/protocol/async.ts";
-import { startDaemon } from "../tests/_daemon.ts";
 import { connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
 import { ensureLlamaSource } from "../src/llm/llama_source.ts";
 import { type LibraryCandidate, libraryCandidates } from "../src/llm/llama_lib.ts";
 import { buildNative } from "../src/llm/native_build.ts";
-import { ROOT } from "./_bench_util.ts";
+import { ROOT, startBenchDaemon } from "./_bench_util.ts";
 import { startLlamaServer } from "./_llama_server.ts";
 
 const THREADS = 2;
@@ -322,21 +321,13 @@ export async function umadFigures(
   round: number,
   extra: string[] = [],
 ): Promise<Figures> {
-  const d = await startDaemon([
-    "--model",
+  const d = await startBenchDaemon({
     model,
-    "--llama-lib",
-    libDir,
-    "--threads",
-    String(THREADS),
-    "--parallel",
-    String(PARALLEL),
-    "--ctx",
-    String(CTX),
-    "--log-level",
-    "warn",
-    ...extra,
-  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
+    threads: THREADS,
+    parallel: PARALLEL,
+    ctx: CTX,
+    extra: ["--llama-lib", libDir, ...extra],
+  });
   try {
     const client = await connect({ socket: d.socket, reconnect: false });
     try {

@@ -9,12 +9,11 @@
 // - chat: three turns over a 1200-token history, prefix cache vs llama-server's;
 // - shared: 8 streams sharing a 1000-token system prompt: KV cells vs one stream.
 import { delay } from "../src/protocol/async.ts";
-import { startDaemon } from "../tests/_daemon.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
 import { Batch, LlamaContext, LlamaModel } from "../src/llm/llama.ts";
-import { fmt, pct, prebuiltLibs, ROOT } from "./_bench_util.ts";
+import { fmt, pct, prebuiltLibs, ROOT, startBenchDaemon } from "./_bench_util.ts";
 import {
   ensureLlamaTools,
   type LlamaServer,
@@ -107,24 +106,14 @@ interface Daemon {
 }
 
 async function startUmad(model: string, extra: string[] = []): Promise<Daemon> {
-  const d = await startDaemon([
-    "--model",
+  const d = await startBenchDaemon({
     model,
-    "--threads",
-    String(THREADS),
-    "--parallel",
-    String(PARALLEL),
-    "--ctx",
-    String(CTX),
-    "--queue",
-    "256",
-    "--log-level",
-    "warn",
+    threads: THREADS,
+    parallel: PARALLEL,
+    ctx: CTX,
     // The same thread priority as llama-server's: the machine may be shared.
-    "--decode-priority",
-    "normal",
-    ...extra,
-  ], { withModel: true, stderr: "inherit", startTimeoutMs: 120_000 });
+    extra: ["--queue", "256", "--decode-priority", "normal", ...extra],
+  });
   try {
     const client = await connect({ socket: d.socket, reconnect: false });
     return {
