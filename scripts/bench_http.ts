@@ -5,6 +5,7 @@
 // llama-server's on one load. `deno run -A scripts/bench_http.ts` prints the Markdown
 // section (about 2 minutes on a quiet 2-core machine, 9 under a load of 5); scripts/bench.ts
 // calls benchHttp().
+import { cpuMsOf } from "../tests/_proc.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
@@ -67,9 +68,7 @@ interface Round {
  * on the machine barely moves it, unlike wall-clock rates.
  */
 function mainThreadCpuMs(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) * 10; // utime + stime, in 100 Hz ticks
+  return cpuMsOf(`/proc/${pid}/task/${pid}/stat`);
 }
 
 async function round(run: (i: number) => Promise<Arrivals>, t0 = performance.now()) {

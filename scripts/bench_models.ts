@@ -9,6 +9,7 @@
 // llama-server comes from `.bench/llama-tools/build/bin/` (built once by the scheduler
 // benchmark from the llama.cpp source matching the prebuilt libraries); when it is not
 // there, its rows say so and nothing is built here.
+import { cpuMsOf } from "../tests/_proc.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { ensureSyntheticModel, TINY_MODEL } from "../src/llm/mod.ts";
@@ -57,13 +58,7 @@ interface Rate {
 
 /** User + system CPU time of a process (ms), from /proc (Linux). */
 function cpuMs(pid: number): number {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) * 10; // utime + stime in 100 Hz ticks
-  } catch {
-    return NaN;
-  }
+  return cpuMsOf(`/proc/${pid}/stat`);
 }
 
 async function measure(

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { cpuMsOf } from "../tests/_proc.ts";
 import { delay } from "../src/protocol/async.ts";
 import { startDaemon, type TestDaemon } from "../tests/_daemon.ts";
 import { connect } from "../src/client/client.ts";
@@ -31,9 +32,7 @@ function startBenchDaemon(args: string[]): Promise<TestDaemon> {
 
 /** CPU seconds (user + system) a process has used, from /proc. */
 function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (100 Hz)
+  return cpuMsOf(`/proc/${pid}/stat`) / 1000;
 }
 
 function ms(samples: number[]): string {

@@ -2,6 +2,7 @@
  * The generate service driven directly with fake server streams, on a tiny generated
  * model and the real llama.cpp library.
  */
+import { statFields } from "./_proc.ts";
 import assert from "node:assert/strict";
 import { DEMO_MODEL } from "../src/llm/mod.ts";
 import { type FakeStream, generate, tinyModel, tinyService } from "./llm_helpers.ts";
@@ -425,9 +426,8 @@ Deno.test("deterministic mode: lookup drafts fill a lone stream's padding row, m
 function threadSched(): { policy: number; nice: number }[] {
   const out: { policy: number; nice: number }[] = [];
   for (const e of Deno.readDirSync("/proc/self/task")) {
-    const stat = Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`);
-    // Fields after "(comm)": state is field 3, so field n is at index n - 3.
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const f = statFields(`/proc/self/task/${e.name}/stat`);
+    if (!f) continue; // the thread ended
     out.push({ nice: Number(f[19 - 3]), policy: Number(f[41 - 3]) });
   }
   return out;

@@ -1,4 +1,5 @@
 // Terminal sessions end to end: a real daemon, the client library, real processes.
+import { childrenOf } from "./_proc.ts";
 import assert from "node:assert/strict";
 import { type Client, connect } from "../src/client/client.ts";
 import { attach, spawn, type Terminal } from "../src/client/terminal.ts";
@@ -306,29 +307,9 @@ Deno.test("a client that stops reading neither stalls another client nor grows t
 Deno.test("100 sessions spawned and exited leave the daemon with no zombies and no new fds", async () => {
   await withDaemon(async (d) => {
     const fds = () => ptyFds(`/proc/${d.pid}/fd`);
-    const zombies = () => {
-      const out: string[] = [];
-      for (const e of Deno.readDirSync("/proc")) {
-        if (!/^\d+$/.test(e.name)) continue;
-        try {
-          const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-          const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-          if (Number(f[1]) === d.pid && f[0] === "Z") out.push(e.name);
-        } catch { /* gone */ }
-      }
-      return out;
-    };
-    const children = () => {
-      let n = 0;
-      for (const e of Deno.readDirSync("/proc")) {
-        if (!/^\d+$/.test(e.name)) continue;
-        try {
-          const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-          if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === d.pid) n++;
-        } catch { /* gone */ }
-      }
-      return n;
-    };
+    const zombies = () =>
+      childrenOf(d.pid).filter((c) => c.state === "Z").map((c) => String(c.pid));
+    const children = () => childrenOf(d.pid).length;
     await withClient(d.socket, async (c) => {
       // Warm up: the emulator worker and the poller's eventfd open on first use.
       const w = await spawn(c, "true");

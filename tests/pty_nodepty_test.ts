@@ -1,5 +1,6 @@
 // node-pty parity: the client's Terminal next to @lydell/node-pty (a peer we did not
 // write), behaviour by behaviour, with real programs and a real daemon.
+import { childrenOf } from "./_proc.ts";
 import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import * as nodePty from "@lydell/node-pty";
@@ -89,17 +90,7 @@ Deno.test("a program that cannot be executed: E_SPAWN by default, node-pty's exi
 Deno.test("100 spawn/kill cycles leak no descriptors and no children in the daemon", async () => {
   await withClient(async (c, d) => {
     const fds = () => [...Deno.readDirSync(`/proc/${d.pid}/fd`)].length;
-    const children = () => {
-      let n = 0;
-      for (const e of Deno.readDirSync("/proc")) {
-        if (!/^\d+$/.test(e.name)) continue;
-        try {
-          const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-          if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === d.pid) n++;
-        } catch { /* gone */ }
-      }
-      return n;
-    };
+    const children = () => childrenOf(d.pid).length;
     // Warm up: the emulator worker and the poller open descriptors on first use.
     const w = await spawn(c, "cat");
     const wExit = exitOf(w);

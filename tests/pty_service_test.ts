@@ -1,4 +1,5 @@
 // The PTY service driven directly with fake streams and real processes.
+import { childrenOf } from "./_proc.ts";
 import assert from "node:assert/strict";
 import { createPtyService, liveChildren } from "../src/pty/mod.ts";
 import { bytes, call, type FakeStream, ptyFds, waitUntil } from "./pty_helpers.ts";
@@ -369,20 +370,7 @@ Deno.test("a client that stops reading does not stop another client's output", a
 
 Deno.test("100 sessions spawned and exited leave no zombies and no leaked fds", async () => {
   const fds = () => ptyFds("/proc/self/fd");
-  const zombies = () => {
-    const out: number[] = [];
-    for (const e of Deno.readDirSync("/proc")) {
-      if (!/^\d+$/.test(e.name)) continue;
-      try {
-        const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
-        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-        if (fields[0] === "Z" && Number(fields[1]) === Deno.pid) out.push(Number(e.name));
-      } catch {
-        // gone
-      }
-    }
-    return out;
-  };
+  const zombies = () => childrenOf(Deno.pid).filter((c) => c.state === "Z").map((c) => c.pid);
   // Warm up once so lazily opened descriptors (worker, eventfd) are not counted.
   await withService(async (svc) => {
     await spawn(svc, { argv: ["true"] });
