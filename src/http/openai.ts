@@ -256,14 +256,29 @@ interface Ending {
   toolCalls?: ToolCall[];
 }
 
-/** Runs a streaming generation as SSE; `chunk` shapes each piece of text. */
+/** The fields every chunk or response of one completion starts with. */
+async function responseBase(ctx: HttpContext, idPrefix: string, object: string): Promise<Message> {
+  return {
+    id: newId(idPrefix),
+    object,
+    created: Math.floor(Date.now() / 1000),
+    model: await modelId(ctx),
+    system_fingerprint: `umad-${VERSION}`,
+  };
+}
+
+/**
+ * Runs a streaming generation as SSE; `chunk` shapes each piece of text, `base` heads the
+ * usage chunk sent last when the request asked for it (`stream_options.include_usage`).
+ */
 async function streamGeneration(
   ctx: HttpContext,
   stream: HttpStream,
+  base: Message,
   chunk: (text: string | null, ending: Ending | null, first: boolean) => Message[],
-  usageChunk: (usage: Usage) => Message,
-  includeUsage: boolean,
 ): Promise<void> {
+  const options = ctx.body.stream_options;
+  const includeUsage = isMap(options) && options.include_usage === true;
   let started = false;
   const start = () => {
     if (started) return;
@@ -285,7 +300,7 @@ async function streamGeneration(
       if (finish === null) throw unfinished(ev.reason);
       start();
       send(chunk(null, { reason: ev.reason, usage: ev.usage, toolCalls: ev.tool_calls }, first));
-      if (includeUsage) writeSse(ctx.res, usageChunk(ev.usage));
+      if (includeUsage) writeSse(ctx.res, { ...base, choices: [], usage: usageOf(ev.usage) });
       writeSse(ctx.res, "[DONE]");
       ctx.res.end();
       return;
@@ -315,22 +330,13 @@ async function resultOf(stream: HttpStream): Promise<Event<"result">> {
 
 async function chatCompletions(ctx: HttpContext): Promise<void> {
   const input = chatToGenerate(ctx.body);
-  const model = await modelId(ctx);
-  const id = newId("chatcmpl-");
-  const created = Math.floor(Date.now() / 1000);
-  const base = {
-    id,
-    object: "chat.completion.chunk",
-    created,
-    model,
-    system_fingerprint: `umad-${VERSION}`,
-  };
+  const base = await responseBase(ctx, "chatcmpl-", "chat.completion.chunk");
   const stream = ctx.call(input);
   if (input.stream) {
-    const options = ctx.body.stream_options;
     await streamGeneration(
       ctx,
       stream,
+      base,
       (text, ending, first) => {
         const out: Message[] = [];
         if (text !== null || first) {
@@ -368,8 +374,6 @@ async function chatCompletions(ctx: HttpContext): Promise<void> {
         }
         return out;
       },
-      (usage) => ({ ...base, choices: [], usage: usageOf(usage) }),
-      isMap(options) && options.include_usage === true,
     );
     return;
   }
@@ -382,11 +386,8 @@ async function chatCompletions(ctx: HttpContext): Promise<void> {
   };
   if (calls) message.tool_calls = calls;
   sendJson(ctx.res, 200, {
-    id,
+    ...base,
     object: "chat.completion",
-    created,
-    model,
-    system_fingerprint: `umad-${VERSION}`,
     choices: [{
       index: 0,
       message,
@@ -400,22 +401,13 @@ async function chatCompletions(ctx: HttpContext): Promise<void> {
 async function completions(ctx: HttpContext): Promise<void> {
   const input = completionToGenerate(ctx.body);
   const echo = ctx.body.echo === true ? String(input.prompt) : "";
-  const model = await modelId(ctx);
-  const id = newId("cmpl-");
-  const created = Math.floor(Date.now() / 1000);
-  const base = {
-    id,
-    object: "text_completion",
-    created,
-    model,
-    system_fingerprint: `umad-${VERSION}`,
-  };
+  const base = await responseBase(ctx, "cmpl-", "text_completion");
   const stream = ctx.call(input);
   if (input.stream) {
-    const options = ctx.body.stream_options;
     await streamGeneration(
       ctx,
       stream,
+      base,
       (text, ending, first) => {
         const out: Message[] = [];
         const piece = (first ? echo : "") + (text ?? "");
@@ -438,8 +430,6 @@ async function completions(ctx: HttpContext): Promise<void> {
         }
         return out;
       },
-      (usage) => ({ ...base, choices: [], usage: usageOf(usage) }),
-      isMap(options) && options.include_usage === true,
     );
     return;
   }
