@@ -257,29 +257,15 @@ Deno.test("the cache's native builds count only for this CPU and release; an add
 Deno.test("umad serve --llama-lib to a missing directory or another release exits 2 saying so", async () => {
   const dir = await Deno.makeTempDir({ prefix: "umad-badlib-" });
   try {
-    let r = await runUmad([
-      "serve",
-      "--socket",
-      `${dir}/s.sock`,
-      "--model",
-      tinyModel(),
-      "--llama-lib",
-      `${dir}/none`,
-    ]);
+    const serveOn = (lib: string) =>
+      runUmad(["serve", "--socket", `${dir}/s.sock`, "--model", tinyModel(), "--llama-lib", lib]);
+    let r = await serveOn(`${dir}/none`);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /--llama-lib ".*none": llama\.cpp library directory .* does not exist/);
     for (const n of ["libllama.v0.5.0.so", "libggml.v0.5.0.so", "libggml-base.so"]) {
       await Deno.writeFile(`${dir}/${n}`, new Uint8Array(0));
     }
-    r = await runUmad([
-      "serve",
-      "--socket",
-      `${dir}/s.sock`,
-      "--model",
-      tinyModel(),
-      "--llama-lib",
-      dir,
-    ]);
+    r = await serveOn(dir);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /is llama\.cpp v0\.5\.0, but umad is built for v0\.4\.0/);
     // Right names, wrong contents: the loader's own refusal, still a configuration error.
@@ -288,15 +274,7 @@ Deno.test("umad serve --llama-lib to a missing directory or another release exit
     for (const n of ["libllama.v0.4.0.so", "libggml.v0.4.0.so", "libggml-base.so"]) {
       await Deno.writeTextFile(`${junk}/${n}`, "not a library");
     }
-    r = await runUmad([
-      "serve",
-      "--socket",
-      `${dir}/s.sock`,
-      "--model",
-      tinyModel(),
-      "--llama-lib",
-      junk,
-    ]);
+    r = await serveOn(junk);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /Cannot load the llama\.cpp libraries in .*junk/);
   } finally {
