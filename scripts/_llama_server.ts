@@ -2,6 +2,7 @@
 // llama-batched-bench built once from the source matching the prebuilt libraries
 // (`ensureLlamaSource()`) into .bench/llama-tools/ (shared by every checkout), and a
 // small streaming client for llama-server's /completion.
+import { pathExists } from "../src/llm/fs.ts";
 import { delay } from "../src/protocol/async.ts";
 import { ensureLlamaSource } from "../src/llm/llama_source.ts";
 import { prebuiltLibs, ROOT } from "./_bench_util.ts";
@@ -9,15 +10,6 @@ import { prebuiltLibs, ROOT } from "./_bench_util.ts";
 /** Where the tools are built (a cmake tree; binaries and shared libs in build/bin). */
 export const LLAMA_TOOLS = `${ROOT}.bench/llama-tools`;
 const TARGETS = ["llama-server", "llama-bench", "llama-batched-bench"];
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The directory of the built tools, building them first when the cache is empty (~10
@@ -27,8 +19,8 @@ function exists(path: string): boolean {
 export async function ensureLlamaTools(log: (m: string) => void): Promise<string> {
   const bin = `${LLAMA_TOOLS}/build/bin`;
   const marker = `${LLAMA_TOOLS}/BUILDING`;
-  const built = () => TARGETS.every((t) => exists(`${bin}/${t}`));
-  for (let waited = 0; exists(marker); waited++) {
+  const built = () => TARGETS.every((t) => pathExists(`${bin}/${t}`));
+  for (let waited = 0; pathExists(marker); waited++) {
     if (waited % 60 === 0) log(`waiting for the llama.cpp tools build in ${LLAMA_TOOLS}`);
     await delay(5000);
   }
@@ -128,7 +120,7 @@ export function umadCpuLibDir(): string {
 /** The llama-server binary when the tools were built, else null (`ensureLlamaTools`). */
 export function builtLlamaServer(): string | null {
   const bin = `${LLAMA_TOOLS}/build/bin`;
-  return exists(`${bin}/llama-server`) ? bin : null;
+  return pathExists(`${bin}/llama-server`) ? bin : null;
 }
 
 /** Starts llama-server on a free loopback port and waits until /health answers. */

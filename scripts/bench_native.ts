@@ -7,6 +7,7 @@
 // cores, plus the builds the first time: the native libraries ~3-8 min, llama.cpp's tools
 // ~10 min unless .bench/llama-tools has them, three libggml-cpu variants ~2 min each);
 // scripts/bench.ts calls benchNative() for `deno task bench --only native`.
+import { pathExists } from "../src/llm/fs.ts";
 import { delay } from "../src/protocol/async.ts";
 import { connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
@@ -50,15 +51,6 @@ function scratchDir(prefix: string): string {
   const dir = Deno.makeTempDirSync({ prefix });
   scratch.push(dir);
   return dir;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A prompt of about n tokens for the bench model's vocabulary (one token per word). */
@@ -146,11 +138,11 @@ const TOOLS = `${ROOT}.bench/llama-tools/build/bin`;
 async function ensureTools(): Promise<boolean> {
   const want = ["llama-bench", "llama-batched-bench", "llama-server"];
   const lock = `${ROOT}.bench/llama-tools/BUILDING`;
-  for (let waited = 0; exists(lock) && waited < 1800; waited += 10) {
+  for (let waited = 0; pathExists(lock) && waited < 1800; waited += 10) {
     if (waited === 0) log("another session is building llama.cpp's tools; waiting");
     await delay(10_000);
   }
-  if (want.every((t) => exists(`${TOOLS}/${t}`))) return true;
+  if (want.every((t) => pathExists(`${TOOLS}/${t}`))) return true;
   const src = await ensureLlamaSource({ log });
   const build = `${ROOT}.bench/llama-tools/build`;
   Deno.mkdirSync(build, { recursive: true });
@@ -188,7 +180,7 @@ async function ensureTools(): Promise<boolean> {
   } finally {
     Deno.removeSync(lock);
   }
-  return want.every((t) => exists(`${TOOLS}/${t}`));
+  return want.every((t) => pathExists(`${TOOLS}/${t}`));
 }
 
 /**
@@ -463,7 +455,7 @@ async function flagVariants(): Promise<Map<string, string>> {
   for (const [name, flags] of Object.entries(FLAG_VARIANTS)) {
     const build = `${FLAGS_DIR}/${name.replace(/[^A-Za-z0-9]+/g, "-").replace(/-$/, "")}`;
     const lib = `${build}/bin/libggml-cpu.so.0`;
-    if (!exists(lib)) {
+    if (!pathExists(lib)) {
       log(`building libggml-cpu with ${name}'s flags`);
       const common = [
         "-DCMAKE_BUILD_TYPE=Release",

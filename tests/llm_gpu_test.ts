@@ -6,6 +6,7 @@
  * the first decode compiles shaders (minutes on 2 busy cores; cached in
  * MESA_SHADER_CACHE_DIR, kept outside the clone), later ones run at a few tokens/s.
  */
+import { pathExists } from "../src/llm/fs.ts";
 import assert from "node:assert/strict";
 import { connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
@@ -14,22 +15,13 @@ import { libraryCandidates, prebuiltDir, prebuiltPackage } from "../src/llm/llam
 import { runUmad, startDaemon, type TestDaemon } from "./_daemon.ts";
 import { tinyModel } from "./llm_helpers.ts";
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The Vulkan package's directory: $UMAD_TEST_VULKAN_LIB, else one added to the user cache. */
 function vulkanLib(): string | null {
   const env = Deno.env.get("UMAD_TEST_VULKAN_LIB");
   if (env) return env;
   const pkg = prebuiltPackage("vulkan");
   const dir = pkg ? prebuiltDir(pkg) : null;
-  return dir && exists(`${dir}/.complete`) ? dir : null;
+  return dir && pathExists(`${dir}/.complete`) ? dir : null;
 }
 
 function lavapipe(): boolean {
@@ -45,7 +37,7 @@ function lavapipe(): boolean {
     "/usr/lib64/libvulkan.so.1",
     "/usr/lib/libvulkan.so.1",
   ]
-    .some(exists);
+    .some(pathExists);
   return icd && loader;
 }
 

@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { pathExists } from "./fs.ts";
 import { ConfigError } from "../protocol/errors.ts";
 import { cacheDir } from "./synthetic_model.ts";
 
@@ -510,15 +511,6 @@ export interface LibraryPrefs {
   present?: readonly LlamaBackend[];
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * The GPU backends this machine seems to have, from device nodes, without loading
  * anything: CUDA where the NVIDIA driver is (`/dev/nvidiactl`), Vulkan where a render
@@ -530,7 +522,7 @@ export function gpuHints(): LlamaBackend[] {
   const os = Deno.build.os;
   if (os === "darwin") return Deno.build.arch === "aarch64" ? ["metal"] : [];
   if (os === "windows") return ["cuda", "vulkan"];
-  const nvidia = exists("/dev/nvidiactl") || exists("/proc/driver/nvidia/version");
+  const nvidia = pathExists("/dev/nvidiactl") || pathExists("/proc/driver/nvidia/version");
   const render = (listDir("/dev/dri") ?? []).some((n) => n.startsWith("renderD"));
   const out: LlamaBackend[] = [];
   if (nvidia) out.push("cuda");

