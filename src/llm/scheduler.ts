@@ -162,6 +162,11 @@ export interface CacheStats {
   cells: number;
 }
 
+/** The prefix cache's counters before anything happened. */
+export function noCacheStats(): CacheStats {
+  return { hits: 0, misses: 0, tokensReused: 0, evictions: 0, sequences: 0, cells: 0 };
+}
+
 type State = "waiting" | "prefill" | "decode";
 
 class Live {
@@ -247,14 +252,7 @@ export class Scheduler {
   #freeIds: number[];
   #arrivals = 0;
   #steps = 0;
-  #stats: CacheStats = {
-    hits: 0,
-    misses: 0,
-    tokensReused: 0,
-    evictions: 0,
-    sequences: 0,
-    cells: 0,
-  };
+  #stats: CacheStats = noCacheStats();
   #spare = 0;
   /** Admission failed and nothing was freed since: waiting streams are no work yet. */
   #stalled = false;

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { noCacheStats } from "./scheduler.ts";
 import {
   type GenerateRequest,
   type Message,
@@ -217,14 +218,7 @@ class GenerateService implements LlmService {
   #prefillMs = 0;
   #kvCells = 0;
   #paused = 0;
-  #cache: StepStats["cache"] = {
-    hits: 0,
-    misses: 0,
-    tokensReused: 0,
-    evictions: 0,
-    sequences: 0,
-    cells: 0,
-  };
+  #cache: StepStats["cache"] = noCacheStats();
   #cost: StepStats["cost"] = null;
   #uma = new UmaCounters();
 
