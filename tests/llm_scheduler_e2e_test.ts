@@ -23,6 +23,7 @@ interface Metrics {
   prefill_ms: number;
   kv_cells_used: number;
   kv_cells_total: number;
+  kv_cells_span: number;
   active_streams: number;
   requests: Record<string, number>;
   prefix_cache: {
@@ -193,7 +194,11 @@ Deno.test("cancel and disconnect free a stream's cells, shared prefix cells incl
       temperature: 0,
     });
     await until(() => shared.tokens().length > 5 && own.tokens().length > 5, "both decoding");
-    assert.ok(metrics(llm).kv_cells_used > cells);
+    const busy = metrics(llm);
+    assert.ok(busy.kv_cells_used > cells);
+    // Every row scans the span: at least the cells in use, padded as llama.cpp pads n_kv.
+    assert.ok(busy.kv_cells_span >= busy.kv_cells_used, `span ${busy.kv_cells_span}`);
+    assert.equal(busy.kv_cells_span % 256, 0);
     shared.abort(reason);
     own.abort(reason);
     await Promise.all([shared.done(), own.done()]);

@@ -15,12 +15,18 @@ import {
   type StepPlan,
 } from "../src/llm/scheduler.ts";
 
-/** ms = fixed + perToken·tokens + perKcell·tokens·nKv/1024; it learns nothing. */
+/** ms = fixed + perToken·tokens + perKcell·tokens·min(nKv, spanCap)/1024; it learns nothing. */
 class FakeCost implements CostModel {
-  constructor(readonly fixed = 10, readonly perToken = 2, readonly perKcell = 0) {}
+  constructor(
+    readonly fixed = 10,
+    readonly perToken = 2,
+    readonly perKcell = 0,
+    readonly spanCap = Infinity,
+  ) {}
   maxTokensSeen = 1e9;
   predict(s: CallShape): number {
-    return this.fixed + this.perToken * s.tokens + (this.perKcell * s.tokens * s.nKv) / 1024;
+    const nKv = Math.min(s.nKv, this.spanCap);
+    return this.fixed + this.perToken * s.tokens + (this.perKcell * s.tokens * nKv) / 1024;
   }
   /** A call's shape as the scheduler would describe it (attention is not priced here). */
   static rows(tokens: number, nKv: number): CallShape {
@@ -350,6 +356,47 @@ Deno.test("scheduler: a cached sequence goes once it has cost decoding as much a
   t.finish(0, true);
   for (let i = 0; i < 1000; i++) step(t);
   assert.equal(t.cacheStats.sequences, 1);
+});
+
+Deno.test("scheduler: once cached prompts go unused, a new one is dropped sooner; reuse brings the full rent back", () => {
+  // Attention costs a token 1 ms per 1024 cells, however far the growing streams reach,
+  // so recomputing a 1000-token prompt always costs the same.
+  const cost = new FakeCost(10, 2, 1, 1024);
+  const s = scheduler({ cost, latencyBudget: Infinity, nCtx: 65536 });
+  decoding(s, 6);
+  let key = 100;
+  /** Caches a fresh 1000-token prompt; steps until it is dropped. */
+  const lifetime = (salt: number) => {
+    const k = key++;
+    s.add({ key: k, prompt: tokens(1000, salt), priority: "interactive", cachePrompt: true });
+    while (!step(s).sampled.includes(k));
+    s.finish(k, true);
+    const before = s.cacheStats.evictions;
+    let steps = 0;
+    while (s.cacheStats.evictions === before && steps < 5000) {
+      step(s);
+      steps++;
+    }
+    return steps;
+  };
+  const first = lifetime(1);
+  for (let i = 2; i < 6; i++) lifetime(i);
+  const later = lifetime(6);
+  assert.ok(s.cacheStats.reuseRate < 0.3, `rate ${s.cacheStats.reuseRate}`);
+  assert.ok(later * 2 < first, `first held ${first} steps, after 5 unused ones ${later}`);
+  // A chat's turns: each new prompt extends the last one, which is reused whole.
+  let history = tokens(1000, 50);
+  for (let turn = 0; turn < 6; turn++) {
+    const k = key++;
+    history = Int32Array.from([...history, ...tokens(300, 60 + turn)]);
+    s.add({ key: k, prompt: history, priority: "interactive", cachePrompt: true });
+    while (!step(s).sampled.includes(k));
+    if (turn > 0) {
+      assert.ok(s.cachedTokens(k) >= history.length - 301, `turn ${turn}: ${s.cachedTokens(k)}`);
+    }
+    s.finish(k, true);
+  }
+  assert.ok(s.cacheStats.reuseRate > 0.5, `rate after reuse ${s.cacheStats.reuseRate}`);
 });
 
 Deno.test("scheduler: paused streams get no row but keep their cells", () => {

@@ -351,9 +351,11 @@ Deno.test("metrics count tokens, outcomes and latency percentiles", async () => 
   assert.equal(m.active_streams, 0);
   assert.equal(m.queue_depth, 0);
   // What the finished streams left is kept as cached prefixes, and nothing else.
-  const cache = m.prefix_cache as { sequences: number; cells: number };
+  const cache = m.prefix_cache as { sequences: number; cells: number; reuse_rate: number };
   assert.equal(cache.sequences, 4);
   assert.equal(m.kv_cells_used, cache.cells);
+  // Four prompts cached and none reused yet: the rate fell from the prior of 1.
+  assert.ok(cache.reuse_rate > 0 && cache.reuse_rate < 1, `reuse_rate ${cache.reuse_rate}`);
   const ttft = m.ttft_ms as { count: number; p50: number; p99: number };
   assert.equal(ttft.count, 4);
   assert.ok(ttft.p99 >= ttft.p50 && ttft.p50 > 0);

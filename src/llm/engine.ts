@@ -282,6 +282,7 @@ export class Engine {
       draftsAccepted: 0,
       prefillTokens: 0,
       kvCells: 0,
+      kvSpan: 0,
       decodeMs: 0,
       prefillMs: 0,
       cache: this.scheduler.cacheStats,
@@ -441,6 +442,7 @@ export class Engine {
     }
     const stats = this.#stats;
     stats.kvCells = this.scheduler.kvCellsUsed;
+    stats.kvSpan = this.scheduler.kvSpan;
     stats.cache = this.scheduler.cacheStats;
     stats.cost = this.#cost.coefficients();
     this.#stats = this.#noStats();

@@ -227,6 +227,8 @@ export interface StepStats {
   prefillTokens: number;
   /** KV cells in use (cached prefixes included). */
   kvCells: number;
+  /** The span of cells a decode call attends over (unified KV; 0 in deterministic mode). */
+  kvSpan: number;
   /** Time of calls holding decode rows (their prompt rows included), through sampling. */
   decodeMs: number;
   /** Time of calls holding prompt rows only. */

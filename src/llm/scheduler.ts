@@ -19,10 +19,13 @@
  * longest prefix of its prompt already in KV. Default mode shares the cells of finished
  * streams kept as cached sequences and of live streams (`llama_memory_seq_cp`, no copy);
  * a cached sequence is dropped least recently used first when cells or sequence ids run
- * out, and also once holding it has cost the decoding streams as much time as
- * recomputing it would (every cell in use slows every row's attention: ski rental, at
- * most twice the best offline choice). Deterministic mode reuses only a free sequence's
- * own previous tokens, which recomputing would give bit for bit.
+ * out, and also once holding it has cost the decoding streams what recomputing it is
+ * expected to save (every cell in use slows every row's attention): ski rental, with the
+ * recompute cost weighed by how much of what was cached lately was reused
+ * ({@linkcode ReuseRate}), so a chat's history is kept as long as it would cost to
+ * recompute while one-off prompts that nobody reuses are dropped within seconds.
+ * Deterministic mode reuses only a free sequence's own previous tokens, which
+ * recomputing would give bit for bit.
  *
  * Order: interactive before batch, oldest first within a class; every 4th step looks at
  * age alone so batch prompts are never starved. The first prompt in order gets 3/4 of a
@@ -55,6 +58,54 @@ export const EXPLORE_TOKENS = 4;
 export const FOLLOW_MIN = 16;
 /** Shorter matches (a BOS token, a common first word) are not worth a shared prefix. */
 export const MIN_REUSE = 4;
+/** Tokens cached after which what was cached before counts half in the reuse rate. */
+export const REUSE_HALF_LIFE = 8192;
+/** The reuse rate starts as if this many tokens had been cached and all of them reused. */
+export const REUSE_PRIOR = 1024;
+/** The reuse rate never goes below this: a cached sequence always gets some chance. */
+export const REUSE_FLOOR = 0.05;
+
+/**
+ * How much of what the prefix cache took in lately came back: tokens new streams reused
+ * from cached sequences over tokens cached, both decaying by half every
+ * {@linkcode REUSE_HALF_LIFE} tokens cached, from a prior of full reuse. It scales the
+ * ski-rental threshold: holding a sequence is worth its recompute cost times the chance
+ * that it is used.
+ *
+ * @example
+ * ```ts
+ * import { ReuseRate } from "./scheduler.ts";
+ * const r = new ReuseRate();
+ * console.log(r.rate); // 1: no evidence yet
+ * for (let i = 0; i < 20; i++) r.cached(512); // one-off prompts, never reused
+ * console.log(r.rate); // 0.05: the floor
+ * r.reused(512);
+ * r.cached(1024); // a chat's turn, then the next one
+ * r.reused(1024);
+ * console.log(r.rate > 0.2); // true
+ * ```
+ */
+export class ReuseRate {
+  #cached = REUSE_PRIOR;
+  #reused = REUSE_PRIOR;
+
+  /** A sequence of `tokens` tokens entered the cache. */
+  cached(tokens: number): void {
+    const f = 0.5 ** (tokens / REUSE_HALF_LIFE);
+    this.#cached = this.#cached * f + tokens;
+    this.#reused *= f;
+  }
+
+  /** A new stream reused `tokens` cached tokens. */
+  reused(tokens: number): void {
+    this.#reused += tokens;
+  }
+
+  /** Reused over cached, between {@linkcode REUSE_FLOOR} and 1. */
+  get rate(): number {
+    return Math.max(REUSE_FLOOR, Math.min(1, this.#reused / this.#cached));
+  }
+}
 
 /** Settings of a {@linkcode Scheduler}. */
 export interface SchedulerOptions {
@@ -160,11 +211,21 @@ export interface CacheStats {
   sequences: number;
   /** Cells only cached sequences hold. */
   cells: number;
+  /** How much of what was cached lately was reused ({@linkcode ReuseRate}, 0 to 1). */
+  reuseRate: number;
 }
 
 /** The prefix cache's counters before anything happened. */
 export function noCacheStats(): CacheStats {
-  return { hits: 0, misses: 0, tokensReused: 0, evictions: 0, sequences: 0, cells: 0 };
+  return {
+    hits: 0,
+    misses: 0,
+    tokensReused: 0,
+    evictions: 0,
+    sequences: 0,
+    cells: 0,
+    reuseRate: 1,
+  };
 }
 
 type State = "waiting" | "prefill" | "decode";
@@ -258,6 +319,7 @@ export class Scheduler {
   #stalled = false;
   /** Followers that prefill the shared part themselves after all: 0 cached tokens. */
   #uncached: number[] = [];
+  readonly #reuse = new ReuseRate();
 
   /** A scheduler with nothing to do yet. */
   constructor(o: SchedulerOptions) {
@@ -315,13 +377,22 @@ export class Scheduler {
     return n;
   }
 
+  /**
+   * The span of cells every row of a decode call attends over (llama.cpp's `n_kv`: one
+   * past the highest cell in use, padded); 0 in deterministic mode, whose sequences each
+   * have a KV stream of their own.
+   */
+  get kvSpan(): number {
+    return this.#kv ? this.#kv.span : 0;
+  }
+
   /** The prefix cache's counters, and what it holds now. */
   get cacheStats(): CacheStats {
     let cells = 0;
     for (const c of this.#cached.values()) {
       cells += this.#kv ? this.#kv.ownCells(c.seq) : c.tokens.length;
     }
-    return { ...this.#stats, sequences: this.#cached.size, cells };
+    return { ...this.#stats, sequences: this.#cached.size, cells, reuseRate: this.#reuse.rate };
   }
 
   /**
@@ -411,6 +482,7 @@ export class Scheduler {
     free.splice(free.indexOf(best), 1);
     const c = this.#cached.get(best);
     if (c) {
+      if (bestN > 0) this.#reuse.reused(bestN);
       this.#cached.delete(best);
       if (bestN < c.tokens.length) plan.memory.push({ op: "rm", seq: best, from: bestN });
       if (bestN === 0) this.#stats.evictions++;
@@ -477,6 +549,11 @@ export class Scheduler {
       this.#evictLru(plan, keep);
     }
     let id: number;
+    if (fromCache) {
+      this.#reuse.reused(n);
+      // What was reused paid off: its share of the rent starts over.
+      fromCache.rent *= 1 - n / fromCache.tokens.length;
+    }
     if (fromCache && (fromCache.tokens.length <= n + 1 || this.#freeIds.length === 0)) {
       id = fromCache.seq;
       this.#cached.delete(id);
@@ -568,9 +645,10 @@ export class Scheduler {
   #planUnified(plan: StepPlan, paused: (key: number) => boolean) {
     const kv = this.#kv!;
     this.#resolveFollowers(plan.memory);
-    // Ski rental: a cached sequence goes once it has cost as much as recomputing it.
+    // Ski rental: a cached sequence goes once it has cost what recomputing it would save.
+    const rate = this.#reuse.rate;
     for (const c of [...this.#cached.values()]) {
-      if (c.rent > 0 && c.rent >= this.#recomputeMs(c)) this.#drop(c, plan.memory);
+      if (c.rent > 0 && c.rent >= rate * this.#recomputeMs(c)) this.#drop(c, plan.memory);
     }
     const decoding = this.#ordered(["decode"], false).filter((s) => !paused(s.key));
     // Every decoding stream needs a cell; cached sequences go first, then the youngest streams.
@@ -946,6 +1024,7 @@ export class Scheduler {
         }
       }
       this.#cached.set(s.seq, new Cached(s.seq, tokens, this.#steps));
+      this.#reuse.cached(tokens.length);
       if (this.o.deterministic) this.#freeIds.push(s.seq);
       return;
     }

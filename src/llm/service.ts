@@ -217,6 +217,7 @@ class GenerateService implements LlmService {
   #decodeMs = 0;
   #prefillMs = 0;
   #kvCells = 0;
+  #kvSpan = 0;
   #paused = 0;
   #cache: StepStats["cache"] = noCacheStats();
   #cost: StepStats["cost"] = null;
@@ -414,6 +415,7 @@ class GenerateService implements LlmService {
     this.#decodeMs += s.decodeMs;
     this.#prefillMs += s.prefillMs;
     this.#kvCells = s.kvCells;
+    this.#kvSpan = s.kvSpan;
     this.#cache = s.cache;
     this.#cost = s.cost;
   }
@@ -603,6 +605,7 @@ class GenerateService implements LlmService {
         lookup_drafts: { decoded: this.#drafts, accepted: this.#draftsAccepted },
         kv_cells_used: this.#kvCells,
         kv_cells_total: this.info.n_ctx_total,
+        kv_cells_span: this.#kvSpan,
         prefix_cache: {
           hits: this.#cache.hits,
           misses: this.#cache.misses,
@@ -610,6 +613,7 @@ class GenerateService implements LlmService {
           evictions: this.#cache.evictions,
           sequences: this.#cache.sequences,
           cells: this.#cache.cells,
+          reuse_rate: round3(this.#cache.reuseRate),
         },
         cost_model: this.#cost && {
           fixed_ms: round3(this.#cost.fixed),
