@@ -23,7 +23,7 @@
  * expected to save (every cell in use slows every row's attention): ski rental, with the
  * recompute cost weighed by how much of what was cached lately was reused
  * ({@linkcode ReuseRate}), so a chat's history is kept as long as it would cost to
- * recompute while one-off prompts that nobody reuses are dropped within seconds.
+ * recompute while one-off prompts that nobody reuses go several times sooner.
  * Deterministic mode reuses only a free sequence's own previous tokens, which
  * recomputing would give bit for bit.
  *
