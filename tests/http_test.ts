@@ -608,19 +608,22 @@ withHttpDaemon("a daemon that stops ends an HTTP stream in-band and exits cleanl
   try {
     const res = await uf.fetch("http://localhost/v1/chat/completions", {
       method: "POST",
-      body: JSON.stringify({ messages: CHAT, max_tokens: 100_000, stream: true }),
+      body: JSON.stringify({ messages: CHAT, max_tokens: 100_000, stream: true, seed: 1 }),
     });
+    let all = "";
     const text = (async () => {
-      let all = "";
       try {
         for await (const c of res.body!.pipeThrough(new TextDecoderStream())) all += c;
       } catch { /* the connection closed */ }
       return all;
     })();
-    await delay(200);
+    // Stop once tokens flow: a fixed wait let the tiny model fill its context and finish
+    // the stream first on a fast moment.
+    const deadline = Date.now() + 10_000;
+    while (!all.includes('"content"') && Date.now() < deadline) await delay(5);
     const status = await d.stop();
     assert.equal(status.code, 0);
-    const all = await text;
+    await text;
     const last = all.trim().split("\n\n").at(-1) ?? "";
     assert.match(last, /^data: \{"error":\{"message":"The daemon is shutting down"/, last);
     assert.ok(!all.includes("[DONE]"));
