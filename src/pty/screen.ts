@@ -9,6 +9,7 @@
 import xtermHeadless from "@xterm/headless";
 import serializeAddon from "@xterm/addon-serialize";
 import { AnsiStripper, MatcherSet, TextMatcher } from "./output_matcher.ts";
+import { captureRows } from "./capture_rows.ts";
 import { BYTES_PER_CELL } from "./emulator.ts";
 
 const { Terminal } = xtermHeadless;
@@ -231,51 +232,13 @@ export class Screen {
     const buf = term.buffer.active;
     const first = Math.max(0, buf.baseY + (start ?? 0));
     const last = Math.min(buf.length - 1, buf.baseY + (end ?? term.rows - 1));
-    let data = "";
-    if (last >= first) {
-      if (format === "text") {
-        const lines: string[] = [];
-        for (let y = first; y <= last; y++) {
-          // Blanks a program wrote count as trailing blanks too (xterm trims only empty cells).
-          lines.push((buf.getLine(y)?.translateToString(true) ?? "").replace(/ +$/, ""));
-        }
-        data = lines.join("\n") + "\n";
-      } else {
-        data = this.#ansiRange(first, last) + "\x1b[0m\n";
-      }
-    }
+    const data = last >= first ? captureRows(buf, first, last, format === "ansi") : "";
     return {
       data,
       cols: term.cols,
       rows: term.rows,
       cursor: { x: buf.cursorX, y: buf.cursorY },
     };
-  }
-
-  #ansiRange(first: number, last: number): string {
-    const byRange = (this.#serializer as unknown as {
-      _serializeBufferByRange?: (
-        t: HeadlessTerminal,
-        b: unknown,
-        r: { start: number; end: number },
-        excludeFinalCursor: boolean,
-      ) => string;
-    })._serializeBufferByRange;
-    // The public range option serializes the primary buffer only; the active one is wanted.
-    if (typeof byRange === "function") {
-      return byRange.call(
-        this.#serializer,
-        this.term,
-        this.term.buffer.active,
-        { start: first, end: last },
-        true,
-      );
-    }
-    return this.#serializer.serialize({
-      range: { start: first, end: last },
-      excludeModes: true,
-      excludeAltBuffer: true,
-    });
   }
 
   /**
