@@ -382,8 +382,25 @@ Deno.test("scheduler: once cached prompts go unused, a new one is dropped sooner
   const first = lifetime(1);
   for (let i = 2; i < 6; i++) lifetime(i);
   const later = lifetime(6);
-  assert.ok(s.cacheStats.reuseRate < 0.3, `rate ${s.cacheStats.reuseRate}`);
+  assert.ok(s.cacheStats.reuseRate.prompt < 0.3, `rate ${s.cacheStats.reuseRate.prompt}`);
   assert.ok(later * 2 < first, `first held ${first} steps, after 5 unused ones ${later}`);
+  // A chat's history is weighed by the chats' own rate: the unused prompts did not touch it.
+  assert.equal(s.cacheStats.reuseRate.chat, 1);
+  const chatLife = (() => {
+    const k = key++;
+    const p = tokens(1000, 40);
+    s.add({ key: k, prompt: p, priority: "interactive", cachePrompt: true, cacheClass: "chat" });
+    while (!step(s).sampled.includes(k));
+    s.finish(k, true);
+    const before = s.cacheStats.evictions;
+    let steps = 0;
+    while (s.cacheStats.evictions === before && steps < 5000) {
+      step(s);
+      steps++;
+    }
+    return steps;
+  })();
+  assert.ok(chatLife > later * 2, `a chat's history held ${chatLife} steps, a prompt ${later}`);
   // A chat's turns: each new prompt extends the last one, which is reused whole.
   let history = tokens(1000, 50);
   for (let turn = 0; turn < 6; turn++) {
@@ -396,7 +413,10 @@ Deno.test("scheduler: once cached prompts go unused, a new one is dropped sooner
     }
     s.finish(k, true);
   }
-  assert.ok(s.cacheStats.reuseRate > 0.5, `rate after reuse ${s.cacheStats.reuseRate}`);
+  assert.ok(
+    s.cacheStats.reuseRate.prompt > 0.5,
+    `rate after reuse ${s.cacheStats.reuseRate.prompt}`,
+  );
 });
 
 Deno.test("scheduler: paused streams get no row but keep their cells", () => {

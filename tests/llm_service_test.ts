@@ -351,11 +351,18 @@ Deno.test("metrics count tokens, outcomes and latency percentiles", async () => 
   assert.equal(m.active_streams, 0);
   assert.equal(m.queue_depth, 0);
   // What the finished streams left is kept as cached prefixes, and nothing else.
-  const cache = m.prefix_cache as { sequences: number; cells: number; reuse_rate: number };
+  const cache = m.prefix_cache as {
+    sequences: number;
+    cells: number;
+    reuse_rate: { chat: number; prompt: number };
+  };
   assert.equal(cache.sequences, 4);
   assert.equal(m.kv_cells_used, cache.cells);
-  // Four prompts cached and none reused yet: the rate fell from the prior of 1.
-  assert.ok(cache.reuse_rate > 0 && cache.reuse_rate < 1, `reuse_rate ${cache.reuse_rate}`);
+  // Four prompts cached and none reused yet: their rate fell from the prior of 1; no chat
+  // was cached, so the chats' rate is untouched.
+  const rate = cache.reuse_rate;
+  assert.ok(rate.prompt > 0 && rate.prompt < 1, `reuse_rate ${JSON.stringify(rate)}`);
+  assert.equal(rate.chat, 1);
   const ttft = m.ttft_ms as { count: number; p50: number; p99: number };
   assert.equal(ttft.count, 4);
   assert.ok(ttft.p99 >= ttft.p50 && ttft.p50 > 0);

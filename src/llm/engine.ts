@@ -387,6 +387,7 @@ export class Engine {
       prompt,
       priority: params.priority,
       cachePrompt: params.cachePrompt,
+      cacheClass: msg.messages ? "chat" : "prompt",
     });
     this.#o.emit([{ rid, kind: "started", prompt_tokens: prompt.length }]);
   }

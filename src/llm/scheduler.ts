@@ -141,7 +141,16 @@ export interface StreamSpec {
   priority: Priority;
   /** Reuse and leave behind cached prefixes (the request's `cache_prompt`). */
   cachePrompt: boolean;
+  /** Whose reuse rate its cached prefix is weighed by (default `"prompt"`). */
+  cacheClass?: CacheClass;
 }
+
+/**
+ * Kinds of request whose cached prefixes are reused differently: a chat's history comes
+ * back with its next turn; a raw prompt often never does. Each has its own reuse rate, so
+ * a storm of one-off prompts does not shorten how long chats are kept.
+ */
+export type CacheClass = "chat" | "prompt";
 
 /** What a row of a decode call is for. */
 export type RowKind = "decode" | "prompt" | "draft" | "filler";
@@ -211,8 +220,8 @@ export interface CacheStats {
   sequences: number;
   /** Cells only cached sequences hold. */
   cells: number;
-  /** How much of what was cached lately was reused ({@linkcode ReuseRate}, 0 to 1). */
-  reuseRate: number;
+  /** How much of what was cached lately was reused, per class ({@linkcode ReuseRate}, 0 to 1). */
+  reuseRate: Record<CacheClass, number>;
 }
 
 /** The prefix cache's counters before anything happened. */
@@ -224,7 +233,7 @@ export function noCacheStats(): CacheStats {
     evictions: 0,
     sequences: 0,
     cells: 0,
-    reuseRate: 1,
+    reuseRate: { chat: 1, prompt: 1 },
   };
 }
 
@@ -235,6 +244,7 @@ class Live {
   readonly prompt: Int32Array;
   readonly priority: Priority;
   readonly cachePrompt: boolean;
+  readonly cacheClass: CacheClass;
   readonly arrival: number;
   /** Prompt, then each sampled token; tokens [0, nPast) are in KV. */
   readonly tokens: TokenHistory;
@@ -252,6 +262,7 @@ class Live {
     this.prompt = spec.prompt;
     this.priority = spec.priority;
     this.cachePrompt = spec.cachePrompt;
+    this.cacheClass = spec.cacheClass ?? "prompt";
     this.arrival = arrival;
     this.tokens = new TokenHistory(spec.prompt, spec.prompt.length + 256);
   }
@@ -271,6 +282,7 @@ class Cached {
     readonly seq: number,
     readonly tokens: Int32Array,
     public lastUsed: number,
+    readonly cacheClass: CacheClass,
   ) {}
   /** Decode time its cells have cost others so far (ms, ski rental). */
   rent = 0;
@@ -319,7 +331,10 @@ export class Scheduler {
   #stalled = false;
   /** Followers that prefill the shared part themselves after all: 0 cached tokens. */
   #uncached: number[] = [];
-  readonly #reuse = new ReuseRate();
+  readonly #reuse: Record<CacheClass, ReuseRate> = {
+    chat: new ReuseRate(),
+    prompt: new ReuseRate(),
+  };
 
   /** A scheduler with nothing to do yet. */
   constructor(o: SchedulerOptions) {
@@ -392,7 +407,12 @@ export class Scheduler {
     for (const c of this.#cached.values()) {
       cells += this.#kv ? this.#kv.ownCells(c.seq) : c.tokens.length;
     }
-    return { ...this.#stats, sequences: this.#cached.size, cells, reuseRate: this.#reuse.rate };
+    return {
+      ...this.#stats,
+      sequences: this.#cached.size,
+      cells,
+      reuseRate: { chat: this.#reuse.chat.rate, prompt: this.#reuse.prompt.rate },
+    };
   }
 
   /**
@@ -482,7 +502,7 @@ export class Scheduler {
     free.splice(free.indexOf(best), 1);
     const c = this.#cached.get(best);
     if (c) {
-      if (bestN > 0) this.#reuse.reused(bestN);
+      if (bestN > 0) this.#reuse[c.cacheClass].reused(bestN);
       this.#cached.delete(best);
       if (bestN < c.tokens.length) plan.memory.push({ op: "rm", seq: best, from: bestN });
       if (bestN === 0) this.#stats.evictions++;
@@ -550,7 +570,7 @@ export class Scheduler {
     }
     let id: number;
     if (fromCache) {
-      this.#reuse.reused(n);
+      this.#reuse[fromCache.cacheClass].reused(n);
       // What was reused paid off: its share of the rent starts over.
       fromCache.rent *= 1 - n / fromCache.tokens.length;
     }
@@ -646,8 +666,8 @@ export class Scheduler {
     const kv = this.#kv!;
     this.#resolveFollowers(plan.memory);
     // Ski rental: a cached sequence goes once it has cost what recomputing it would save.
-    const rate = this.#reuse.rate;
     for (const c of [...this.#cached.values()]) {
+      const rate = this.#reuse[c.cacheClass].rate;
       if (c.rent > 0 && c.rent >= rate * this.#recomputeMs(c)) this.#drop(c, plan.memory);
     }
     const decoding = this.#ordered(["decode"], false).filter((s) => !paused(s.key));
@@ -1023,8 +1043,8 @@ export class Scheduler {
           this.#stats.evictions--; // replaced, not evicted
         }
       }
-      this.#cached.set(s.seq, new Cached(s.seq, tokens, this.#steps));
-      this.#reuse.cached(tokens.length);
+      this.#cached.set(s.seq, new Cached(s.seq, tokens, this.#steps, s.cacheClass));
+      this.#reuse[s.cacheClass].cached(tokens.length);
       if (this.o.deterministic) this.#freeIds.push(s.seq);
       return;
     }

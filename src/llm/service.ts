@@ -613,7 +613,10 @@ class GenerateService implements LlmService {
           evictions: this.#cache.evictions,
           sequences: this.#cache.sequences,
           cells: this.#cache.cells,
-          reuse_rate: round3(this.#cache.reuseRate),
+          reuse_rate: {
+            chat: round3(this.#cache.reuseRate.chat),
+            prompt: round3(this.#cache.reuseRate.prompt),
+          },
         },
         cost_model: this.#cost && {
           fixed_ms: round3(this.#cost.fixed),
