@@ -9,6 +9,7 @@
 // - chat: three turns over a 1200-token history, prefix cache vs llama-server's;
 // - shared: 8 streams sharing a 1000-token system prompt: KV cells vs one stream.
 import { delay } from "../src/protocol/async.ts";
+import { xorshift } from "../tests/_random.ts";
 import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
@@ -43,21 +44,8 @@ const r1 = (x: number) => fmt(x, 1);
 const r2 = (x: number) => fmt(x, 2);
 const ms = (x: number) => `${Math.round(x)}`;
 
-/** Deterministic pseudo-random numbers (xorshift), so both servers get the same prompts. */
-function rng(seed: number): () => number {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
-}
-
 function letters(n: number, seed: number): string {
-  const r = rng(seed);
+  const r = xorshift(seed);
   let out = "";
   for (let i = 0; i < n; i++) out += String.fromCharCode(97 + Math.floor(r() * 26));
   return out;
@@ -79,7 +67,7 @@ function words(n: number, seed: number): string {
     "father",
     "mother",
   ];
-  const r = rng(seed);
+  const r = xorshift(seed);
   return Array.from({ length: n }, () => pool[Math.floor(r() * pool.length)]).join(" ");
 }
 

@@ -366,9 +366,10 @@ Deno.test("scheduler: once cached prompts go unused, a new one is dropped sooner
   decoding(s, 6);
   let key = 100;
   /** Caches a fresh 1000-token prompt; steps until it is dropped. */
-  const lifetime = (salt: number) => {
+  const lifetime = (salt: number, cacheClass: "chat" | "prompt" = "prompt") => {
     const k = key++;
-    s.add({ key: k, prompt: tokens(1000, salt), priority: "interactive", cachePrompt: true });
+    const prompt = tokens(1000, salt);
+    s.add({ key: k, prompt, priority: "interactive", cachePrompt: true, cacheClass });
     while (!step(s).sampled.includes(k));
     s.finish(k, true);
     const before = s.cacheStats.evictions;
@@ -386,20 +387,7 @@ Deno.test("scheduler: once cached prompts go unused, a new one is dropped sooner
   assert.ok(later * 2 < first, `first held ${first} steps, after 5 unused ones ${later}`);
   // A chat's history is weighed by the chats' own rate: the unused prompts did not touch it.
   assert.equal(s.cacheStats.reuseRate.chat, 1);
-  const chatLife = (() => {
-    const k = key++;
-    const p = tokens(1000, 40);
-    s.add({ key: k, prompt: p, priority: "interactive", cachePrompt: true, cacheClass: "chat" });
-    while (!step(s).sampled.includes(k));
-    s.finish(k, true);
-    const before = s.cacheStats.evictions;
-    let steps = 0;
-    while (s.cacheStats.evictions === before && steps < 5000) {
-      step(s);
-      steps++;
-    }
-    return steps;
-  })();
+  const chatLife = lifetime(40, "chat");
   assert.ok(chatLife > later * 2, `a chat's history held ${chatLife} steps, a prompt ${later}`);
   // A chat's turns: each new prompt extends the last one, which is reused whole.
   let history = tokens(1000, 50);

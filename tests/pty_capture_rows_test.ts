@@ -7,25 +7,13 @@
 import assert from "node:assert/strict";
 import xtermHeadless from "@xterm/headless";
 import { type CaptureBuffer, captureRows, sgrBetween } from "../src/pty/capture_rows.ts";
+import { xorshift } from "./_random.ts";
 
 const { Terminal } = xtermHeadless;
 type Term = InstanceType<typeof Terminal>;
 
 function write(t: Term, s: string): Promise<void> {
   return new Promise((r) => t.write(s, r));
-}
-
-/** Deterministic pseudo-random numbers (xorshift). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
 }
 
 const PIECES = ["a", "Z", "7", " ", "  ", "你", "好", "é", "e\u0301", "🙂", "\t", "-", "_"];
@@ -61,7 +49,7 @@ const SGRS = [
 /** A terminal after a few hundred random writes: text, attributes, wraps, moves, erases. */
 async function randomScreen(seed: number, cols = 17, rows = 6): Promise<Term> {
   const t = new Terminal({ cols, rows, scrollback: 50, allowProposedApi: true, logLevel: "off" });
-  const r = rng(seed);
+  const r = xorshift(seed);
   const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)];
   let s = "";
   for (let i = 0; i < 400; i++) {
