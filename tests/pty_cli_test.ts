@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { startPtyDaemon } from "./pty_helpers.ts";
 import { delay } from "../src/protocol/async.ts";
+import { decodePayload, encodeMessageFrame } from "../src/protocol/codec.ts";
+import { RelayFrames } from "../src/cli/relay.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = `${ROOT}main.ts`;
@@ -461,4 +463,35 @@ Deno.test({
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
+});
+
+Deno.test("the relay's fast frames are the codec's bytes, and what it does not know goes to the codec", () => {
+  const f = new RelayFrames("build", "a");
+  for (const n of [0, 1, 3, 64, 255]) {
+    const data = Uint8Array.from({ length: n }, (_, i) => (i * 7) & 0xff);
+    const want = encodeMessageFrame({ type: "pty.input", session: "build", data }, "msgpack");
+    assert.deepEqual(f.input(data), want, `${n} bytes`);
+  }
+  assert.equal(f.input(new Uint8Array(256)), null, "a paste: the codec frames it");
+  // Output: nothing is known until the codec decoded one and writes it back the same.
+  const out = (m: Record<string, unknown>) => encodeMessageFrame(m as never, "msgpack").subarray(4);
+  const echo = out({ event: "pty.output", id: "a", session: "s1", data: new Uint8Array([104]) });
+  assert.equal(f.output(echo), null);
+  f.learn(echo, decodePayload(echo).message);
+  const next = out({
+    event: "pty.output",
+    id: "a",
+    session: "s1",
+    data: new Uint8Array([105, 106]),
+  });
+  assert.deepEqual(f.output(next), new Uint8Array([105, 106]));
+  // Another session, another attach id, another event, or a field more: the codec decodes it.
+  for (
+    const other of [
+      { event: "pty.output", id: "a", session: "s2", data: new Uint8Array([1]) },
+      { event: "pty.output", id: "b", session: "s1", data: new Uint8Array([1]) },
+      { event: "pty.snapshot", id: "a", session: "s1", data: new Uint8Array([1]) },
+      { event: "pty.output", id: "a", session: "s1", data: new Uint8Array([1]), seq: 3 },
+    ]
+  ) assert.equal(f.output(out(other)), null, JSON.stringify(other.event));
 });

@@ -41,6 +41,57 @@ export function waitFds(fds: readonly number[], timeoutMs: number): Ready[] {
 }
 
 /**
+ * {@linkcode waitFds} over a fixed set of fds with nothing allocated per wait, for a loop
+ * that waits on the same fds for every key (the attach relay).
+ *
+ * @example
+ * ```ts ignore
+ * const p = new FdPoll([sock.fd, 0]);
+ * const ready = p.wait(100);
+ * if (ready & FdPoll.readable(1)) readFd(0, buf);
+ * ```
+ */
+export class FdPoll {
+  readonly #buf: Uint8Array;
+  readonly #view: DataView;
+  readonly #count: bigint;
+
+  /** A poll set over `fds`, each waited on for input. */
+  constructor(readonly fds: readonly number[]) {
+    this.#buf = new Uint8Array(8 * fds.length);
+    this.#view = new DataView(this.#buf.buffer);
+    fds.forEach((fd, i) => {
+      this.#view.setInt32(8 * i, fd, true);
+      this.#view.setInt16(8 * i + 4, C.POLLIN, true);
+    });
+    this.#count = BigInt(fds.length);
+  }
+
+  /** The bit of {@linkcode wait}'s answer saying fd number `i` of the set is readable. */
+  static readable(i: number): number {
+    return 1 << (2 * i);
+  }
+
+  /** The bit saying fd number `i` hung up or failed. */
+  static closed(i: number): number {
+    return 2 << (2 * i);
+  }
+
+  /** Waits up to `timeoutMs` for input; the bits of the fds that are ready (0: timed out). */
+  wait(timeoutMs: number): number {
+    const n = libc().poll_here(this.#buf, this.#count, timeoutMs);
+    if (n <= 0) return 0;
+    let bits = 0;
+    for (let i = 0; i < this.fds.length; i++) {
+      const r = this.#view.getInt16(8 * i + 6, true);
+      if (r & C.POLLIN) bits |= 1 << (2 * i);
+      if (r & (C.POLLHUP | C.POLLERR | C.POLLNVAL)) bits |= 2 << (2 * i);
+    }
+    return bits;
+  }
+}
+
+/**
  * Reads what is available from `fd` into `buf` (call after {@linkcode waitFds} said it
  * is readable, so it does not block). Returns the byte count, 0 at end of input, or -1
  * when nothing was there after all (EAGAIN, EINTR).
