@@ -81,6 +81,8 @@ export class Screen {
   #stripper: AnsiStripper | undefined;
   #dirtyStart = Infinity;
   #dirtyEnd = -1;
+  /** Writes and `after` calls xterm has not run the callbacks of yet. */
+  #queued = 0;
   /** Called when a program sets the window title. */
   onTitle: (title: string) => void = () => {};
 
@@ -161,13 +163,25 @@ export class Screen {
 
   /** Parses `data`; `done` runs after it is parsed and pending waits were checked. */
   write(data: Uint8Array, done: (matched: [number, string][]) => void): void {
+    this.#queued++;
     // Waits are looked at once parsed: one added meanwhile has not seen this data yet.
-    this.term.write(data, () => done(this.#waits.size > 0 ? this.#checkWaits(data) : []));
+    this.term.write(data, () => {
+      this.#queued--;
+      done(this.#waits.size > 0 ? this.#checkWaits(data) : []);
+    });
   }
 
-  /** Runs `fn` after everything written so far is parsed. */
+  /**
+   * Runs `fn` after everything written so far is parsed: now when nothing is queued
+   * (xterm would run it from a timer, a millisecond later), else in turn after the rest.
+   */
   after(fn: () => void): void {
-    this.term.write(new Uint8Array(0), fn);
+    if (this.#queued === 0) return fn();
+    this.#queued++;
+    this.term.write(new Uint8Array(0), () => {
+      this.#queued--;
+      fn();
+    });
   }
 
   /** Resizes (after earlier writes) and re-applies the scrollback cap for the new width. */
