@@ -141,13 +141,7 @@ export class LlamaModel {
     const cached = this.#specialPieces.get(token);
     if (cached) return cached;
     if (!this.isToken(token)) throw new RangeError(`Token ${token} out of range`);
-    let buf = new Uint8Array(64);
-    let n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, true);
-    if (n < 0) {
-      buf = new Uint8Array(-n);
-      n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, true);
-    }
-    const out = buf.slice(0, Math.max(0, n));
+    const out = this.#tokenToPiece(token, true);
     if (this.#specialPieces.size < 65536) this.#specialPieces.set(token, out);
     return out;
   }
@@ -311,15 +305,20 @@ export class LlamaModel {
     const cached = this.#pieces[token];
     if (cached) return cached;
     if (!(token >= 0 && token < this.nVocab)) throw new RangeError(`Token ${token} out of range`);
-    let buf = new Uint8Array(64);
-    let n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, false);
-    if (n < 0) {
-      buf = new Uint8Array(-n);
-      n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, false);
-    }
-    const out = buf.slice(0, Math.max(0, n));
+    const out = this.#tokenToPiece(token, false);
     this.#pieces[token] = out;
     return out;
+  }
+
+  /** llama_token_to_piece into a buffer of the size it asks for; `special`: control tokens as text. */
+  #tokenToPiece(token: number, special: boolean): Uint8Array {
+    let buf = new Uint8Array(64);
+    let n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, special);
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = this.libs.llama.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, special);
+    }
+    return buf.slice(0, Math.max(0, n));
   }
 
   isEog(token: number): boolean {

@@ -276,13 +276,7 @@ export class Session {
         this.#resync(att);
         continue;
       }
-      if (att.pendingBytes > 0) {
-        const data = concat(att.pending, att.pendingBytes);
-        att.stream.send("pty.output", { session: this.id, data });
-        this.#counters.bytesRelayed += data.length;
-      }
-      att.pending = [];
-      att.pendingBytes = 0;
+      this.#sendPending(att);
       if (this.exited) this.#sendExit(att);
     }
   }
@@ -526,6 +520,13 @@ export class Session {
       att.pending.unshift(tail);
       att.pendingBytes += tail.length;
     }
+    this.#sendPending(att);
+    att.state = "live";
+    if (this.exited && !att.paused) this.#sendExit(att);
+  }
+
+  /** Sends what was held for the attachment (paused, or syncing) in one output event. */
+  #sendPending(att: Attachment): void {
     if (att.pendingBytes > 0) {
       const data = concat(att.pending, att.pendingBytes);
       att.stream.send("pty.output", { session: this.id, data });
@@ -533,8 +534,6 @@ export class Session {
     }
     att.pending = [];
     att.pendingBytes = 0;
-    att.state = "live";
-    if (this.exited && !att.paused) this.#sendExit(att);
   }
 
   #sendExit(att: Attachment): void {
