@@ -372,6 +372,27 @@ function mbps(t: Throughput): number {
   return (programBytes || t.bytes) / 1e6 / t.seconds;
 }
 
+/** A tmux client starting a server on `sock` with an 80×24 session running `command`, no status line. */
+function tmuxSession(tmux: string, sock: string, command: string): string[] {
+  return [
+    tmux,
+    "-S",
+    sock,
+    "-f",
+    "/dev/null",
+    "new-session",
+    "-x",
+    "80",
+    "-y",
+    "24",
+    command,
+    ";",
+    "set",
+    "status",
+    "off",
+  ];
+}
+
 function fmt(x: number, digits = 2): string {
   return Number.isFinite(x) ? x.toFixed(digits) : "n/a";
 }
@@ -502,23 +523,9 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
 
       if (tmux) {
         log("pty bench: tmux");
-        const r = await throughOuterTerminal([
-          tmux,
-          "-S",
-          `${tmp}/tmux.sock`,
-          "-f",
-          "/dev/null",
-          "new-session",
-          "-x",
-          "80",
-          "-y",
-          "24",
-          `/bin/sh -c '${seqGated}'`,
-          ";",
-          "set",
-          "status",
-          "off",
-        ]);
+        const r = await throughOuterTerminal(
+          tmuxSession(tmux, `${tmp}/tmux.sock`, `/bin/sh -c '${seqGated}'`),
+        );
         tput.push({ path: "tmux in an outer PTY", ...r, note: "tmux redraws instead of relaying" });
       } else skipped.push("tmux: not installed");
     }
@@ -547,23 +554,10 @@ export async function benchPty(options: BenchPtyOptions = {}): Promise<string> {
         );
         if (tmux) {
           tmuxSamples.push(
-            ...await echoOuterTerminal([
-              tmux,
-              "-S",
-              `${tmp}/tmux-echo.sock`,
-              "-f",
-              "/dev/null",
-              "new-session",
-              "-x",
-              "80",
-              "-y",
-              "24",
-              RAW_CAT.map((a) => `'${a}'`).join(" "),
-              ";",
-              "set",
-              "status",
-              "off",
-            ], Math.ceil(n / rounds)),
+            ...await echoOuterTerminal(
+              tmuxSession(tmux, `${tmp}/tmux-echo.sock`, RAW_CAT.map((a) => `'${a}'`).join(" ")),
+              Math.ceil(n / rounds),
+            ),
           );
         }
       }

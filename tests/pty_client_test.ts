@@ -5,22 +5,12 @@ import { type Client, connect } from "../src/client/client.ts";
 import { attach, spawn, type Terminal } from "../src/client/terminal.ts";
 import { decodeBase64, type Message } from "../src/protocol/mod.ts";
 import { encodeFrame, encodePayload } from "../src/protocol/mod.ts";
-import { bytes, ptyFds, startPtyDaemon, waitUntil } from "./pty_helpers.ts";
+import { bytes, ptyFds, type startPtyDaemon, waitUntil, withPtyDaemon } from "./pty_helpers.ts";
 import { delay } from "../src/protocol/async.ts";
 
 type Daemon = Awaited<ReturnType<typeof startPtyDaemon>>;
 
-async function withDaemon(fn: (d: Daemon) => Promise<void>, args: string[] = []): Promise<void> {
-  const d = await startPtyDaemon(args);
-  try {
-    await fn(d);
-  } catch (e) {
-    console.error(d.stderr().slice(-2000));
-    throw e;
-  } finally {
-    await d.stop();
-  }
-}
+const withDaemon = withPtyDaemon;
 
 async function withClient(
   socket: string,

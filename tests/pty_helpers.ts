@@ -3,6 +3,7 @@ import type { ErrorCode, Message, Request } from "../src/protocol/mod.ts";
 import { validateRequest } from "../src/protocol/mod.ts";
 import type { Service, Stream } from "../src/protocol/service.ts";
 import { delay } from "../src/protocol/async.ts";
+import { type Client, connect } from "../src/client/client.ts";
 
 /** One recorded event. */
 export interface Recorded extends Message {
@@ -149,6 +150,37 @@ export interface PtyDaemon {
 export async function startPtyDaemon(args: string[] = []): Promise<PtyDaemon> {
   const { startDaemon } = await import("./_daemon.ts");
   return startDaemon(args);
+}
+
+/** Runs `fn` with a fresh PTY daemon; on failure its stderr's tail is printed. Stops it after. */
+export async function withPtyDaemon(
+  fn: (d: PtyDaemon) => Promise<void>,
+  args: string[] = [],
+): Promise<void> {
+  const d = await startPtyDaemon(args);
+  try {
+    await fn(d);
+  } catch (e) {
+    console.error(d.stderr().slice(-2000));
+    throw e;
+  } finally {
+    await d.stop();
+  }
+}
+
+/** {@linkcode withPtyDaemon} with a client library connection to it. */
+export function withPtyClient(
+  fn: (c: Client, d: PtyDaemon) => Promise<void>,
+  args: string[] = [],
+): Promise<void> {
+  return withPtyDaemon(async (d) => {
+    const c = await connect({ socket: d.socket, reconnect: false });
+    try {
+      await fn(c, d);
+    } finally {
+      await c.close();
+    }
+  }, args);
 }
 
 /** Descriptors in `dir` (a /proc/<pid>/fd) that are PTY masters or slaves. */

@@ -4,26 +4,14 @@ import { childrenOf } from "./_proc.ts";
 import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
 import * as nodePty from "@lydell/node-pty";
-import { type Client, connect } from "../src/client/client.ts";
+import type { Client } from "../src/client/client.ts";
 import { SpawnError } from "../src/client/errors.ts";
 import { spawn, type Terminal } from "../src/client/terminal.ts";
-import { startPtyDaemon, waitUntil } from "./pty_helpers.ts";
+import { type startPtyDaemon, waitUntil, withPtyClient } from "./pty_helpers.ts";
 
 type Daemon = Awaited<ReturnType<typeof startPtyDaemon>>;
 
-async function withClient(fn: (c: Client, d: Daemon) => Promise<void>): Promise<void> {
-  const d = await startPtyDaemon();
-  const c = await connect({ socket: d.socket, reconnect: false });
-  try {
-    await fn(c, d);
-  } catch (e) {
-    console.error(d.stderr().slice(-2000));
-    throw e;
-  } finally {
-    await c.close();
-    await d.stop();
-  }
-}
+const withClient = (fn: (c: Client, d: Daemon) => Promise<void>) => withPtyClient(fn);
 
 const env = () => Deno.env.toObject() as Record<string, string>;
 

@@ -3,25 +3,14 @@
 // the screen and scrollback as text, wait for output, follow sessions with watch.
 import { delay } from "../src/protocol/async.ts";
 import assert from "node:assert/strict";
-import { type Client, connect } from "../src/client/client.ts";
+import type { Client } from "../src/client/client.ts";
 import { capture, waitFor } from "../src/client/capture.ts";
 import { spawn } from "../src/client/terminal.ts";
 import { watch, type WatchEvent } from "../src/client/watch.ts";
-import { startPtyDaemon } from "./pty_helpers.ts";
+import { withPtyClient } from "./pty_helpers.ts";
 
-async function withClient(fn: (c: Client) => Promise<void>, args: string[] = []): Promise<void> {
-  const d = await startPtyDaemon(args);
-  const c = await connect({ socket: d.socket, reconnect: false });
-  try {
-    await fn(c);
-  } catch (e) {
-    console.error(d.stderr().slice(-2000));
-    throw e;
-  } finally {
-    await c.close();
-    await d.stop();
-  }
-}
+const withClient = (fn: (c: Client) => Promise<void>, args: string[] = []) =>
+  withPtyClient((c) => fn(c), args);
 
 async function spawned(c: Client, script: string, cols = 80, rows = 24): Promise<string> {
   const r = await c.request({
