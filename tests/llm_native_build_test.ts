@@ -6,17 +6,22 @@
  */
 import assert from "node:assert/strict";
 import {
+  applyPatch,
   buildNative,
   buildProgress,
   cmakeOptions,
   missingTools,
   NativeBuildError,
   planNativeBuild,
+  preparePatchedSource,
   probeTools,
   resolveBackend,
+  SOURCE_MARK,
   type ToolProbe,
 } from "../src/llm/native_build.ts";
 import { libraryCandidates, type LlamaBackend, nativeBuildDir } from "../src/llm/llama_lib.ts";
+import { LLAMA_PATCHES, type LlamaPatch } from "../src/llm/llama_patches.ts";
+import { ensureLlamaSource } from "../src/llm/llama_source.ts";
 import { runUmad } from "./_daemon.ts";
 
 const LINUX: ToolProbe = {
@@ -73,9 +78,10 @@ Deno.test("the plan builds the llama target into the cache keyed by version, bac
   assert.equal(plan.dir, "/cache/native/v0.4.0-vulkan-abc123");
   assert.equal(plan.dir, nativeBuildDir("vulkan", "abc123", "/cache"));
   assert.equal(plan.libDir, `${plan.dir}/lib`);
+  assert.equal(plan.sourceDir, `${plan.dir}/src`, "cmake reads the build's patched copy");
   assert.deepEqual(plan.configure.slice(0, 6), [
     "-S",
-    "/src",
+    plan.sourceDir,
     "-B",
     `${plan.dir}/build`,
     "-G",
@@ -235,6 +241,7 @@ Deno.test({
     const src = await Deno.makeTempDir({ prefix: "umad-nb-src-" });
     try {
       await standIn(src);
+      const shipped = await Deno.readTextFile(`${src}/llama.c`);
       const seen: number[] = [];
       const { plan, manifest } = await buildNative({
         gpu: "cpu",
@@ -242,8 +249,19 @@ Deno.test({
         source: src,
         cacheRoot: root,
         probe: { ...tools, ninja: false },
+        patches: [STAND_IN_PATCH],
         onProgress: (f) => seen.push(f),
       });
+      assert.deepEqual(manifest.patches, ["plus-41"]);
+      assert.equal(await Deno.readTextFile(`${src}/llama.c`), shipped, "the source is not written");
+      const lib = Deno.dlopen(`${plan.libDir}/libllama.so`, {
+        llama: { parameters: [], result: "i32" },
+      });
+      try {
+        assert.equal(lib.symbols.llama(), 42, "the library is built from the patched copy");
+      } finally {
+        lib.close();
+      }
       assert.equal(manifest.backend, "cpu");
       assert.equal(manifest.llama_cpp_version, "0.4.0");
       assert.ok(manifest.cmake_options.includes("-DGGML_NATIVE=ON"));
@@ -264,7 +282,7 @@ Deno.test({
       const left = [...Deno.readDirSync(plan.dir)].map((e) => e.name).sort();
       assert.deepEqual(
         left,
-        ["build", "build.json", "build.log", "lib"],
+        ["build", "build.json", "build.log", "lib", "src"],
         "no lock or staging left",
       );
     } finally {
@@ -289,6 +307,7 @@ Deno.test({
           source: src,
           cacheRoot: root,
           probe: { ...tools, ninja: false },
+          patches: [],
         }),
         (e: Error) =>
           e instanceof NativeBuildError && /the build failed .*build\.log/s.test(e.message) &&
@@ -300,4 +319,104 @@ Deno.test({
       await Deno.remove(src, { recursive: true });
     }
   },
+});
+
+/** A patch of the stand-in project's llama.c: `llama()` returns 42 instead of 1. */
+const STAND_IN_PATCH: LlamaPatch = {
+  name: "plus-41",
+  why: "a test",
+  file: "llama.c",
+  edits: [{ before: "return ggml();", after: "return ggml() + 41;" }],
+};
+
+Deno.test("a patch applies each edit once, and refuses a source where its text is missing or repeated", () => {
+  const patch: LlamaPatch = {
+    name: "two-edits",
+    why: "a test",
+    file: "x.c",
+    edits: [{ before: "a = 1;", after: "a = 2;" }, { before: "a = 2; int", after: "a = 3; int" }],
+  };
+  assert.equal(applyPatch("int a = 1; int b;", patch), "int a = 3; int b;", "edits apply in order");
+  assert.equal(
+    applyPatch('s = "$&"; a = 1;', { ...patch, edits: [{ before: "a = 1;", after: "$& $1" }] }),
+    's = "$&"; $& $1',
+    "replacement text is taken literally",
+  );
+  for (const text of ["int b;", "a = 1; a = 1;"]) {
+    assert.throws(
+      () => applyPatch(text, patch),
+      (e: Error) =>
+        e instanceof NativeBuildError &&
+        /"two-edits" \(edit 1 of 2\) does not fit x\.c/.test(e.message) &&
+        /occurs [02] times/.test(e.message),
+    );
+  }
+});
+
+Deno.test("each of umad's llama.cpp patches fits the source node-llama-cpp ships, once", async () => {
+  const src = await ensureLlamaSource();
+  assert.ok(LLAMA_PATCHES.length > 0);
+  for (const p of LLAMA_PATCHES) {
+    const shipped = await Deno.readTextFile(`${src}/${p.file}`);
+    const patched = applyPatch(shipped, p);
+    for (const e of p.edits) {
+      assert.ok(patched.includes(e.after), `${p.name}: its text is in the result`);
+      assert.ok(!shipped.includes(e.after), `${p.name}: the shipped source does not have it yet`);
+    }
+    assert.ok(patched.includes(`umad patch (${p.name})`), `${p.name} marks what it changed`);
+  }
+});
+
+Deno.test("the patched copy leaves the source as it is, skips .git, models and docs, and is reused only for the same patches", async () => {
+  const src = await Deno.makeTempDir({ prefix: "umad-nb-src-" });
+  const into = await Deno.makeTempDir({ prefix: "umad-nb-copy-" });
+  try {
+    await standIn(src);
+    for (const d of [".git", "models", "docs", "ggml/src"]) {
+      await Deno.mkdir(`${src}/${d}`, { recursive: true });
+      await Deno.writeTextFile(`${src}/${d}/f.txt`, d);
+    }
+    await Deno.symlink("llama.c", `${src}/link.c`);
+    assert.deepEqual(preparePatchedSource(src, into, [STAND_IN_PATCH]), ["plus-41"]);
+    const top = [...Deno.readDirSync(into)].map((e) => e.name).sort();
+    assert.deepEqual(top, [
+      SOURCE_MARK,
+      "CMakeLists.txt",
+      "base.c",
+      "ggml",
+      "ggml.c",
+      "link.c",
+      "llama.c",
+    ]);
+    assert.equal(await Deno.readTextFile(`${into}/ggml/src/f.txt`), "ggml/src");
+    assert.equal(Deno.readLinkSync(`${into}/link.c`), "llama.c", "links stay links");
+    assert.match(await Deno.readTextFile(`${into}/llama.c`), /return ggml\(\) \+ 41;/);
+    assert.match(await Deno.readTextFile(`${src}/llama.c`), /return ggml\(\);/);
+
+    // The same source and patches: the copy is kept (a rebuild stays incremental).
+    await Deno.writeTextFile(`${into}/kept.txt`, "x");
+    preparePatchedSource(src, into, [STAND_IN_PATCH]);
+    assert.ok(Deno.statSync(`${into}/kept.txt`).isFile);
+    // Other patches: a fresh copy.
+    assert.deepEqual(preparePatchedSource(src, into, []), []);
+    assert.throws(() => Deno.statSync(`${into}/kept.txt`), Deno.errors.NotFound);
+    assert.match(await Deno.readTextFile(`${into}/llama.c`), /return ggml\(\);/);
+
+    // A patch that does not fit: refused before anything is written.
+    await Deno.writeTextFile(`${into}/kept.txt`, "x");
+    const misfit = { ...STAND_IN_PATCH, name: "misfit", edits: [{ before: "nope", after: "" }] };
+    assert.throws(
+      () => preparePatchedSource(src, into, [misfit]),
+      (e: Error) => e instanceof NativeBuildError && /"misfit"/.test(e.message),
+    );
+    assert.ok(Deno.statSync(`${into}/kept.txt`).isFile, "the old copy is untouched");
+    const absent = { ...STAND_IN_PATCH, name: "absent", file: "no/such.c" };
+    assert.throws(
+      () => preparePatchedSource(src, into, [absent]),
+      (e: Error) => e instanceof NativeBuildError && /"absent" needs no\/such\.c/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(src, { recursive: true });
+    await Deno.remove(into, { recursive: true });
+  }
 });

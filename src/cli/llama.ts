@@ -119,7 +119,8 @@ async function buildCommand(args: string[]): Promise<number> {
   }
   const m = result.manifest;
   console.log(
-    `built llama.cpp v${m.llama_cpp_version} (${m.backend}) for ${m.cpu} in ${m.build_seconds} s:\n` +
+    `built llama.cpp v${m.llama_cpp_version} (${m.backend}) for ${m.cpu} in ${m.build_seconds} s` +
+      (m.patches?.length ? ` with umad's patches (${m.patches.join(", ")})` : "") + ":\n" +
       `  ${result.plan.libDir}\numad serve uses it from now on (check with "umad llama list").`,
   );
   return 0;

@@ -300,6 +300,8 @@ export interface NativeBuildManifest {
   cpu: string;
   /** The cmake options it was configured with. */
   cmake_options: string[];
+  /** umad's patches applied to its source (`llama_patches.ts`); absent in older builds. */
+  patches?: string[];
   /** The compiler's version line. */
   compiler: string;
   /** When (ISO 8601). */

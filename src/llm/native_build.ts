@@ -22,6 +22,7 @@ import {
   type NativeBuildManifest,
 } from "./llama_lib.ts";
 import { ConfigError } from "../protocol/errors.ts";
+import { LLAMA_PATCHES, type LlamaPatch } from "./llama_patches.ts";
 
 /** What `--gpu` asks for: a backend, or `auto` (the machine's GPU toolkit if any). */
 export type GpuRequest = "auto" | LlamaBackend;
@@ -168,8 +169,13 @@ function versionAtLeast(version: string, min: string): boolean {
 export interface BuildPlan {
   /** The backend it builds. */
   backend: LlamaBackend;
-  /** `…/native/v0.4.0-<backend>-<cpu key>`: `build/` (cmake's tree), `lib/`, `build.json`. */
+  /**
+   * `…/native/v0.4.0-<backend>-<cpu key>`: `src/` (the patched copy of the source), `build/`
+   * (cmake's tree), `lib/`, `build.json`.
+   */
   dir: string;
+  /** The patched copy of the source that cmake configures ({@linkcode preparePatchedSource}). */
+  sourceDir: string;
   /** cmake's build tree. */
   buildDir: string;
   /** Where the libraries are copied (what the loader opens). */
@@ -186,7 +192,7 @@ export interface BuildPlan {
 export interface PlanOptions {
   /** The backend to build. */
   backend: LlamaBackend;
-  /** The llama.cpp source checkout (`ensureLlamaSource()`). */
+  /** The llama.cpp source checkout (`ensureLlamaSource()`); the build copies it. */
   source: string;
   /** Parallel compile jobs. */
   jobs: number;
@@ -255,6 +261,7 @@ export function cmakeOptions(
 export function planNativeBuild(o: PlanOptions): BuildPlan {
   const dir = nativeBuildDir(o.backend, o.cpuKey, o.cacheRoot ?? llamaCacheDir());
   const buildDir = `${dir}/build`;
+  const sourceDir = `${dir}/src`;
   const options = [
     ...cmakeOptions(o.backend, o.os, { noAvx512Fp16: o.noAvx512Fp16 }),
     ...(o.extra ?? []),
@@ -262,10 +269,11 @@ export function planNativeBuild(o: PlanOptions): BuildPlan {
   return {
     backend: o.backend,
     dir,
+    sourceDir,
     buildDir,
     libDir: `${dir}/lib`,
     options,
-    configure: ["-S", o.source, "-B", buildDir, ...(o.ninja ? ["-G", "Ninja"] : []), ...options],
+    configure: ["-S", sourceDir, "-B", buildDir, ...(o.ninja ? ["-G", "Ninja"] : []), ...options],
     build: ["--build", buildDir, "--config", "Release", "--target", "llama", "-j", String(o.jobs)],
   };
 }
@@ -385,6 +393,8 @@ export interface NativeBuildOptions {
   clean?: boolean;
   /** More cmake `-D` options (for experiments; recorded in the manifest). */
   extra?: string[];
+  /** The patches to apply to the copy of the source (default {@linkcode LLAMA_PATCHES}). */
+  patches?: readonly LlamaPatch[];
   /** Tools (default {@linkcode probeTools}); tests pass their own. */
   probe?: ToolProbe;
   /** Progress: a fraction and the current line. */
@@ -436,6 +446,127 @@ async function runLogged(
   };
   await Promise.all([pump(child.stdout), pump(child.stderr)]);
   return (await child.status).code;
+}
+
+function occurrences(text: string, part: string): number {
+  let n = 0;
+  for (let at = text.indexOf(part); at >= 0; at = text.indexOf(part, at + part.length)) n++;
+  return n;
+}
+
+/**
+ * One file's text with a patch's edits applied. Each edit's `before` must occur exactly
+ * once, else a {@linkcode NativeBuildError} names the patch and the edit. Pure.
+ *
+ * @example
+ * ```ts
+ * import { applyPatch } from "./native_build.ts";
+ * const patch = { name: "x", why: "", file: "a.c", edits: [{ before: "1", after: "2" }] };
+ * console.log(applyPatch("int a = 1;", patch)); // "int a = 2;"
+ * ```
+ */
+export function applyPatch(text: string, patch: LlamaPatch): string {
+  patch.edits.forEach((edit, i) => {
+    const n = occurrences(text, edit.before);
+    if (n !== 1) {
+      throw new NativeBuildError(
+        `umad's llama.cpp patch "${patch.name}" (edit ${i + 1} of ${patch.edits.length}) ` +
+          `does not fit ${patch.file}: its text occurs ${n} times, not once; ` +
+          `the source is not the one the patch was written for`,
+      );
+    }
+    text = text.replace(edit.before, () => edit.after);
+  });
+  return text;
+}
+
+/**
+ * A short id of a patch list (its names and texts, hashed): a build's copy of the source
+ * is reused only when it was made with the same patches. Pure.
+ */
+export function patchSetId(patches: readonly LlamaPatch[]): string {
+  let h = 0x811c9dc5;
+  for (const ch of JSON.stringify(patches)) {
+    h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}
+
+/** The file in a patched copy of the source that says which source and patches made it. */
+export const SOURCE_MARK = ".umad-source.json";
+
+/** What {@linkcode SOURCE_MARK} holds. */
+interface SourceMark {
+  from: string;
+  patches: string[];
+  id: string;
+}
+
+/** Folders of the source a library build does not read (GGUF vocabularies, docs, git). */
+const NOT_COPIED = new Set([".git", "models", "docs"]);
+
+function copyTree(from: string, to: string, top: boolean): void {
+  Deno.mkdirSync(to, { recursive: true });
+  for (const e of Deno.readDirSync(from)) {
+    if (top && NOT_COPIED.has(e.name)) continue;
+    const src = `${from}/${e.name}`;
+    const dst = `${to}/${e.name}`;
+    if (e.isSymlink) Deno.symlinkSync(Deno.readLinkSync(src), dst);
+    else if (e.isDirectory) copyTree(src, dst, false);
+    else Deno.copyFileSync(src, dst);
+  }
+}
+
+/**
+ * Makes `into` a copy of the source tree `from` (without `.git`, `models/` and `docs/`)
+ * with `patches` applied (default {@linkcode LLAMA_PATCHES}), and returns the names
+ * applied. Every patch is checked against the source before anything is written. A copy
+ * made earlier from the same source with the same patches is kept as it is, so a rebuild
+ * stays incremental; any other is replaced. `from` itself is never written.
+ */
+export function preparePatchedSource(
+  from: string,
+  into: string,
+  patches: readonly LlamaPatch[] = LLAMA_PATCHES,
+): string[] {
+  const want: SourceMark = { from, patches: patches.map((p) => p.name), id: patchSetId(patches) };
+  try {
+    const have = JSON.parse(Deno.readTextFileSync(`${into}/${SOURCE_MARK}`)) as SourceMark;
+    if (have.from === want.from && have.id === want.id) return want.patches;
+  } catch { /* no usable copy yet */ }
+  const texts = new Map<string, string>();
+  for (const p of patches) {
+    let text = texts.get(p.file);
+    if (text === undefined) {
+      try {
+        text = Deno.readTextFileSync(`${from}/${p.file}`);
+      } catch (e) {
+        throw new NativeBuildError(
+          `umad's llama.cpp patch "${p.name}" needs ${p.file}, which ${from} does not have`,
+          { cause: e },
+        );
+      }
+    }
+    // Two patches of one file: the second applies on top of the first.
+    texts.set(p.file, applyPatch(text, p));
+  }
+  try {
+    Deno.removeSync(into, { recursive: true });
+  } catch { /* first copy */ }
+  copyTree(from, into, true);
+  for (const [file, text] of texts) Deno.writeTextFileSync(`${into}/${file}`, text);
+  Deno.writeTextFileSync(`${into}/${SOURCE_MARK}`, JSON.stringify(want, null, 2) + "\n");
+  return want.patches;
+}
+
+/** The source folder cmake's tree in `buildDir` was configured from, or null. */
+function builtFrom(buildDir: string): string | null {
+  try {
+    const cache = Deno.readTextFileSync(`${buildDir}/CMakeCache.txt`);
+    return cache.match(/^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$/m)?.[1] ?? null;
+  } catch {
+    return null;
+  }
 }
 
 function tail(path: string, n: number): string {
@@ -505,7 +636,12 @@ export async function buildNative(o: NativeBuildOptions): Promise<NativeBuildRes
     try {
       Deno.removeSync(`${plan.dir}/build.json`);
     } catch { /* first build */ }
-    if (o.clean) {
+    log(`copying the llama.cpp source to ${plan.sourceDir}`);
+    const patches = preparePatchedSource(source, plan.sourceDir, o.patches ?? LLAMA_PATCHES);
+    if (patches.length) log(`with umad's patches: ${patches.join(", ")}`);
+    if (o.clean || builtFrom(plan.buildDir) !== plan.sourceDir) {
+      // cmake refuses a build tree configured from another source folder (builds before
+      // the patched copy were configured from the shared checkout).
       try {
         Deno.removeSync(plan.buildDir, { recursive: true });
       } catch { /* nothing to clean */ }
@@ -561,6 +697,7 @@ export async function buildNative(o: NativeBuildOptions): Promise<NativeBuildRes
       cpu_key: cpu.key,
       cpu: cpu.description,
       cmake_options: plan.options,
+      patches,
       compiler: probe.compilerVersion,
       built_at: new Date().toISOString(),
       build_seconds: Math.round((performance.now() - started) / 1000),
