@@ -90,6 +90,19 @@ export function prebuiltLibs(): NativeLibs {
   return libs ??= openLibraries(findLibDir());
 }
 
+/**
+ * umad's llama.cpp patches in the library {@linkcode prebuiltLibs} opens (a native build's
+ * `build.json`), or null when it is not a native build (the prebuilt ones are unpatched).
+ */
+export function libraryPatches(): string[] | null {
+  try {
+    const manifest = JSON.parse(Deno.readTextFileSync(`${findLibDir()}/../build.json`));
+    return Array.isArray(manifest.patches) ? manifest.patches : [];
+  } catch {
+    return null;
+  }
+}
+
 /** What a bench daemon serves and how (`umad serve` flags). */
 export interface BenchDaemonOptions {
   /** The GGUF model. */

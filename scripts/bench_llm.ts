@@ -458,7 +458,8 @@ export async function benchLlm(parts: Set<string> = new Set()): Promise<string> 
       "",
       "The raw batched loop keeps one KV stream per sequence; umad's default mode uses one " +
         "unified KV cache, where every row scans the cells of every stream (see the physics " +
-        "below), which costs it at 16 streams.",
+        "below); a native build's patch `fa-masked-tiles` makes the other streams' cells cheap " +
+        "to pass over.",
       "",
     );
   }
