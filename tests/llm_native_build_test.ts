@@ -254,14 +254,22 @@ Deno.test({
       });
       assert.deepEqual(manifest.patches, ["plus-41"]);
       assert.equal(await Deno.readTextFile(`${src}/llama.c`), shipped, "the source is not written");
-      const lib = Deno.dlopen(`${plan.libDir}/libllama.so`, {
-        llama: { parameters: [], result: "i32" },
-      });
-      try {
-        assert.equal(lib.symbols.llama(), 42, "the library is built from the patched copy");
-      } finally {
-        lib.close();
-      }
+      // In a process of its own: this one may have llama.cpp's real libggml.so.0 loaded,
+      // whose soname the stand-in's shares.
+      const call = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          `const l = Deno.dlopen(${JSON.stringify(`${plan.libDir}/libllama.so`)}, ` +
+          `{ llama: { parameters: [], result: "i32" } }); console.log(l.symbols.llama());`,
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      assert.equal(
+        new TextDecoder().decode(call.stdout).trim(),
+        "42",
+        "the library is built from the patched copy",
+      );
       assert.equal(manifest.backend, "cpu");
       assert.equal(manifest.llama_cpp_version, "0.4.0");
       assert.ok(manifest.cmake_options.includes("-DGGML_NATIVE=ON"));
