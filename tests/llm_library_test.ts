@@ -391,3 +391,24 @@ Deno.test("a native build that fails to load falls back to the prebuilt package 
     await Deno.remove(xdg, { recursive: true });
   }
 });
+
+Deno.test("umad llama list says which of umad's llama.cpp patches a native build carries", async () => {
+  for (
+    const [patches, expect] of [
+      [undefined, /built without umad's patches \(fa-masked-tiles\): "umad llama build" again/],
+      [["fa-masked-tiles"], /with umad's patches: fa-masked-tiles/],
+    ] as const
+  ) {
+    const xdg = await Deno.makeTempDir({ prefix: "umad-xdg-" });
+    try {
+      const lib = fakeNativeBuild(`${xdg}/umad/llama`, patches ? { patches: [...patches] } : {});
+      const r = await runUmad(["llama", "list"], { env: { XDG_CACHE_HOME: xdg } });
+      assert.equal(r.code, 0, r.stderr);
+      const line = r.stdout.split("\n").findIndex((l) => l.includes(lib));
+      assert.ok(line >= 0, r.stdout);
+      assert.match(r.stdout.split("\n")[line + 1], expect);
+    } finally {
+      await Deno.remove(xdg, { recursive: true });
+    }
+  }
+});

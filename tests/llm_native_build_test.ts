@@ -19,7 +19,12 @@ import {
   SOURCE_MARK,
   type ToolProbe,
 } from "../src/llm/native_build.ts";
-import { libraryCandidates, type LlamaBackend, nativeBuildDir } from "../src/llm/llama_lib.ts";
+import {
+  cpuSignature,
+  libraryCandidates,
+  type LlamaBackend,
+  nativeBuildDir,
+} from "../src/llm/llama_lib.ts";
 import { LLAMA_PATCHES, type LlamaPatch } from "../src/llm/llama_patches.ts";
 import { ensureLlamaSource } from "../src/llm/llama_source.ts";
 import { runUmad } from "./_daemon.ts";
@@ -427,4 +432,42 @@ Deno.test("the patched copy leaves the source as it is, skips .git, models and d
     await Deno.remove(src, { recursive: true });
     await Deno.remove(into, { recursive: true });
   }
+});
+
+Deno.test({
+  name:
+    "a build tree configured from another source folder is started afresh; one from the patched copy is kept",
+  ignore: !canBuild,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "umad-nb-" });
+    const src = await Deno.makeTempDir({ prefix: "umad-nb-src-" });
+    try {
+      await standIn(src);
+      const build = `${nativeBuildDir("cpu", cpuSignature().key, root)}/build`;
+      await Deno.mkdir(build, { recursive: true });
+      // What a build before the patched copy left: configured from the shared checkout.
+      await Deno.writeTextFile(
+        `${build}/CMakeCache.txt`,
+        `CMAKE_HOME_DIRECTORY:INTERNAL=${src}\n`,
+      );
+      await Deno.writeTextFile(`${build}/stale.txt`, "x");
+      const options = {
+        gpu: "cpu" as const,
+        jobs: 2,
+        source: src,
+        cacheRoot: root,
+        probe: { ...tools, ninja: false },
+        patches: [],
+      };
+      const { plan } = await buildNative(options);
+      assert.throws(() => Deno.statSync(`${build}/stale.txt`), Deno.errors.NotFound);
+      assert.match(await Deno.readTextFile(`${build}/CMakeCache.txt`), new RegExp(plan.sourceDir));
+      await Deno.writeTextFile(`${build}/kept.txt`, "x");
+      await buildNative(options);
+      assert.ok(Deno.statSync(`${build}/kept.txt`).isFile, "a rebuild stays incremental");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+      await Deno.remove(src, { recursive: true });
+    }
+  },
 });

@@ -10,7 +10,9 @@ import {
   LLAMA_PACKAGE_VERSION,
   type LlamaBackend,
   llamaCacheDir,
+  type NativeBuildManifest,
 } from "../llm/llama_lib.ts";
+import { LLAMA_PATCHES } from "../llm/llama_patches.ts";
 
 /** `umad llama --help`. */
 export const LLAMA_HELP = `umad llama — the llama.cpp libraries umad runs on
@@ -165,6 +167,18 @@ async function addCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+/** Which of umad's llama.cpp patches a native build carries, in words. */
+function patchLine(m: NativeBuildManifest): string {
+  const have = m.patches ?? [];
+  const missing = LLAMA_PATCHES.map((p) => p.name).filter((n) => !have.includes(n));
+  if (missing.length) {
+    return `built without umad's patches (${
+      missing.join(", ")
+    }): "umad llama build" again adds them`;
+  }
+  return have.length ? `with umad's patches: ${have.join(", ")}` : "no patches";
+}
+
 function listCommand(args: string[]): number {
   const { values, positionals } = parse(args, {
     json: { type: "boolean" },
@@ -202,6 +216,9 @@ function listCommand(args: string[]): number {
     console.log(
       `${mark} ${c.source.padEnd(14)} ${what} ${c.dir}${c.problem ? `\n    ${c.problem}` : ""}`,
     );
+    if (c.source === "native" && c.manifest && !c.problem) {
+      console.log(`    ${patchLine(c.manifest)}`);
+    }
   }
   if (chosen) console.log(`\numad serve would load ${chosen.reason}`);
   else console.error(`\n${error}`);
