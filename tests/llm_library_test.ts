@@ -284,7 +284,7 @@ Deno.test("umad serve --llama-lib to a missing directory or another release exit
 
 Deno.test("umad serve prefers a native build in the cache, --llama-lib still wins, and hello says which", async () => {
   const xdg = await Deno.makeTempDir({ prefix: "umad-xdg-" });
-  const native = fakeNativeBuild(`${xdg}/umad/llama`);
+  const native = fakeNativeBuild(`${xdg}/umad/llama`, { patches: ["fa-masked-tiles"] });
   const env = { XDG_CACHE_HOME: xdg };
   const args = ["--model", tinyModel(), "--threads", "1", "--parallel", "2", "--ctx", "512"];
   try {
@@ -331,6 +331,12 @@ Deno.test("umad serve prefers a native build in the cache, --llama-lib still win
           new RegExp(
             `llama\\.cpp: loading .*${source === "native" ? "native CPU build" : "--llama-lib"}`,
           ),
+        );
+        // The npm package is not patched: the log says what a native build would add.
+        assert.equal(
+          /lacks umad's patch fa-masked-tiles.*"umad llama build"/.test(d.stderr()),
+          source !== "native",
+          d.stderr(),
         );
       } finally {
         await d.stop();

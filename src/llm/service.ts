@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { LLAMA_PATCHES } from "./llama_patches.ts";
 import { noCacheStats } from "./scheduler.ts";
 import {
   type GenerateRequest,
@@ -748,6 +749,19 @@ export async function createLlmService(options: LlmServiceOptions = {}): Promise
   });
   log("info", `llama.cpp: loading ${libraries.reason}`);
   for (const s of libraries.skipped) log("info", `llama.cpp: skipped ${s}`);
+  const unpatched = LLAMA_PATCHES.map((p) => p.name).filter((n) =>
+    !libraries.choice.manifest?.patches?.includes(n)
+  );
+  if (
+    !options.deterministic && libraries.choice.files?.backend === "cpu" && unpatched.length
+  ) {
+    log(
+      "info",
+      `llama.cpp: this library lacks umad's patch ${unpatched.join(", ")}: attention over the ` +
+        `one KV cache every stream shares passes other streams' cells more slowly (a whole ` +
+        `prompt beside 8 streams: 1.3× the time); "umad llama build" makes a native build with it`,
+    );
+  }
   let modelPath = options.model;
   const demo = modelPath === undefined;
   if (modelPath === undefined) {
