@@ -3,21 +3,32 @@
  * computes what the shipped kernel computes: the same decodes, through a unified KV cache
  * where most cells belong to other sequences, on a native build with the patch and on the
  * prebuilt package, give the same logits (up to the float differences of two builds for
- * different CPU flags) and the same greedy token on every row. Runs where a patched native
- * build for this CPU exists (`umad llama build`; the benchmarks use one); CI's fresh
- * machines have none and skip it, and test there only that the patch fits the source
- * (`llm_native_build_test.ts`).
+ * different CPU flags) and the same greedy token on every row. Runs on the native build
+ * `$UMAD_TEST_NATIVE_LIB` names (`.ci/run` makes one, in a cache of its own so the other tests
+ * keep the prebuilt package), else on a patched native build in the user cache (`umad llama
+ * build`); skipped where neither exists.
  */
 import assert from "node:assert/strict";
-import { libraryCandidates } from "../src/llm/llama_lib.ts";
+import { libraryCandidates, type NativeBuildManifest } from "../src/llm/llama_lib.ts";
 import { LLAMA_PATCHES } from "../src/llm/llama_patches.ts";
 import { tinyModel } from "./llm_helpers.ts";
 
 const candidates = libraryCandidates();
-const patched = candidates.find((c) =>
-  c.source === "native" && !c.problem && c.manifest?.backend === "cpu" &&
-  LLAMA_PATCHES.every((p) => c.manifest?.patches?.includes(p.name))
-);
+
+/** The patched library: `$UMAD_TEST_NATIVE_LIB` (CI builds one), else a native build in the cache. */
+function patchedLib(): string | null {
+  const carries = (m: NativeBuildManifest | undefined) =>
+    m?.backend === "cpu" && LLAMA_PATCHES.every((p) => m.patches?.includes(p.name));
+  const env = Deno.env.get("UMAD_TEST_NATIVE_LIB");
+  if (env) {
+    const manifest = JSON.parse(Deno.readTextFileSync(`${env}/../build.json`));
+    if (!carries(manifest)) throw new Error(`${env} is not a CPU build with umad's patches`);
+    return env;
+  }
+  return candidates.find((c) => c.source === "native" && !c.problem && carries(c.manifest))?.dir ??
+    null;
+}
+const patched = patchedLib();
 const shipped = candidates.find((c) =>
   (c.source === "npm" || c.source === "prebuilt") && !c.problem && c.files?.backend === "cpu"
 );
@@ -46,7 +57,7 @@ Deno.test({
   async fn() {
     const model = tinyModel();
     const [mine, theirs] = await Promise.all([
-      probe(patched!.dir, model),
+      probe(patched!, model),
       probe(shipped!.dir, model),
     ]);
     assert.equal(mine.length, 17, "4 prompts, 4 rows + 4 prompt outputs, 4 rows, 1 row");
