@@ -636,9 +636,11 @@ export async function buildNative(o: NativeBuildOptions): Promise<NativeBuildRes
     try {
       Deno.removeSync(`${plan.dir}/build.json`);
     } catch { /* first build */ }
-    log(`copying the llama.cpp source to ${plan.sourceDir}`);
     const patches = preparePatchedSource(source, plan.sourceDir, o.patches ?? LLAMA_PATCHES);
-    if (patches.length) log(`with umad's patches: ${patches.join(", ")}`);
+    log(
+      `the llama.cpp source in ${plan.sourceDir}` +
+        (patches.length ? `, with umad's patches: ${patches.join(", ")}` : ""),
+    );
     if (o.clean || builtFrom(plan.buildDir) !== plan.sourceDir) {
       // cmake refuses a build tree configured from another source folder (builds before
       // the patched copy were configured from the shared checkout).
