@@ -240,6 +240,48 @@ function stormStep(model: LlamaModel): { true: number; false: number } {
   }
 }
 
+/**
+ * Where llama.cpp's CPU flash attention changes kernel: a call of 63 tokens runs row by row,
+ * one of 64 in 64-row tiles. 8 decode rows at 400 tokens beside 55 and 56 tokens of a prompt
+ * that is 400 tokens in, on a unified cache. Median ms of 7.
+ */
+function tileThreshold(model: LlamaModel): { 55: number; 56: number } {
+  const L = 400;
+  const b = new Batch(512);
+  const ctx = new LlamaContext(model, {
+    nCtx: CTX,
+    nBatch: 512,
+    nSeqMax: 18,
+    threads: THREADS,
+    kvUnified: true,
+    poll: 0,
+  });
+  try {
+    for (const s of [0, 1, 2, 3, 4, 5, 6, 7, 16]) {
+      b.clear();
+      for (let i = 0; i < L; i++) b.add(100 + (i * 7) % 200, i, s, false);
+      if (ctx.decode(b) !== 0) throw new Error("fill failed");
+    }
+    const times: Record<55 | 56, number[]> = { 55: [], 56: [] };
+    for (let r = 0; r < 7; r++) {
+      for (const k of [55, 56] as const) {
+        b.clear();
+        for (let s = 0; s < 8; s++) b.add(5, L, s, true);
+        for (let i = 0; i < k; i++) b.add(7, L + i, 16, i === k - 1);
+        const t0 = performance.now();
+        if (ctx.decode(b) !== 0) throw new Error("decode failed");
+        times[k].push(performance.now() - t0);
+        for (let s = 0; s < 8; s++) ctx.seqRm(s, L, -1);
+        ctx.seqRm(16, L, -1);
+      }
+    }
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+    return { 55: med(times[55]), 56: med(times[56]) };
+  } finally {
+    ctx.free();
+  }
+}
+
 /** What rows, prompt tokens and cached cells cost, measured with raw llama_decode calls. */
 function physics(modelPath: string): string {
   const model = LlamaModel.load(prebuiltLibs(), modelPath);
@@ -324,6 +366,14 @@ function physics(modelPath: string): string {
   }
   results.bigtrue = big.true;
   results.bigfalse = big.false;
+  const tiles = tileThreshold(model);
+  for (const k of [55, 56] as const) {
+    rows.push(
+      `| unified KV | 8 decode rows at 400 tokens + ${k} prompt tokens at 400 (${
+        k + 8
+      }-token call) | ${r1(tiles[k])} |`,
+    );
+  }
   model.free();
   const perRow = results[`d8true`] / 8;
   return [
@@ -354,7 +404,8 @@ function physics(modelPath: string): string {
     } ms with one KV stream per ` +
     `sequence (${r2(results.bigtrue / results.bigfalse)}×). ` +
     (libraryPatches()?.includes("fa-masked-tiles")
-      ? "The library here is a native build with umad's patch `fa-masked-tiles`, which finds " +
+      ? "The library here is a native build with umad's patches " +
+        `(${libraryPatches()!.join(", ")}): \`fa-masked-tiles\` finds ` +
         "masked tiles and runs of masked cells from the mask's F16 bits; the shipped kernel " +
         "converts each row's mask over every cell in use, for every head, before it skips a tile " +
         "that is all masked (with it: 13–15 ms for the 8000 cells and 1.31–1.36× for the prompt " +
@@ -362,6 +413,14 @@ function physics(modelPath: string): string {
       : "llama.cpp's tiled flash-attention kernel reads each prompt row's mask over every cell in " +
         "use, for every head, before it skips a tile that is all masked (`umad llama build` " +
         "applies umad's patch `fa-masked-tiles`, which skips them from the mask's bits)."),
+    ` A call of 64 tokens or more runs llama.cpp's tiled kernel: ${r1(tiles[56])} ms for the ` +
+    `64-token call against ${r1(tiles[55])} for 63 (${r2(tiles[56] / tiles[55])}×)` +
+    (libraryPatches()?.includes("fa-rows-or-tiles")
+      ? "; with `fa-rows-or-tiles` a tile whose rows belong to many sequences is computed " +
+        "row by row (without it: 1.3–1.7× in earlier runs)."
+      : ": a query tile holding the decode rows of 8 sequences opens all their KV tiles, and " +
+        "its GEMM does dense work over cells most of its rows mask out (`fa-rows-or-tiles` " +
+        "computes such a tile row by row)."),
     "",
   ].join("\n");
 }
