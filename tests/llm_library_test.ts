@@ -3,6 +3,7 @@
  * an added package, the embedded and npm libraries, and what a missing or mismatched
  * library does (a clear error, exit 2) — as units and through `umad serve`.
  */
+import { LLAMA_PATCHES } from "../src/llm/llama_patches.ts";
 import assert from "node:assert/strict";
 import {
   chooseLibrary,
@@ -177,6 +178,9 @@ function npmDir(): string {
 }
 
 /** A fake user cache holding a "native build" made of the npm package's real files. */
+/** The names of umad's llama.cpp patches, in order. */
+const PATCH_NAMES = LLAMA_PATCHES.map((p) => p.name);
+
 function fakeNativeBuild(root: string, manifest: Partial<NativeBuildManifest> = {}): string {
   const npm = npmDir();
   const dir = nativeBuildDir("cpu", cpuSignature().key, root);
@@ -284,7 +288,7 @@ Deno.test("umad serve --llama-lib to a missing directory or another release exit
 
 Deno.test("umad serve prefers a native build in the cache, --llama-lib still wins, and hello says which", async () => {
   const xdg = await Deno.makeTempDir({ prefix: "umad-xdg-" });
-  const native = fakeNativeBuild(`${xdg}/umad/llama`, { patches: ["fa-masked-tiles"] });
+  const native = fakeNativeBuild(`${xdg}/umad/llama`, { patches: PATCH_NAMES });
   const env = { XDG_CACHE_HOME: xdg };
   const args = ["--model", tinyModel(), "--threads", "1", "--parallel", "2", "--ctx", "512"];
   try {
@@ -334,7 +338,9 @@ Deno.test("umad serve prefers a native build in the cache, --llama-lib still win
         );
         // The npm package is not patched: the log says what a native build would add.
         assert.equal(
-          /lacks umad's patch fa-masked-tiles.*"umad llama build"/.test(d.stderr()),
+          new RegExp(`lacks umad's patch ${PATCH_NAMES.join(", ")}.*"umad llama build"`).test(
+            d.stderr(),
+          ),
           source !== "native",
           d.stderr(),
         );
@@ -401,8 +407,17 @@ Deno.test("a native build that fails to load falls back to the prebuilt package 
 Deno.test("umad llama list says which of umad's llama.cpp patches a native build carries", async () => {
   for (
     const [patches, expect] of [
-      [undefined, /built without umad's patches \(fa-masked-tiles\): "umad llama build" again/],
-      [["fa-masked-tiles"], /with umad's patches: fa-masked-tiles/],
+      [
+        undefined,
+        new RegExp(
+          `built without umad's patches \\(${PATCH_NAMES.join(", ")}\\): "umad llama build"`,
+        ),
+      ],
+      [
+        ["fa-masked-tiles"],
+        new RegExp(`without umad's patches \\(${PATCH_NAMES.slice(1).join(", ")}\\)`),
+      ],
+      [PATCH_NAMES, new RegExp(`with umad's patches: ${PATCH_NAMES.join(", ")}$`)],
     ] as const
   ) {
     const xdg = await Deno.makeTempDir({ prefix: "umad-xdg-" });
