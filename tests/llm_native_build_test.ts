@@ -237,15 +237,31 @@ set_target_properties(llama ggml ggml-base PROPERTIES VERSION 0.4.0 SOVERSION 0)
   );
 }
 
+/**
+ * Runs `fn` with an empty cache root and a stand-in source (`broken`: one that does not
+ * compile), both removed after.
+ */
+async function withStandIn(
+  broken: boolean,
+  fn: (root: string, src: string) => Promise<void>,
+): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "umad-nb-" });
+  const src = await Deno.makeTempDir({ prefix: "umad-nb-src-" });
+  try {
+    await standIn(src, broken);
+    await fn(root, src);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(src, { recursive: true });
+  }
+}
+
 Deno.test({
   name:
     "a build configures, compiles the llama target, copies the libraries, and the loader finds it",
   ignore: !canBuild,
   async fn() {
-    const root = await Deno.makeTempDir({ prefix: "umad-nb-" });
-    const src = await Deno.makeTempDir({ prefix: "umad-nb-src-" });
-    try {
-      await standIn(src);
+    await withStandIn(false, async (root, src) => {
       const shipped = await Deno.readTextFile(`${src}/llama.c`);
       const seen: number[] = [];
       const { plan, manifest } = await buildNative({
@@ -298,10 +314,7 @@ Deno.test({
         ["build", "build.json", "build.log", "lib", "src"],
         "no lock or staging left",
       );
-    } finally {
-      await Deno.remove(root, { recursive: true });
-      await Deno.remove(src, { recursive: true });
-    }
+    });
   },
 });
 
@@ -309,10 +322,7 @@ Deno.test({
   name: "a failed build quotes its log, leaves no manifest, and the loader ignores it",
   ignore: !canBuild,
   async fn() {
-    const root = await Deno.makeTempDir({ prefix: "umad-nb-" });
-    const src = await Deno.makeTempDir({ prefix: "umad-nb-src-" });
-    try {
-      await standIn(src, true);
+    await withStandIn(true, async (root, src) => {
       await assert.rejects(
         buildNative({
           gpu: "cpu",
@@ -327,10 +337,7 @@ Deno.test({
           /not C|error/.test(e.message),
       );
       assert.deepEqual(libraryCandidates({ cacheRoot: root, cacheOnly: true }), []);
-    } finally {
-      await Deno.remove(root, { recursive: true });
-      await Deno.remove(src, { recursive: true });
-    }
+    });
   },
 });
 
@@ -439,10 +446,7 @@ Deno.test({
     "a build tree configured from another source folder is started afresh; one from the patched copy is kept",
   ignore: !canBuild,
   async fn() {
-    const root = await Deno.makeTempDir({ prefix: "umad-nb-" });
-    const src = await Deno.makeTempDir({ prefix: "umad-nb-src-" });
-    try {
-      await standIn(src);
+    await withStandIn(false, async (root, src) => {
       const build = `${nativeBuildDir("cpu", cpuSignature().key, root)}/build`;
       await Deno.mkdir(build, { recursive: true });
       // What a build before the patched copy left: configured from the shared checkout.
@@ -465,9 +469,6 @@ Deno.test({
       await Deno.writeTextFile(`${build}/kept.txt`, "x");
       await buildNative(options);
       assert.ok(Deno.statSync(`${build}/kept.txt`).isFile, "a rebuild stays incremental");
-    } finally {
-      await Deno.remove(root, { recursive: true });
-      await Deno.remove(src, { recursive: true });
-    }
+    });
   },
 });
