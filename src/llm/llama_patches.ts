@@ -52,7 +52,7 @@ const OPS = "ggml/src/ggml-cpu/ops.cpp";
  * tile against every 64-cell KV tile that any of its rows may see. With one KV cache for every
  * sequence, a tile holding the decode rows of 8 sequences beside a prompt's rows opens the KV
  * tiles of all 8, and the GEMM does dense work over cells that most of its rows mask out: 8
- * decode rows at 400 tokens plus 56 prompt tokens took 1.7× as long as plus 55 (measured, the
+ * decode rows at 400 tokens plus 56 prompt tokens took 1.3–1.7× as long as plus 55 (measured, the
  * bench model). A tile whose open cells, times 4, are fewer than the cells its GEMM would cover
  * is now computed row by row by the kernel llama.cpp uses for calls under 64 tokens (the same
  * arithmetic as every decode row); other tiles as before. That call: 329 → 184 ms; 8 rows + 128
