@@ -176,7 +176,7 @@ function patchLine(m: NativeBuildManifest): string {
       missing.join(", ")
     }): "umad llama build" again adds them`;
   }
-  return have.length ? `with umad's patches: ${have.join(", ")}` : "no patches";
+  return `with umad's patches: ${have.join(", ")}`;
 }
 
 function listCommand(args: string[]): number {

@@ -319,7 +319,17 @@ export function nativeBuildDir(
   return `${root}/native/v${LLAMA_CPP_VERSION}-${backend}-${cpuKey}`;
 }
 
-function fnv1a(text: string): string {
+/**
+ * 64-bit FNV-1a of `text`'s UTF-8 bytes, as 12 hex digits: the keys of native builds (the
+ * CPU) and of their patched sources (the patch set). Pure.
+ *
+ * @example
+ * ```ts
+ * import { fnv1a } from "./llama_lib.ts";
+ * console.log(fnv1a("").length); // 12
+ * ```
+ */
+export function fnv1a(text: string): string {
   let h = 0xcbf29ce484222325n;
   for (const b of new TextEncoder().encode(text)) {
     h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;

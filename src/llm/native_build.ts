@@ -13,6 +13,7 @@
  */
 import {
   cpuSignature,
+  fnv1a,
   gpuHints,
   LLAMA_CPP_VERSION,
   LLAMA_PACKAGE_VERSION,
@@ -485,11 +486,7 @@ export function applyPatch(text: string, patch: LlamaPatch): string {
  * is reused only when it was made with the same patches. Pure.
  */
 export function patchSetId(patches: readonly LlamaPatch[]): string {
-  let h = 0x811c9dc5;
-  for (const ch of JSON.stringify(patches)) {
-    h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
-  }
-  return h.toString(16).padStart(8, "0");
+  return fnv1a(JSON.stringify(patches));
 }
 
 /** The file in a patched copy of the source that says which source and patches made it. */
