@@ -8,7 +8,7 @@ import { type Client, connect } from "../src/client/client.ts";
 import { generate } from "../src/client/generate.ts";
 import { BENCH_MODEL, ensureSyntheticModel } from "../src/llm/mod.ts";
 import { Batch, LlamaContext, LlamaModel, Sampler } from "../src/llm/llama.ts";
-import { fmt, pct, prebuiltLibs, ROOT, startBenchDaemon } from "./_bench_util.ts";
+import { fmt, libraryPatches, pct, prebuiltLibs, ROOT, startBenchDaemon } from "./_bench_util.ts";
 import { benchScheduler } from "./bench_scheduler.ts";
 
 /** Decode threads of both servers (`BENCH_THREADS=1` is steadier on a machine others use: a 2-thread pool waits at every barrier for a thread the OS took away). */
@@ -458,8 +458,11 @@ export async function benchLlm(parts: Set<string> = new Set()): Promise<string> 
       "",
       "The raw batched loop keeps one KV stream per sequence; umad's default mode uses one " +
         "unified KV cache, where every row scans the cells of every stream (see the physics " +
-        "below); a native build's patch `fa-masked-tiles` makes the other streams' cells cheap " +
-        "to pass over.",
+        (libraryPatches()?.includes("fa-masked-tiles")
+          ? "below); this native build's patch `fa-masked-tiles` makes the other streams' cells " +
+            "cheap to pass over."
+          : "below), which costs it at 16 streams; a native build's patch `fa-masked-tiles` " +
+            "makes the other streams' cells cheap to pass over."),
       "",
     );
   }

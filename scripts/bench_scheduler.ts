@@ -376,6 +376,7 @@ function physics(modelPath: string): string {
   }
   model.free();
   const perRow = results[`d8true`] / 8;
+  const patches = libraryPatches() ?? [];
   return [
     "### Physics: what a step costs on this CPU",
     "",
@@ -403,9 +404,9 @@ function physics(modelPath: string): string {
       r1(results.bigfalse)
     } ms with one KV stream per ` +
     `sequence (${r2(results.bigtrue / results.bigfalse)}×). ` +
-    (libraryPatches()?.includes("fa-masked-tiles")
+    (patches.includes("fa-masked-tiles")
       ? "The library here is a native build with umad's patches " +
-        `(${libraryPatches()!.join(", ")}): \`fa-masked-tiles\` finds ` +
+        `(${patches.join(", ")}): \`fa-masked-tiles\` finds ` +
         "masked tiles and runs of masked cells from the mask's F16 bits; the shipped kernel " +
         "converts each row's mask over every cell in use, for every head, before it skips a tile " +
         "that is all masked (with it: 13–15 ms for the 8000 cells and 1.31–1.36× for the prompt " +
@@ -415,7 +416,7 @@ function physics(modelPath: string): string {
         "applies umad's patch `fa-masked-tiles`, which skips them from the mask's bits)."),
     ` A call of 64 tokens or more runs llama.cpp's tiled kernel: ${r1(tiles[56])} ms for the ` +
     `64-token call against ${r1(tiles[55])} for 63 (${r2(tiles[56] / tiles[55])}×)` +
-    (libraryPatches()?.includes("fa-rows-or-tiles")
+    (patches.includes("fa-rows-or-tiles")
       ? "; with `fa-rows-or-tiles` a tile whose rows belong to many sequences is computed " +
         "row by row (without it: 1.3–1.7× in earlier runs)."
       : ": a query tile holding the decode rows of 8 sequences opens all their KV tiles, and " +
@@ -664,13 +665,14 @@ export async function benchScheduler(parts: Set<string>): Promise<string> {
       threads: THREADS,
       libDir: prebuiltLibDir(cpu),
     });
+    const patches = libraryPatches() ?? [];
     libNote = `Both servers run on the CPU library umad's loader picks on this machine, ` +
       `\`${cpu.split("/node_modules/").pop()?.split("/bins/")[0] ?? cpu}\` (umad loads it; ` +
       "llama-server, built from the matching source with `-DGGML_NATIVE=ON`, has it put in " +
       "place of its own `libggml-cpu.so.0`, with the package's `libggml-base.so`, on " +
       "`LD_LIBRARY_PATH`)" +
-      (libraryPatches()?.length
-        ? `; it is a native build with umad's patches (${libraryPatches()!.join(", ")}).`
+      (patches.length
+        ? `; it is a native build with umad's patches (${patches.join(", ")}).`
         : ".");
   }
   const banned: number[] = [];
